@@ -1,0 +1,46 @@
+# simplecqrs — the two commands: `make up` and `make test`.
+# Everything installs itself idempotently; downloads and builds are cached per
+# user in $(SIMPLECQRS_CACHE) (default ~/.cache/simplecqrs), per-checkout state in .local/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: up down status test test-faults clean venv help
+
+help:
+	@echo "make up          install + start MariaDB, Kafka, Cassandra, etcd, kube-apiserver,"
+	@echo "                 kube-controller-manager, then the simplecqrs processes"
+	@echo "make test        run the full test suite (starts what it needs)"
+	@echo "make test-faults run only the fault-injection suite"
+	@echo "make status      table of components"
+	@echo "make down        stop what make up started"
+	@echo "make clean       remove local data (asks first; FORCE=1 to skip)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> Python environment $(VENV) (pip cache: ~/.cache/pip)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q -e '.[dev]' --progress-bar on
+	@rm -f $(VENV)/.installed-* && touch $@
+
+up: venv
+	@$(PY) -m scripts.stack up
+
+down:
+	@$(PYTHON) -m scripts.stack down
+
+status:
+	@$(PYTHON) -m scripts.stack status
+
+test: venv
+	@$(PY) -m scripts.stack test -- $(PYTEST_ARGS)
+
+test-faults: venv
+	@$(PY) -m scripts.stack test -- -m faults $(PYTEST_ARGS)
+
+clean:
+	@$(PYTHON) -m scripts.stack clean $(if $(FORCE),--yes,)

@@ -1,0 +1,72 @@
+"""/healthz (process alive), /readyz (dependencies answer), /metrics, /openapi.json."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from .. import metrics
+from .openapi import document
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready when this process's stores answer.  Command role: MySQL must answer;
+    Kafka failing is reported as degraded publishing (orders are still accepted
+    into the outbox).  Query role: Cassandra must answer."""
+    checks: dict[str, str] = {}
+    ready = True
+    pool = current_app.extensions.get("simplecqrs.mysql")
+    if pool is not None:
+        try:
+            conn = pool.get()
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            conn.rollback()
+            checks["mysql"] = "ok"
+        except Exception as e:  # noqa: BLE001
+            pool.discard()
+            checks["mysql"] = f"down: {type(e).__name__}"
+            ready = False
+        relay = current_app.extensions.get("simplecqrs.relay")
+        if relay is not None:
+            checks["publishing"] = "ok" if relay.publishing else f"degraded: {relay.last_error}"
+    reader = current_app.extensions.get("simplecqrs.reader")
+    if reader is not None:
+        try:
+            reader.ping()
+            checks["cassandra"] = "ok"
+        except Exception as e:  # noqa: BLE001
+            checks["cassandra"] = f"down: {type(e).__name__}"
+            ready = False
+    body = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
+    body.status_code = 200 if ready else 503
+    return body
+
+
+@bp.get("/metrics")
+def metrics_endpoint():
+    pool = current_app.extensions.get("simplecqrs.mysql")
+    if pool is not None:
+        from ..outbox import backlog
+
+        try:
+            metrics.OUTBOX_BACKLOG.set(backlog(pool))
+        except Exception:  # noqa: BLE001 - a scrape must not fail because MySQL is down
+            pool.discard()
+    data, ctype = metrics.render()
+    return Response(data, content_type=ctype)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    settings = current_app.extensions["simplecqrs.settings"]
+    return jsonify(document(settings.api.role))

@@ -1,0 +1,179 @@
+"""The OpenAPI 3 document served at /openapi.json, kept beside the routes it describes.
+
+Tests fuzz the running API from this document (schemathesis) and check every
+response against it, so it must say exactly what the API does.
+"""
+from __future__ import annotations
+
+from .validation import LIMITS, MAX_QUANTITY
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+def _err(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_RETRY = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait before retrying"}}
+
+_NEW_ORDER = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["description", "quantity", "email", "firstName", "lastName"],
+    "properties": {
+        "description": {"type": "string", "minLength": 1, "maxLength": LIMITS["description"]},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
+        "email": {"type": "string", "format": "email", "maxLength": LIMITS["email"]},
+        "firstName": {"type": "string", "minLength": 1, "maxLength": LIMITS["firstName"]},
+        "lastName": {"type": "string", "minLength": 1, "maxLength": LIMITS["lastName"]},
+    },
+    "example": {"description": "repellendus aut et eaque", "quantity": 6,
+                "email": "alexanne.glover@augusta.biz", "firstName": "Alexanne", "lastName": "Glover"},
+}
+
+_CUSTOMER = {
+    "type": "object",
+    "required": ["email", "firstName", "lastName"],
+    "properties": {"email": {"type": "string"}, "firstName": {"type": "string"}, "lastName": {"type": "string"}},
+}
+
+_ORDER = {
+    "type": "object",
+    "required": ["id", "description", "quantity", "customer", "createdAt"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "description": {"type": "string"},
+        "quantity": {"type": "integer"},
+        "customer": {"$ref": "#/components/schemas/Customer"},
+        "createdAt": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def _page(item_ref: str) -> dict:
+    return {
+        "type": "object",
+        "required": ["items", "nextPageToken"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": item_ref}},
+            "nextPageToken": {"type": ["string", "null"]},
+        },
+    }
+
+
+_PAGING = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "page_token", "in": "query", "required": False, "schema": {"type": "string"}},
+]
+
+_COMMAND_PATHS = {
+    "/orders": {
+        "post": {
+            "summary": "Place an order (writes MySQL; the OnNewOrder event follows through the outbox)",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewOrder"}}}},
+            "responses": {
+                "201": {"description": "created (or replayed for a repeated Idempotency-Key)",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["id"],
+                            "properties": {"id": {"type": "string", "format": "uuid"}}}}}},
+                "400": _err("malformed JSON, duplicate keys or a bad Idempotency-Key"),
+                "413": _err("body larger than the limit"),
+                "415": _err("Content-Type is not application/json"),
+                "422": _err("a field is invalid (named in `fields`), or the Idempotency-Key was reused"),
+                "503": {**_err("the write store is unavailable; nothing was written"), "headers": _RETRY},
+            },
+        },
+    },
+}
+
+_QUERY_PATHS = {
+    "/orders": {
+        "get": {
+            "summary": "Orders from the read model, one page at a time",
+            "parameters": _PAGING,
+            "responses": {"200": {"description": "a page of orders", "content": {"application/json": {
+                "schema": _page("#/components/schemas/Order")}}},
+                "400": _err("bad limit or page_token"),
+                "503": {**_err("the read store is unavailable"), "headers": _RETRY}},
+        },
+    },
+    "/orders/{id}": {
+        "get": {
+            "summary": "One order with its customer; `wait` holds the request until it is projected",
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "wait", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 60000},
+                 "description": "milliseconds to wait for the order to appear (capped by API_MAX_WAIT_MS)"},
+            ],
+            "responses": {"200": {"description": "the order", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Order"}}}},
+                "400": _err("bad wait"), "404": _err("not (yet) in the read model"),
+                "503": {**_err("the read store is unavailable"), "headers": _RETRY}},
+        },
+    },
+    "/customers": {
+        "get": {
+            "summary": "Customers from the read model, one page at a time",
+            "parameters": _PAGING,
+            "responses": {"200": {"description": "a page of customers", "content": {"application/json": {
+                "schema": _page("#/components/schemas/Customer")}}},
+                "400": _err("bad limit or page_token"),
+                "503": {**_err("the read store is unavailable"), "headers": _RETRY}},
+        },
+    },
+    "/customers/{email}": {
+        "get": {
+            "summary": "One customer (by email) and their orders, newest first",
+            "parameters": [{"name": "email", "in": "path", "required": True, "schema": {"type": "string"}}, *_PAGING],
+            "responses": {"200": {"description": "the customer", "content": {"application/json": {"schema": {
+                "allOf": [{"$ref": "#/components/schemas/Customer"}, {
+                    "type": "object", "required": ["orders", "nextPageToken"],
+                    "properties": {"orders": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}},
+                                   "nextPageToken": {"type": ["string", "null"]}}}]}}}},
+                "400": _err("bad limit or page_token"), "404": _err("unknown customer"),
+                "503": {**_err("the read store is unavailable"), "headers": _RETRY}},
+        },
+    },
+}
+
+_OPS_PATHS = {
+    "/healthz": {"get": {"summary": "the process is alive",
+                         "responses": {"200": {"description": "alive", "content": {"application/json": {
+                             "schema": {"type": "object"}}}}}}},
+    "/readyz": {"get": {"summary": "the stores this process needs answer",
+                        "responses": {"200": {"description": "ready", "content": {"application/json": {
+                            "schema": {"type": "object"}}}},
+                            "503": {"description": "not ready", "content": {"application/json": {
+                                "schema": {"type": "object"}}}}}}},
+}
+
+
+def document(role: str = "both") -> dict:
+    paths: dict = {k: dict(v) for k, v in _OPS_PATHS.items()}
+    parts = ([_COMMAND_PATHS] if role in ("command", "both") else []) + \
+            ([_QUERY_PATHS] if role in ("query", "both") else [])
+    for part in parts:
+        for path, ops in part.items():
+            paths.setdefault(path, {}).update(ops)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "simplecqrs", "version": "1.0.0",
+                 "description": "Orders: commands write MySQL and publish OnNewOrder through an outbox; "
+                                "queries read the Cassandra projection (eventually consistent)."},
+        "paths": paths,
+        "components": {"schemas": {"Error": _ERROR, "NewOrder": _NEW_ORDER, "Customer": _CUSTOMER,
+                                   "Order": _ORDER}},
+    }

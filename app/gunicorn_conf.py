@@ -1,0 +1,59 @@
+"""gunicorn settings for the API, all from environment variables.
+
+    gunicorn -c python:app.gunicorn_conf 'app.wsgi:app'
+
+No --preload: every worker imports the app after the fork, so its MySQL
+connections, Kafka producer and outbox relay thread are its own.
+"""
+import os
+import shutil
+import tempfile
+
+bind = os.environ.get("API_BIND", "127.0.0.1:8080")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+accesslog = None  # the app logs requests as JSON; gunicorn's own access log would double them
+errorlog = "-"
+preload_app = False
+# Bound request parsing: a client cannot make a worker buffer huge headers.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Prometheus multiprocess mode: one directory per API instance, emptied at start.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"simplecqrs-metrics-{bind.replace(':', '_')}"))
+
+
+def on_starting(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_int(worker):
+    _stop_relay()
+
+
+def worker_exit(server, worker):
+    _stop_relay()
+
+
+def _stop_relay():
+    try:
+        from app.wsgi import app
+
+        relay = app.extensions.get("simplecqrs.relay")
+        if relay is not None:
+            relay.stop(timeout=5)
+    except Exception:  # noqa: BLE001 - shutting down anyway
+        pass

@@ -1,0 +1,42 @@
+"""Prometheus metrics for the API and the outbox relay.
+
+gunicorn runs several worker processes, so the API uses prometheus_client's
+multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (the gunicorn config
+sets it up and cleans it); the consumer is one process and serves its own
+registry.  Metric names are documented in the README and used by the Grafana
+dashboard in the chart.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HTTP_REQUESTS = Counter("simplecqrs_http_requests_total", "HTTP requests by route, method and status",
+                        ["route", "method", "status"])
+HTTP_LATENCY = Histogram("simplecqrs_http_request_duration_seconds", "HTTP request latency by route",
+                         ["route", "method"], buckets=LATENCY_BUCKETS)
+ORDERS_PLACED = Counter("simplecqrs_orders_placed_total", "Orders committed with their outbox event")
+PUBLISHED = Counter("simplecqrs_outbox_published_total", "Outbox events acknowledged by Kafka")
+PUBLISH_FAILURES = Counter("simplecqrs_outbox_publish_failures_total", "Outbox events Kafka did not acknowledge")
+PUBLISH_LATENCY = Histogram("simplecqrs_outbox_publish_duration_seconds",
+                            "Time from send to acknowledgement of one outbox batch", buckets=LATENCY_BUCKETS)
+COMMIT_TO_PUBLISH = Histogram("simplecqrs_outbox_commit_to_publish_seconds",
+                              "Time from an order's commit to its event's acknowledgement by Kafka",
+                              buckets=LATENCY_BUCKETS + (30, 60, 300))
+OUTBOX_BACKLOG = Gauge("simplecqrs_outbox_backlog", "Outbox events not yet published (read at scrape time)",
+                       multiprocess_mode="max")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition for GET /metrics, merging worker processes when in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""The Cassandra read model: connection, schema (migrations), projection writes and queries."""

@@ -1,0 +1,157 @@
+"""Projection writes and queries on the Cassandra read model.
+
+Every write of an event uses `USING TIMESTAMP <event sequence>`: Cassandra
+keeps, cell by cell, the value with the highest timestamp, so replaying an
+event changes nothing and an older event arriving after a newer one cannot
+overwrite it (the customer's names stay those of the latest order).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+import uuid
+from datetime import timezone
+
+from cassandra import ConsistencyLevel
+from cassandra.cluster import ResponseFuture, Session
+from cassandra.query import SimpleStatement
+
+from ..events import OnNewOrder, format_time
+from .schema import STATE_ID, ident
+
+STATE_TTL_S = 2.0
+CL = ConsistencyLevel.LOCAL_QUORUM
+
+
+class BadPageToken(ValueError):
+    pass
+
+
+def encode_token(paging_state: bytes | None) -> str | None:
+    return base64.urlsafe_b64encode(paging_state).decode().rstrip("=") if paging_state else None
+
+
+def decode_token(token: str | None) -> bytes | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise BadPageToken("page_token is not valid") from None
+    if not raw or len(raw) > 4096:
+        raise BadPageToken("page_token is not valid")
+    return raw
+
+
+def _order_json(row) -> dict:
+    created = row.created_at.replace(tzinfo=timezone.utc) if row.created_at.tzinfo is None else row.created_at
+    return {
+        "id": str(row.order_id), "description": row.description, "quantity": row.quantity,
+        "customer": {"email": row.email, "firstName": row.first_name, "lastName": row.last_name},
+        "createdAt": format_time(created),
+    }
+
+
+class ReadModel:
+    def __init__(self, session: Session, keyspace: str):
+        self.session = session
+        self.ks = ident(keyspace)
+        self._lock = threading.Lock()
+        self._state: tuple[int, frozenset[int]] | None = None
+        self._state_at = 0.0
+        self._prepared: dict[tuple[str, int], object] = {}
+
+    # ---------------------------------------------------------------- generations
+    def state(self, refresh: bool = False) -> tuple[int, frozenset[int]]:
+        """(generation the queries read, generations the consumer writes), cached briefly."""
+        now = time.monotonic()
+        if refresh or self._state is None or now - self._state_at > STATE_TTL_S:
+            row = self.session.execute(
+                SimpleStatement(f"SELECT active, writing FROM {self.ks}.read_model_state WHERE id = %s",
+                                consistency_level=CL), (STATE_ID,)).one()
+            if row is None:
+                raise RuntimeError(f"read model in keyspace {self.ks} has no state row: run the schema migration")
+            self._state = (row.active, frozenset(row.writing or {row.active}))
+            self._state_at = now
+        return self._state
+
+    def _prepare(self, name: str, gen: int, cql: str):
+        key = (name, gen)
+        stmt = self._prepared.get(key)
+        if stmt is None:
+            with self._lock:
+                stmt = self._prepared.get(key)
+                if stmt is None:
+                    stmt = self.session.prepare(cql)
+                    stmt.consistency_level = CL
+                    stmt.is_idempotent = True  # safe: every write is USING TIMESTAMP <sequence>
+                    self._prepared[key] = stmt
+        return stmt
+
+    # ---------------------------------------------------------------- projection
+    def project_async(self, ev: OnNewOrder, generations=None) -> list[ResponseFuture]:
+        """Start the writes of one event to every generation being written; the caller awaits them."""
+        oid = uuid.UUID(ev.orderId)
+        eid = uuid.UUID(ev.eventId)
+        created = ev.occurred_at
+        futures = []
+        for gen in generations or self.state()[1]:
+            ks = self.ks
+            by_id = self._prepare("by_id", gen, f"INSERT INTO {ks}.orders_by_id_g{gen} (order_id, description, quantity,"
+                                  " email, first_name, last_name, created_at, event_id, sequence)"
+                                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
+            by_customer = self._prepare("by_customer", gen, f"INSERT INTO {ks}.orders_by_customer_g{gen} (email,"
+                                        " created_at, order_id, description, quantity, first_name, last_name,"
+                                        " sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
+            customer = self._prepare("customer", gen, f"INSERT INTO {ks}.customers_g{gen} (email, first_name,"
+                                     " last_name, sequence) VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
+            ts = ev.sequence
+            futures.append(self.session.execute_async(by_id, (
+                oid, ev.description, ev.quantity, ev.email, ev.firstName, ev.lastName, created, eid, ev.sequence, ts)))
+            futures.append(self.session.execute_async(by_customer, (
+                ev.email, created, oid, ev.description, ev.quantity, ev.firstName, ev.lastName, ev.sequence, ts)))
+            futures.append(self.session.execute_async(customer, (ev.email, ev.firstName, ev.lastName, ev.sequence, ts)))
+        return futures
+
+    # ---------------------------------------------------------------- queries
+    def ping(self) -> None:
+        self.session.execute(SimpleStatement("SELECT release_version FROM system.local"), timeout=3)
+
+    def get_order(self, order_id: str) -> dict | None:
+        try:
+            oid = uuid.UUID(order_id)
+        except ValueError:
+            return None
+        gen = self.state()[0]
+        stmt = self._prepare("get_order", gen, f"SELECT * FROM {self.ks}.orders_by_id_g{gen} WHERE order_id = ?")
+        row = self.session.execute(stmt, (oid,)).one()
+        return _order_json(row) if row else None
+
+    def _page(self, cql: str, params: tuple, limit: int, token: str | None):
+        stmt = SimpleStatement(cql, fetch_size=limit, consistency_level=CL)
+        result = self.session.execute(stmt, params, paging_state=decode_token(token))
+        rows = result.current_rows
+        return rows, encode_token(result.paging_state)
+
+    def list_orders(self, limit: int, token: str | None) -> tuple[list[dict], str | None]:
+        gen = self.state()[0]
+        rows, nxt = self._page(f"SELECT * FROM {self.ks}.orders_by_id_g{gen}", (), limit, token)
+        return [_order_json(r) for r in rows], nxt
+
+    def list_customers(self, limit: int, token: str | None) -> tuple[list[dict], str | None]:
+        gen = self.state()[0]
+        rows, nxt = self._page(f"SELECT email, first_name, last_name FROM {self.ks}.customers_g{gen}", (), limit, token)
+        return [{"email": r.email, "firstName": r.first_name, "lastName": r.last_name} for r in rows], nxt
+
+    def get_customer(self, email: str, limit: int, token: str | None) -> dict | None:
+        gen = self.state()[0]
+        row = self.session.execute(self._prepare("get_customer", gen, f"SELECT email, first_name, last_name FROM"
+                                                 f" {self.ks}.customers_g{gen} WHERE email = ?"), (email,)).one()
+        if row is None:
+            return None
+        orders, nxt = self._page(f"SELECT * FROM {self.ks}.orders_by_customer_g{gen} WHERE email = %s",
+                                 (email,), limit, token)
+        return {"email": row.email, "firstName": row.first_name, "lastName": row.last_name,
+                "orders": [_order_json(r) for r in orders], "nextPageToken": nxt}

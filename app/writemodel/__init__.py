@@ -1,0 +1,1 @@
+"""The MySQL write model: connections, versioned migrations and the order command."""

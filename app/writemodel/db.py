@@ -1,0 +1,70 @@
+"""MySQL connections (pymysql), shared by the API, the outbox relay, the operator and scripts.
+
+Connections are made lazily, after gunicorn forks (never at import time), and
+reused per thread.  A connection that failed is dropped so the next use
+reconnects: the API survives a MySQL restart without being restarted itself.
+"""
+from __future__ import annotations
+
+import threading
+
+import pymysql
+
+from ..config import MySQLSettings
+
+# Errors that mean "the server is unreachable or the connection died"; the
+# transaction (if any) did not commit unless it died during COMMIT itself.
+CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1927, 1053, 4031}
+# Errors after which the whole transaction may be retried safely.
+RETRYABLE_TXN_ERRORS = {1205, 1213}  # lock wait timeout, deadlock
+
+
+def error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, (pymysql.err.InterfaceError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, pymysql.err.OperationalError) and error_code(exc) in CONNECTION_ERRORS
+
+
+def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "", autocommit: bool = False,
+            read_timeout: float = 10.0) -> pymysql.connections.Connection:
+    """Open one connection; `database=None` connects to no database (admin bootstrap)."""
+    user, password = (s.admin_user, s.admin_password) if admin else (s.user, s.password)
+    if not user:
+        which = "MYSQL_ADMIN_USER" if admin else "MYSQL_USER"
+        raise RuntimeError(f"{which} is not set")
+    return pymysql.connect(
+        host=s.host, port=s.port, user=user, password=password,
+        database=(s.database if database == "" else database),
+        charset="utf8mb4", autocommit=autocommit,
+        connect_timeout=s.connect_timeout, read_timeout=read_timeout, write_timeout=read_timeout,
+        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, time_zone = '+00:00'",
+    )
+
+
+class ConnectionPool:
+    """One reusable connection per thread (gunicorn gthread workers, the relay thread)."""
+
+    def __init__(self, settings: MySQLSettings):
+        self.settings = settings
+        self._local = threading.local()
+
+    def get(self) -> pymysql.connections.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or not conn.open:
+            conn = connect(self.settings)
+            self._local.conn = conn
+        return conn
+
+    def discard(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass

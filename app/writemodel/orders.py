@@ -1,0 +1,154 @@
+"""The order command: one MySQL transaction writes the customer, the order and the outbox event.
+
+    place_order()            idempotency key (optional) -> customer upsert -> order -> outbox
+                             -> COMMIT; then the caller wakes the outbox relay.
+
+Nothing here talks to Kafka: the event is a row in the same transaction as the
+order, so both exist or neither does (transactional outbox).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import pymysql
+
+from .. import events
+from ..api.validation import NewOrder
+from .db import RETRYABLE_TXN_ERRORS, ConnectionPool, error_code, is_connection_error
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 3
+
+
+class StoreUnavailable(RuntimeError):
+    """MySQL could not be reached: the API answers 503 with Retry-After."""
+
+
+class IdempotencyConflict(ValueError):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    order_id: str
+    created_at: datetime | None
+    replayed: bool = False
+
+
+def request_hash(order: NewOrder) -> str:
+    return hashlib.sha256(json.dumps(asdict(order), sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | None = None) -> Placed:
+    """Commit the order and its event atomically; retry what is safe to retry.
+
+    A lost connection before COMMIT rolls the transaction back server-side, so
+    it is retried on a fresh connection.  A connection lost *during* COMMIT
+    leaves the outcome unknown: the order id is ours, so we look it up before
+    deciding whether to retry (never a second order for one request).
+    """
+    digest = request_hash(order) if idempotency_key else ""
+    last_error: BaseException | None = None
+    for _ in range(ATTEMPTS):
+        order_id = str(uuid.uuid4())
+        committing = False
+        try:
+            conn = pool.get()
+            with conn.cursor() as cur:
+                if idempotency_key:
+                    try:
+                        cur.execute("INSERT INTO idempotency_keys (idem_key, request_hash, order_id, created_at)"
+                                    " VALUES (%s, %s, %s, UTC_TIMESTAMP(3))", (idempotency_key, digest, order_id))
+                    except pymysql.err.IntegrityError as e:
+                        if error_code(e) != 1062:
+                            raise
+                        conn.rollback()
+                        return _replay(cur, idempotency_key, digest)
+                created = _write(cur, order_id, order)
+            committing = True
+            conn.commit()
+            return Placed(order_id, created)
+        except Exception as e:  # noqa: BLE001 - classified below
+            last_error = e
+            if is_connection_error(e):
+                pool.discard()
+                if committing and _order_exists(pool, order_id):
+                    return Placed(order_id, None)
+                continue
+            _rollback(pool)
+            if isinstance(e, pymysql.err.MySQLError) and error_code(e) in RETRYABLE_TXN_ERRORS:
+                continue
+            raise
+    if last_error is not None and not is_connection_error(last_error):
+        raise last_error
+    raise StoreUnavailable(f"write store unavailable: {last_error}")
+
+
+def _write(cur, order_id: str, order: NewOrder) -> datetime:
+    created = events.now_ms()
+    # Race-free upsert: concurrent first orders for one email all succeed; the
+    # customer keeps its creation time and takes the latest names.
+    cur.execute(
+        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s)"
+        " ON DUPLICATE KEY UPDATE first_name = VALUES(first_name), last_name = VALUES(last_name),"
+        " updated_at = VALUES(updated_at)",
+        (order.email, order.firstName, order.lastName, created, created))
+    cur.execute(
+        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created))
+    event_id = events.new_event_id()
+    payload = outbox_payload(event_id, order_id, order, created)
+    cur.execute(
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (event_id, events.EVENT_NAME, order_id, payload, created))
+    return created
+
+
+def outbox_payload(event_id: str, order_id: str, order: NewOrder, created: datetime) -> str:
+    """The event without its sequence; the relay adds the outbox row's seq when it publishes."""
+    return json.dumps({
+        "eventId": event_id, "occurredAt": events.format_time(created), "orderId": order_id,
+        "description": order.description, "quantity": order.quantity, "email": order.email,
+        "firstName": order.firstName, "lastName": order.lastName,
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+def _replay(cur, key: str, digest: str) -> Placed:
+    cur.execute("SELECT request_hash, order_id FROM idempotency_keys WHERE idem_key = %s", (key,))
+    row = cur.fetchone()
+    cur.connection.rollback()
+    if row is None:  # the holder rolled back between our insert and this read: rare; ask for a retry
+        raise pymysql.err.OperationalError(1213, "idempotency key released concurrently")
+    if row[0] != digest:
+        raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+    return Placed(row[1], None, replayed=True)
+
+
+def _order_exists(pool: ConnectionPool, order_id: str) -> bool:
+    try:
+        conn = pool.get()
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM orders WHERE id = %s", (order_id,))
+            found = cur.fetchone() is not None
+        conn.rollback()
+        return found
+    except Exception as e:  # noqa: BLE001
+        pool.discard()
+        # Still unreachable: the commit's fate is unknown.  Answer 503 rather than risk a
+        # duplicate by retrying; the client retries with its Idempotency-Key.
+        raise StoreUnavailable(f"write store unavailable while confirming commit: {e}") from e
+
+
+def _rollback(pool: ConnectionPool) -> None:
+    try:
+        pool.get().rollback()
+    except Exception:  # noqa: BLE001
+        pool.discard()

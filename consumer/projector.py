@@ -1,0 +1,230 @@
+"""The projection loop: Kafka OnNewOrder events -> Cassandra read model, at least once.
+
+    poll() a batch -> decode each record (poison -> dead-letter topic)
+                   -> write good events to Cassandra, asynchronously, a bounded number in flight
+                   -> when every write of the batch succeeded: commit the offsets after it
+
+Rules this loop keeps (the original demo broke each one):
+* offsets are committed only after the Cassandra writes for them succeeded
+  (auto-commit is off; kafka-python's default would commit what poll() returned);
+* a new group starts from the earliest offset;
+* a Cassandra outage pauses the partitions, keeps polling so the group
+  membership stays alive, retries with backoff and commits nothing meanwhile;
+* a poison message is dead-lettered with its error and origin in headers, and
+  the partition moves on;
+* partitions being revoked get their processed offsets committed first;
+* SIGTERM finishes the batch in hand, commits, leaves the group and exits.
+The writes themselves are idempotent and order-safe (USING TIMESTAMP = sequence),
+so the re-deliveries that at-least-once implies change nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+
+from app import broker, events
+from app.config import Settings
+from app.readmodel.store import ReadModel
+
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Work:
+    tp: TopicPartition
+    offset: int
+    event: events.OnNewOrder
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, projector: "Projector"):
+        self.p = projector
+
+    def on_partitions_revoked(self, revoked):
+        self.p.on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.p.on_assigned(set(assigned))
+
+
+class Projector:
+    def __init__(self, settings: Settings, model: ReadModel, *, consumer=None, dlq_producer=None):
+        self.settings = settings
+        self.model = model
+        self.consumer = consumer or broker.consumer(
+            settings.kafka, group_id=settings.kafka.consumer_group,
+            max_poll_records=settings.consumer.max_poll_records)
+        self.dlq = dlq_producer
+        self.running = True
+        self.retrying = False
+        self.processed: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self.last_loop = time.monotonic()
+        self.consumer.subscribe([settings.kafka.topic], listener=_Rebalance(self))
+
+    # ---------------------------------------------------------------- rebalance
+    def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.commit({tp: off for tp, off in self.processed.items() if tp in revoked})
+        for tp in revoked:
+            self.processed.pop(tp, None)
+            metrics.LAG.remove_partition(tp)
+        log.info("partitions revoked", extra={"partitions": sorted(f"{t.topic}-{t.partition}" for t in revoked)})
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.retrying and assigned:
+            self.consumer.pause(*assigned)  # nothing new is fetched while a batch is being retried
+        log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}-{t.partition}" for t in assigned)})
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> None:
+        while self.running:
+            self.last_loop = time.monotonic()
+            batch = self.consumer.poll(timeout_ms=500)
+            if batch:
+                self.process(batch)
+            self.observe_lag()
+        self.commit(self.processed)
+
+    def stop(self) -> None:
+        self.running = False
+
+    def process(self, batch: dict[TopicPartition, list]) -> None:
+        work: list[Work] = []
+        for tp, records in batch.items():
+            for rec in records:
+                try:
+                    work.append(Work(tp, rec.offset, events.decode(rec.value)))
+                except events.PoisonEvent as e:
+                    self.dead_letter(rec, str(e))
+        self.project(work)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        self.processed.update(offsets)
+        self.commit(offsets)
+
+    def project(self, work: list[Work]) -> None:
+        """Write every event of the batch; on failure pause, back off and retry only what failed."""
+        backoff = 0.5
+        pending = work
+        while pending:
+            failed = self._write(pending)
+            if not failed:
+                break
+            if not self.running:
+                raise SystemExit("stopping with an unprojected batch; its offsets stay uncommitted")
+            metrics.RETRIES.inc(len(failed))
+            log.warning("read store write failed; retrying", extra={
+                "events": len(failed), "order_id": failed[0].event.orderId, "retry_in_s": backoff})
+            self._wait_paused(backoff)
+            backoff = min(backoff * 2, 30.0)
+            # A rebalance during the wait may have moved partitions away: their new owner re-reads them.
+            owned = self.consumer.assignment()
+            pending = [w for w in failed if w.tp in owned]
+
+    def _write(self, work: list[Work]) -> list[Work]:
+        """Project each event with at most CONSUMER_MAX_IN_FLIGHT writes outstanding; return the failures."""
+        bound = max(3, self.settings.consumer.max_in_flight)
+        in_flight: deque = deque()
+        failed: list[Work] = []
+
+        def settle(item):
+            w, futures = item
+            ok = True
+            for f in futures:
+                try:
+                    f.result()
+                except Exception as e:  # noqa: BLE001 - any failure means "retry this event"
+                    ok = False
+                    log.debug("write failed", extra={"order_id": w.event.orderId, "error": str(e)[:200]})
+            if ok:
+                metrics.PROJECTED.inc()
+                metrics.DELAY.observe(max(0.0, time.time() - w.event.occurred_at.timestamp()))
+            else:
+                failed.append(w)
+
+        try:
+            generations = self.model.state()[1]
+        except Exception as e:  # noqa: BLE001
+            log.debug("read model state unavailable", extra={"error": str(e)[:200]})
+            return list(work)
+        for w in work:
+            try:
+                futures = self.model.project_async(w.event, generations)
+            except Exception:  # noqa: BLE001 - e.g. NoHostAvailable while preparing
+                failed.append(w)
+                continue
+            in_flight.append((w, futures))
+            outstanding = sum(len(f) for _, f in in_flight)
+            while outstanding > bound:
+                settle(in_flight.popleft())
+                outstanding = sum(len(f) for _, f in in_flight)
+        while in_flight:
+            settle(in_flight.popleft())
+        return failed
+
+    def _wait_paused(self, seconds: float) -> None:
+        """Keep the group membership alive without fetching while the read store is down."""
+        self.retrying = True
+        assigned = self.consumer.assignment()
+        self.consumer.pause(*assigned)
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline and self.running:
+                self.last_loop = time.monotonic()
+                stray = self.consumer.poll(timeout_ms=200)
+                for tp, records in stray.items():  # cannot happen while paused; never skip them if it does
+                    self.consumer.seek(tp, records[0].offset)
+        finally:
+            self.retrying = False
+            self.consumer.resume(*self.consumer.assignment())
+
+    # ---------------------------------------------------------------- poison messages
+    def dead_letter(self, rec, reason: str) -> None:
+        if self.dlq is None:
+            self.dlq = broker.producer(self.settings.kafka, client_id="simplecqrs-dlq", linger_ms=0)
+        headers = list(rec.headers or []) + [
+            ("dlq.error", reason[:1000].encode("utf-8", "replace")),
+            ("dlq.origin.topic", rec.topic.encode()),
+            ("dlq.origin.partition", str(rec.partition).encode()),
+            ("dlq.origin.offset", str(rec.offset).encode()),
+        ]
+        backoff = 0.5
+        while True:
+            try:
+                self.dlq.send(self.settings.kafka.dead_letter_topic, key=rec.key, value=rec.value,
+                              headers=headers).get(timeout=15)
+                break
+            except Exception as e:  # noqa: BLE001 - Kafka down: never commit past an undelivered DLQ record
+                if not self.running:
+                    raise SystemExit("stopping before a poison message reached the dead-letter topic") from e
+                log.warning("dead-letter publish failed; retrying", extra={"error": str(e)[:200]})
+                self._wait_paused(backoff)
+                backoff = min(backoff * 2, 30.0)
+        metrics.DEAD_LETTERED.inc()
+        log.warning("poison message dead-lettered", extra={
+            "reason": reason[:300], "partition": rec.partition, "offset": rec.offset})
+
+    # ---------------------------------------------------------------- offsets
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except Exception as e:  # noqa: BLE001 - e.g. CommitFailedError after a rebalance
+            # Not fatal: the partition's new owner re-reads from the last committed
+            # offset, and re-projecting is idempotent.
+            log.warning("offset commit failed", extra={"error": str(e)[:200]})
+
+    def observe_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            try:
+                hw = self.consumer.highwater(tp)
+                pos = self.consumer.position(tp, timeout_ms=100) if hw is not None else None
+            except Exception:  # noqa: BLE001
+                continue
+            if hw is not None and pos is not None:
+                metrics.LAG.set_partition(tp, max(0, hw - pos))

@@ -1,0 +1,312 @@
+"""Shared plumbing for the local stack: paths, processes, waits, progress.
+
+Standard library only: `make up` runs this before the project's virtualenv
+exists.  Every component module (mariadb, kafka, cassandra, kube, ...) builds
+on these helpers so that pid files, logs and timeouts behave the same way for
+all of them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = Path(os.environ.get("SIMPLECQRS_LOCAL", ROOT / ".local"))
+CACHE = Path(os.environ.get("SIMPLECQRS_CACHE", Path.home() / ".cache" / "simplecqrs"))
+BIN = LOCAL / "bin"          # links to tools built into CACHE
+DATA = LOCAL / "data"        # one sub-folder per component
+LOGS = LOCAL / "logs"
+RUN = LOCAL / "run"          # pid files
+ETC = LOCAL / "etc"          # generated configuration, certificates, credentials
+KUBECONFIG = LOCAL / "kubeconfig"
+JAVA17_HOME = Path(os.environ.get("SIMPLECQRS_JAVA17_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"))
+
+
+class StackError(RuntimeError):
+    """One clear line: component, reason, log file."""
+
+    def __init__(self, component: str, reason: str, log: Path | None = None):
+        where = f" (log: {log})" if log else ""
+        super().__init__(f"{component}: {reason}{where}")
+        self.component = component
+
+
+def ensure_dirs() -> None:
+    for d in (BIN, DATA, LOGS, RUN, ETC, CACHE):
+        d.mkdir(parents=True, exist_ok=True)
+
+
+# ---------------------------------------------------------------- output
+def say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def detail(msg: str) -> None:
+    print(f"    {msg}", flush=True)
+
+
+def run(cmd: list[str] | str, what: str, *, cwd: Path | None = None, env: dict | None = None,
+        log: Path | None = None, timeout: float = 3600, shell: bool = False) -> None:
+    """Run a long install/build step, echoing a heartbeat so it never looks hung.
+
+    Output goes to `log` (default: .local/logs/install-<what>.log); on failure
+    the last lines are printed and StackError raised.
+    """
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = log or LOGS / f"install-{what.split()[0].lower()}.log"
+    say(f"{what} (output: {log})")
+    start = time.monotonic()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                shell=shell, stdin=subprocess.DEVNULL)
+        last = start
+        while proc.poll() is None:
+            time.sleep(1)
+            now = time.monotonic()
+            if now - start > timeout:
+                proc.kill()
+                raise StackError(what, f"timed out after {timeout:.0f}s", log)
+            if now - last >= 15:
+                last = now
+                print(f"    ... {what}: {now - start:.0f}s, {_tail(log, 1)[:120]}", flush=True)
+    if proc.returncode != 0:
+        for line in _tail(log, 15).splitlines():
+            detail(line)
+        raise StackError(what, f"exited with {proc.returncode}", log)
+    detail(f"done in {time.monotonic() - start:.0f}s")
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- processes
+def pid_file(name: str) -> Path:
+    return RUN / f"{name}.pid"
+
+
+def log_file(name: str) -> Path:
+    return LOGS / f"{name}.log"
+
+
+def read_pid(name: str) -> int | None:
+    try:
+        pid = int(pid_file(name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def spawn(name: str, argv: list[str], *, env: dict | None = None, cwd: Path | None = None) -> int:
+    """Start a daemon in its own session, log to .local/logs/<name>.log, record its pid."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = log_file(name)
+    with open(log, "ab") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file(name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop(name: str, timeout: float = 30) -> bool:
+    """Stop the process recorded in the pid file (SIGTERM, then SIGKILL). Never matches by name."""
+    pid = read_pid(name)
+    if pid is None:
+        pid_file(name).unlink(missing_ok=True)
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        _signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.1)
+    pid_file(name).unlink(missing_ok=True)
+    return True
+
+
+def kill(name: str, sig: int = signal.SIGKILL) -> int | None:
+    """Send `sig` to a recorded process (fault tests); returns the pid or None."""
+    pid = read_pid(name)
+    if pid is not None:
+        _signal_group(pid, sig)
+    return pid
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    # spawn() puts each daemon in its own session, so its process group id is its pid:
+    # signalling the group also reaches helper children (e.g. mysqld_safe's mysqld).
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# ---------------------------------------------------------------- waits
+def wait_until(check: Callable[[], bool], *, component: str, what: str, timeout: float,
+               log: Path | None = None, pid_name: str | None = None, interval: float = 0.5) -> float:
+    """Poll `check` until it returns True; fail with one clear line on timeout or process death."""
+    start = time.monotonic()
+    last_note = start
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except Exception:  # noqa: BLE001 - any failure of a probe just means "not yet"
+            pass
+        now = time.monotonic()
+        if pid_name is not None and read_pid(pid_name) is None:
+            raise StackError(component, f"process exited before {what}", log)
+        if now - start > timeout:
+            raise StackError(component, f"not {what} after {timeout:.0f}s", log)
+        if now - last_note >= 10:
+            last_note = now
+            detail(f"waiting for {component} to be {what} ({now - start:.0f}s)")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def require_port_free(component: str, port: int) -> None:
+    if port_open(port):
+        raise StackError(component, f"port 127.0.0.1:{port} is already in use by another process")
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool)
+
+
+def link_tool(src: Path, name: str | None = None) -> Path:
+    """Make .local/bin/<name> point at a tool in the per-user cache."""
+    BIN.mkdir(parents=True, exist_ok=True)
+    dst = BIN / (name or src.name)
+    if dst.is_symlink() or dst.exists():
+        if dst.resolve() == src.resolve():
+            return dst
+        dst.unlink()
+    dst.symlink_to(src)
+    return dst
+
+
+# ---------------------------------------------------------------- components
+@dataclass
+class Status:
+    name: str
+    state: str      # running | stopped | not installed
+    address: str
+    version: str
+    log: str
+
+
+class Component:
+    """A local service: installed into the cache, started as a daemon, probed for real."""
+
+    name: str = ""
+    address: str = ""
+    start_timeout: float = 120
+
+    def install(self) -> None:
+        """Idempotent: fetch/build what is missing into CACHE, link tools into .local/bin."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """A real request (a query, a metadata call, a GET), not just an open port."""
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return "?"
+
+    def stop(self) -> None:
+        stop(self.name)
+
+    # -- shared behaviour
+    @property
+    def log(self) -> Path:
+        return log_file(self.name)
+
+    def running(self) -> bool:
+        return read_pid(self.name) is not None
+
+    def up(self) -> None:
+        if self.running() and self._ready_quietly():
+            detail(f"{self.name} already running")
+            return
+        if not self.running():
+            say(f"starting {self.name}")
+            self.start()
+        took = wait_until(self.ready, component=self.name, what="answering", timeout=self.start_timeout,
+                          log=self.log, pid_name=self.name)
+        detail(f"{self.name} answering on {self.address} after {took:.1f}s")
+
+    def _ready_quietly(self) -> bool:
+        try:
+            return bool(self.ready())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def status(self) -> Status:
+        if self.running():
+            state = "running" if self._ready_quietly() else "starting/unhealthy"
+        else:
+            state = "stopped"
+        try:
+            version = self.version()
+        except Exception:  # noqa: BLE001
+            version = "?"
+        return Status(self.name, state, self.address, version, str(self.log.relative_to(ROOT))
+                      if self.log.is_relative_to(ROOT) else str(self.log))
+
+
+def print_table(rows: list[Status]) -> None:
+    headers = ("component", "state", "address", "version", "log")
+    data = [headers] + [(r.name, r.state, r.address, r.version, r.log) for r in rows]
+    widths = [max(len(str(row[i])) for row in data) for i in range(len(headers))]
+    for i, row in enumerate(data):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    sys.stdout.flush()

@@ -1,0 +1,168 @@
+"""The stack harness: a real round trip with every component of `make up`."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+
+import pymysql
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from app import broker
+from app.config import KafkaSettings
+from scripts.stack import core
+
+
+def test_mariadb_insert_then_select(stack, admin_mysql, run_id):
+    db = f"harness_t{run_id}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user=admin_mysql.admin_user,
+                           password=admin_mysql.admin_password, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{db}`")
+            cur.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(20))")
+            cur.execute(f"INSERT INTO `{db}`.t VALUES (%s, %s)", (1, "hello"))
+            cur.execute(f"SELECT v FROM `{db}`.t WHERE id = %s", (1,))
+            assert cur.fetchone() == ("hello",)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+        conn.close()
+
+
+def test_mariadb_listens_on_loopback_only(stack):
+    out = subprocess.run(["mariadb", "--no-defaults", f"--socket={core.RUN / 'mysqld.sock'}", "-uroot", "-N", "-e",
+                          "SELECT @@bind_address"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "127.0.0.1"
+
+
+def test_kafka_produce_then_consume_keyed_message(stack, run_id):
+    topic = f"harness-t{run_id}"
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
+    admin = broker.admin(s)
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1)])
+        producer = KafkaProducer(bootstrap_servers="127.0.0.1:9092", acks="all")
+        key, value = uuid.uuid4().hex.encode(), json.dumps({"hello": "kafka"}).encode()
+        meta = producer.send(topic, key=key, value=value).get(timeout=30)
+        producer.close()
+        consumer = KafkaConsumer(topic, bootstrap_servers="127.0.0.1:9092", group_id=f"harness-{run_id}",
+                                 auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=20000)
+        got = [(m.key, m.value, m.partition) for m in consumer]
+        consumer.close()
+        assert got == [(key, value, meta.partition)]
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
+
+
+def test_cassandra_keyspace_table_write_read(stack, run_id):
+    from cassandra.cluster import Cluster
+
+    ks = f"harness_t{run_id}"
+    cluster = Cluster(["127.0.0.1"], port=9042, protocol_version=5)
+    session = cluster.connect()
+    try:
+        session.execute(f"CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+        session.execute(f"CREATE TABLE {ks}.t (id uuid PRIMARY KEY, v text)")
+        key = uuid.uuid4()
+        session.execute(f"INSERT INTO {ks}.t (id, v) VALUES (%s, %s)", (key, "hello"))
+        assert session.execute(f"SELECT v FROM {ks}.t WHERE id = %s", (key,)).one().v == "hello"
+    finally:
+        session.execute(f"DROP KEYSPACE IF EXISTS {ks}")
+        cluster.shutdown()
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", f"--kubeconfig={core.KUBECONFIG}", *args], input=input, capture_output=True,
+                          text=True, check=check, timeout=60)
+
+
+CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets%(id)s.harness.simplecqrs.io}
+spec:
+  group: harness.simplecqrs.io
+  scope: Namespaced
+  names: {plural: widgets%(id)s, singular: widget%(id)s, kind: Widget%(id)s}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, properties: {size: {type: integer, minimum: 1}}}
+"""
+
+
+def test_kubectl_configmap_and_crd_round_trip(stack, run_id):
+    assert shutil.which("kubectl")
+    name = f"harness-{run_id}"
+    kubectl("create", "configmap", name, "--from-literal=k=v")
+    assert json.loads(kubectl("get", "configmap", name, "-o", "json").stdout)["data"] == {"k": "v"}
+    kubectl("delete", "configmap", name)
+    assert kubectl("get", "configmap", name, check=False).returncode != 0
+
+    kubectl("apply", "-f", "-", input=CRD % {"id": run_id})
+    crd = f"widgets{run_id}.harness.simplecqrs.io"
+    kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    bad = kubectl("apply", "-f", "-", check=False, input=(
+        f"apiVersion: harness.simplecqrs.io/v1\nkind: Widget{run_id}\nmetadata: {{name: w}}\nspec: {{size: 0}}\n"))
+    assert bad.returncode != 0 and "spec.size" in bad.stderr
+    kubectl("delete", "crd", crd)
+
+
+def test_kubernetes_client_configmap_and_crd(stack, run_id):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(core.KUBECONFIG))
+    core_v1 = client.CoreV1Api(api_client)
+    ext = client.ApiextensionsV1Api(api_client)
+    name = f"harness-py-{run_id}"
+    core_v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name),
+                                                                       data={"a": "b"}))
+    assert core_v1.read_namespaced_config_map(name, "default").data == {"a": "b"}
+    core_v1.delete_namespaced_config_map(name, "default")
+
+    import yaml
+
+    body = yaml.safe_load(CRD % {"id": f"py{run_id}"})
+    ext.create_custom_resource_definition(body)
+    got = ext.read_custom_resource_definition(body["metadata"]["name"])
+    assert got.spec.group == "harness.simplecqrs.io"
+    ext.delete_custom_resource_definition(body["metadata"]["name"])
+
+
+def test_controller_manager_garbage_collects_and_finalizes_namespaces(stack, run_id):
+    ns = f"harness-ns-{run_id}"
+    kubectl("create", "namespace", ns)
+    kubectl("-n", ns, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2")
+    # deployment-controller makes a ReplicaSet; without a kubelet its pods never run.
+    rs = _wait(lambda: json.loads(kubectl("-n", ns, "get", "rs", "-o", "json").stdout)["items"], 60, "a ReplicaSet")
+    assert rs[0]["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    kubectl("-n", ns, "delete", "deployment", "web")
+    _wait(lambda: not json.loads(kubectl("-n", ns, "get", "rs", "-o", "json").stdout)["items"], 60, "GC of the RS")
+    kubectl("delete", "namespace", ns, "--wait=false")
+    _wait(lambda: kubectl("get", "namespace", ns, check=False).returncode != 0, 90, "namespace deletion")
+
+
+def test_kubectl_minor_matches_apiserver(stack):
+    v = json.loads(kubectl("version", "-o", "json").stdout)
+    assert v["serverVersion"]["minor"].rstrip("+") == v["clientVersion"]["minor"].rstrip("+")
+
+
+def _wait(fn, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = fn()
+        if result:
+            return result
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
