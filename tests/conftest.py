@@ -187,6 +187,16 @@ class Proc:
         return core._tail(self.log, n)
 
 
+class ProcessDied(AssertionError):
+    pass
+
+
+def _alive_or_die(p: "Proc") -> bool:
+    if not p.alive():
+        raise ProcessDied(f"{p.name} exited with {p.proc.returncode}")
+    return True
+
+
 def wait_for(check, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     last_exc = None
@@ -195,6 +205,8 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.2):
             result = check()
             if result:
                 return result
+        except ProcessDied:
+            raise
         except Exception as e:  # noqa: BLE001
             last_exc = e
         time.sleep(interval)
@@ -210,7 +222,7 @@ def start_api(s: Settings, name: str, **env: str) -> tuple[Proc, str]:
                           PROMETHEUS_MULTIPROC_DIR=str(core.RUN / f"metrics-{name}-{port}"), **env)).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: p.alive() and requests.get(f"{url}/healthz", timeout=2).status_code == 200, 60, f"{name} up")
+        wait_for(lambda: _alive_or_die(p) and requests.get(f"{url}/healthz", timeout=2).status_code == 200, 60, f"{name} up")
     except AssertionError:
         p.stop()
         raise AssertionError(f"{name} did not start:\n{p.tail()}") from None
@@ -225,7 +237,7 @@ def start_consumer(s: Settings, name: str, **env: str) -> Proc:
              settings_env(s, CONSUMER_METRICS_PORT=str(port), **env)).start()
     p.metrics_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: p.alive() and requests.get(f"{p.metrics_url}/healthz", timeout=2).status_code == 200, 60,
+        wait_for(lambda: _alive_or_die(p) and requests.get(f"{p.metrics_url}/healthz", timeout=2).status_code == 200, 60,
                  f"{name} up")
     except AssertionError:
         p.stop()

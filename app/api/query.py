@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 
-from cassandra import DriverException, InvalidRequest, ProtocolException
+from cassandra import DriverException, InvalidRequest
+from cassandra.protocol import ProtocolException
 from cassandra.cluster import NoHostAvailable
 from flask import Blueprint, Flask, current_app, jsonify, request
 

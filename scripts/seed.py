@@ -1,0 +1,84 @@
+"""Post N realistic fake orders, like the demo's seeder: a few customers with several orders each.
+
+    scripts/seed --count 10 --url http://127.0.0.1:8080 [--concurrency 4]
+
+Prints a progress bar and a summary (sent, created, failed, rate).  Every
+request carries an Idempotency-Key, so a retried POST never doubles an order.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+FIRST = ["Alexanne", "Brody", "Camila", "Dax", "Elva", "Finn", "Greta", "Hugo", "Ines", "Jonas", "Kaia", "Luca"]
+LAST = ["Glover", "Hansen", "Ito", "Jovanovic", "Kowalski", "Larsen", "Moreau", "Novak", "Okafor", "Pereira"]
+WORDS = ("repellendus aut et eaque velit quod necessitatibus eos dolorem ipsum quia dolor sit amet "
+         "consectetur adipisci numquam eius modi tempora incidunt").split()
+DOMAINS = ["augusta.biz", "example.com", "mailinator.test", "acme.io"]
+
+
+def fake_orders(count: int, rng: random.Random) -> list[dict]:
+    customers = []
+    for _ in range(max(1, count // 3)):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        customers.append({"firstName": first, "lastName": last,
+                          "email": f"{first}.{last}.{rng.randrange(1000)}@{rng.choice(DOMAINS)}"})
+    return [dict(rng.choice(customers), description=" ".join(rng.sample(WORDS, 4)), quantity=rng.randint(1, 10))
+            for _ in range(count)]
+
+
+def post(url: str, body: dict, retries: int = 5) -> int:
+    data = json.dumps(body).encode()
+    key = str(uuid.uuid4())
+    for attempt in range(retries):
+        req = urllib.request.Request(f"{url}/orders", data=data, method="POST", headers={
+            "Content-Type": "application/json", "Idempotency-Key": key})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - the user's own API
+                return resp.status
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or attempt == retries - 1:
+                return e.code
+            time.sleep(float(e.headers.get("Retry-After", "1")))
+        except OSError:
+            if attempt == retries - 1:
+                return 0
+            time.sleep(1)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/seed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--seed", type=int, default=None, help="random seed for repeatable data")
+    args = p.parse_args(argv)
+    orders = fake_orders(args.count, random.Random(args.seed))
+    started = time.monotonic()
+    created = failed = 0
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        for i, status in enumerate(pool.map(lambda b: post(args.url.rstrip("/"), b), orders), 1):
+            if status == 201:
+                created += 1
+            else:
+                failed += 1
+            done = int(30 * i / len(orders))
+            sys.stdout.write(f"\r[{'#' * done}{'.' * (30 - done)}] {i}/{len(orders)}")
+            sys.stdout.flush()
+    took = time.monotonic() - started
+    print(f"\nsent {len(orders)}, created {created}, failed {failed}, "
+          f"{len(orders) / took if took else 0:.1f} orders/s")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Command side on real MariaDB and real Kafka: POST /orders, the outbox, idempotency, outages."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from conftest import start_api, wait_for
+from support import events_on_topic, mysql, order, post
+
+
+def test_post_creates_one_order_one_customer_one_event(api, settings):
+    body = order()
+    r = post(api, body)
+    assert r.status_code == 201, r.text
+    oid = r.json()["id"]
+    assert r.headers["Location"] == f"/orders/{oid}"
+    assert uuid.UUID(oid)
+    rows = mysql(settings, "SELECT customer_email, description, quantity FROM orders WHERE id = %s", (oid,))
+    assert rows == [(body["email"].lower(), body["description"], body["quantity"])]
+    assert mysql(settings, "SELECT first_name, last_name FROM customers WHERE email = %s", (body["email"],)) == [
+        (body["firstName"], body["lastName"])]
+    evs = wait_for(lambda: [e for e in events_on_topic(settings) if e["orderId"] == oid], 30, "the event")
+    assert len(evs) == 1
+    ev = evs[0]
+    assert {k: ev[k] for k in ("eventName", "description", "quantity", "email", "firstName", "lastName")} == {
+        "eventName": "OnNewOrder", **{k: body[k] for k in ("description", "quantity", "firstName", "lastName")},
+        "email": body["email"]}
+    assert ev["schemaVersion"] == 1 and ev["sequence"] >= 1 and uuid.UUID(ev["eventId"])
+    from support import read_topic
+
+    rec = [r for r in read_topic(settings) if json.loads(r.value)["orderId"] == oid][0]
+    assert rec.key == oid.encode()
+    assert dict(rec.headers)["eventId"] == ev["eventId"].encode()
+    wait_for(lambda: mysql(settings, "SELECT published_at IS NOT NULL FROM outbox WHERE aggregate_id = %s",
+                           (oid,)) == [(1,)], 30, "the outbox row marked published")
+
+
+def test_fifty_concurrent_first_orders_for_one_email(api, settings):
+    email = f"race-{uuid.uuid4().hex[:8]}@example.com"
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(lambda i: post(api, order(email=email, description=f"order {i}")), range(50)))
+    assert Counter(r.status_code for r in responses) == {201: 50}, [r.text for r in responses if r.status_code != 201]
+    ids = {r.json()["id"] for r in responses}
+    assert mysql(settings, "SELECT COUNT(*) FROM customers WHERE email = %s", (email,)) == [(1,)]
+    assert mysql(settings, "SELECT COUNT(*) FROM orders WHERE customer_email = %s", (email,)) == [(50,)]
+    evs = wait_for(lambda: (lambda e: e if len(e) >= 50 else None)(
+        [e for e in events_on_topic(settings) if e["email"] == email]), 60, "50 events")
+    assert {e["orderId"] for e in evs} == ids and len(evs) == 50
+    assert len({e["sequence"] for e in evs}) == 50
+
+
+@pytest.mark.parametrize("body,field,status", [
+    ({"quantity": True}, "quantity", 422),
+    ({"quantity": 0}, "quantity", 422),
+    ({"quantity": -3}, "quantity", 422),
+    ({"quantity": 2.5}, "quantity", 422),
+    ({"quantity": "6"}, "quantity", 422),
+    ({"quantity": 10**9}, "quantity", 422),
+    ({"email": "not-an-email"}, "email", 422),
+    ({"email": ""}, "email", 422),
+    ({"firstName": ""}, "firstName", 422),
+    ({"lastName": None}, "lastName", 422),
+    ({"description": "x" * 501}, "description", 422),
+    ({"firstName": "\u0000nul"}, "firstName", 422),
+    ({"coupon": "FREE"}, "coupon", 422),
+])
+def test_invalid_fields_are_named(api, body, field, status):
+    r = post(api, order(**body))
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["error"] == "validation_failed" and field in err["fields"]
+
+
+def test_missing_fields_are_each_named(api):
+    r = post(api, {"description": "x"})
+    assert r.status_code == 422
+    assert set(r.json()["fields"]) == {"quantity", "email", "firstName", "lastName"}
+
+
+@pytest.mark.parametrize("data,ctype,status", [
+    (b'{"description": ', "application/json", 400),
+    (b'{"a":1,"a":2}', "application/json", 400),
+    (b"\xff\xfe\x00", "application/json", 400),
+    (b"[" * 5000 + b"]" * 5000, "application/json", 400),
+    (b"description=x", "application/x-www-form-urlencoded", 415),
+    (b"{}", "text/plain", 415),
+    (b'{"description": "' + b"x" * 40000 + b'"}', "application/json", 413),
+])
+def test_malformed_requests(api, data, ctype, status):
+    r = requests.post(f"{api}/orders", data=data, headers={"Content-Type": ctype}, timeout=10)
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/json") and r.json()["error"]
+
+
+def test_unknown_route_and_wrong_method_answer_json(api):
+    r = requests.get(f"{api}/nope", timeout=5)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = requests.delete(f"{api}/orders", timeout=5)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed" and "POST" in r.headers["Allow"]
+
+
+def test_idempotent_retry_makes_one_order_and_one_event(api, settings):
+    key = f"key-{uuid.uuid4()}"
+    body = order()
+    first = post(api, body, key=key)
+    second = post(api, body, key=key)
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json() and second.headers["Idempotent-Replayed"] == "true"
+    oid = first.json()["id"]
+    assert mysql(settings, "SELECT COUNT(*) FROM orders WHERE customer_email = %s", (body["email"],)) == [(1,)]
+    reused = post(api, dict(body, quantity=7), key=key)
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+    evs = wait_for(lambda: [e for e in events_on_topic(settings) if e["email"] == body["email"]], 30, "the event")
+    assert [e["orderId"] for e in evs] == [oid]
+
+
+def test_concurrent_retries_with_one_key_make_one_order(api, settings):
+    key = f"key-{uuid.uuid4()}"
+    body = order()
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(lambda _: post(api, body, key=key), range(10)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert mysql(settings, "SELECT COUNT(*) FROM orders WHERE customer_email = %s", (body["email"],)) == [(1,)]
+
+
+def test_health_ready_metrics_openapi(api):
+    assert requests.get(f"{api}/healthz", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(f"{api}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["checks"]["mysql"] == "ok"
+    post(api, order())
+    text = requests.get(f"{api}/metrics", timeout=5).text
+    for name in ("simplecqrs_http_requests_total", "simplecqrs_http_request_duration_seconds_bucket",
+                 "simplecqrs_outbox_backlog", "simplecqrs_outbox_publish_duration_seconds",
+                 "simplecqrs_outbox_publish_failures_total"):
+        assert name in text, name
+    doc = requests.get(f"{api}/openapi.json", timeout=5).json()
+    assert doc["openapi"].startswith("3.") and "post" in doc["paths"]["/orders"]
+    r = requests.get(f"{api}/healthz", timeout=5)
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.faults
+def test_kafka_down_orders_still_accepted_then_published_once(settings, stack):
+    """Kafka stopped: POST keeps answering 201; after restart each order has its event, without operator action."""
+    proc, url = start_api(settings, "api-kafka-outage", OUTBOX_POLL_INTERVAL_SECONDS="0.5")
+    kafka = stack["kafka"]
+    try:
+        kafka.stop()
+        ids = []
+        for _ in range(10):
+            r = post(url, order())
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        ready = requests.get(f"{url}/readyz", timeout=10).json()
+        assert ready["checks"]["mysql"] == "ok"
+        kafka.up()
+        evs = wait_for(lambda: (lambda e: e if set(ids) <= {x["orderId"] for x in e} else None)(
+            events_on_topic(settings)), 120, "the backlog to drain")
+        per_order = Counter(e["orderId"] for e in evs if e["orderId"] in ids)
+        assert set(per_order) == set(ids)
+        # At most one event id per order; duplicates on the wire (if any) carry the same eventId.
+        ids_per_order = {oid: {e["eventId"] for e in evs if e["orderId"] == oid} for oid in ids}
+        assert all(len(v) == 1 for v in ids_per_order.values()), ids_per_order
+        wait_for(lambda: mysql(settings, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(0,)],
+                 60, "an empty outbox backlog")
+    finally:
+        kafka.up()
+        proc.stop()
+
+
+@pytest.mark.faults
+def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, stack):
+    mariadb = stack["mariadb"]
+    mariadb.stop()
+    try:
+        r = post(api, order(), timeout=30)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"] == "unavailable"
+        assert requests.get(f"{api}/readyz", timeout=10).status_code == 503
+    finally:
+        mariadb.up()
+    r = wait_for(lambda: (lambda x: x if x.status_code == 201 else None)(post(api, order())), 30, "a 201 again")
+    assert r.status_code == 201
