@@ -91,24 +91,30 @@ def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | No
 
 def _write(cur, order_id: str, order: NewOrder) -> datetime:
     created = events.now_ms()
-    # Race-free upsert: concurrent first orders for one email all succeed; the
-    # customer keeps its creation time and takes the latest names.
-    cur.execute(
-        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s)"
-        " ON DUPLICATE KEY UPDATE first_name = VALUES(first_name), last_name = VALUES(last_name),"
-        " updated_at = VALUES(updated_at)",
-        (order.email, order.firstName, order.lastName, created, created))
-    cur.execute(
-        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created))
     event_id = events.new_event_id()
-    payload = outbox_payload(event_id, order_id, order, created)
     cur.execute(
         "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at)"
         " VALUES (%s, %s, %s, %s, %s)",
-        (event_id, events.EVENT_NAME, order_id, payload, created))
+        (event_id, events.EVENT_NAME, order_id, outbox_payload(event_id, order_id, order, created), created))
+    seq = cur.lastrowid
+    # Race-free upsert: concurrent first orders for one email all succeed.  The
+    # customer keeps its creation time and takes the names of the order with the
+    # highest sequence, exactly the rule the read model applies (USING TIMESTAMP
+    # = sequence), so both models agree whatever order transactions commit in.
+    # MySQL evaluates the assignments left to right: last_seq must come last.
+    cur.execute(
+        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
+        " ON DUPLICATE KEY UPDATE"
+        " first_name = IF(VALUES(last_seq) > last_seq, VALUES(first_name), first_name),"
+        " last_name = IF(VALUES(last_seq) > last_seq, VALUES(last_name), last_name),"
+        " updated_at = IF(VALUES(last_seq) > last_seq, VALUES(updated_at), updated_at),"
+        " last_seq = GREATEST(last_seq, VALUES(last_seq))",
+        (order.email, order.firstName, order.lastName, created, created, seq))
+    cur.execute(
+        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created, seq))
     return created
 
 

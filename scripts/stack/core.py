@@ -273,7 +273,7 @@ class Component:
 
     def up(self) -> None:
         if self.running() and self._ready_quietly():
-            detail(f"{self.name} already running")
+            detail(f"{self.name} answering on {self.address}")
             return
         if not self.running():
             say(f"starting {self.name}")

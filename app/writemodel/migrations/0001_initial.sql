@@ -6,6 +6,8 @@ CREATE TABLE IF NOT EXISTS customers (
     last_name   VARCHAR(100) NOT NULL,
     created_at  DATETIME(3) NOT NULL,
     updated_at  DATETIME(3) NOT NULL,
+    -- outbox sequence of the order whose names these are: the highest wins, as in the read model
+    last_seq    BIGINT UNSIGNED NOT NULL,
     PRIMARY KEY (email)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -18,6 +20,7 @@ CREATE TABLE IF NOT EXISTS orders (
     description     VARCHAR(500) NOT NULL,
     quantity        INT UNSIGNED NOT NULL,
     created_at      DATETIME(3) NOT NULL,
+    seq             BIGINT UNSIGNED NOT NULL,  -- the outbox sequence of this order's event
     PRIMARY KEY (id),
     KEY orders_by_customer (customer_email, created_at),
     CONSTRAINT orders_customer_fk FOREIGN KEY (customer_email) REFERENCES customers (email)

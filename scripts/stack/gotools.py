@@ -1,0 +1,128 @@
+"""Build the Go tools of the local Kubernetes control plane from the Go module proxy.
+
+etcd, kube-apiserver and kube-controller-manager are built from the wrapper
+modules in scripts/gotools/{etcd,k8s} (their go.mod/go.sum pin every version);
+helm needs no wrapper (`go install helm.sh/helm/v3/cmd/helm@version`).
+
+Binaries land in CACHE/bin/<name>-<version> and are linked into .local/bin/<name>.
+Go's own caches (GOMODCACHE, GOCACHE) make rebuilds after a version bump cheap.
+Standard library only.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import core
+
+# Keep these in step with scripts/gotools/*/go.mod (build() checks the wrapper's go.mod).
+# Kubernetes: kubectl on the machine is v1.32.4; client/server skew is +-1 minor.
+K8S_VERSION = "v1.32.13"
+K8S_BUILD_DATE = "2026-02-27T00:14:55Z"   # time of the v1.32.13 tag on the module proxy
+# etcd: the version kubeadm pins for Kubernetes 1.32.13 (cmd/kubeadm/app/constants).
+ETCD_VERSION = "v3.5.24"
+ETCD_GIT_SHA = "e72f3c2"                  # server/v3.5.24 tag (the proxy's .info Origin.Hash)
+# helm: v3.20.x officially supports Kubernetes 1.35-1.32; v3.21+ (client-go 0.36+) drops 1.32.
+HELM_VERSION = "v3.20.2"
+HELM_K8S_MINOR = "35"                     # minor of k8s.io/client-go (v0.35.1) in helm's go.mod
+
+GOTOOLS = core.ROOT / "scripts" / "gotools"
+CACHE_BIN = core.CACHE / "bin"
+
+
+@dataclass(frozen=True)
+class GoTool:
+    name: str
+    version: str
+    package: str            # package path, or package@version for `go install`
+    module_dir: Path | None  # wrapper module to build in; None = `go install pkg@version`
+    ldflags: str
+    tags: str = ""
+
+    @property
+    def path(self) -> Path:
+        return CACHE_BIN / f"{self.name}-{self.version}"
+
+
+def _k8s_ldflags() -> str:
+    # As hack/lib/version.sh: both version packages, else /version says v0.0.0-master.
+    minor = K8S_VERSION.split(".")[1]
+    values = {"gitVersion": K8S_VERSION, "gitMajor": "1", "gitMinor": minor,
+              "gitTreeState": "clean", "buildDate": K8S_BUILD_DATE}
+    return " ".join(f"-X k8s.io/{pkg}.{k}={v}" for pkg in ("client-go/pkg/version", "component-base/version")
+                    for k, v in values.items())
+
+
+TOOLS = [
+    GoTool("etcd", ETCD_VERSION, "go.etcd.io/etcd/server/v3", GOTOOLS / "etcd",
+           f"-X go.etcd.io/etcd/api/v3/version.GitSHA={ETCD_GIT_SHA}"),
+    # k8s builds its static binaries with CGO_ENABLED=0 and tags selinux,notest (hack/lib/golang.sh).
+    GoTool("kube-apiserver", K8S_VERSION, "k8s.io/kubernetes/cmd/kube-apiserver", GOTOOLS / "k8s",
+           _k8s_ldflags(), tags="selinux,notest"),
+    GoTool("kube-controller-manager", K8S_VERSION, "k8s.io/kubernetes/cmd/kube-controller-manager",
+           GOTOOLS / "k8s", _k8s_ldflags(), tags="selinux,notest"),
+    # As helm's Makefile; without these `helm version` says "v3.20" and offline
+    # template/lint assume Kubernetes v1.20.
+    GoTool("helm", HELM_VERSION, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", None,
+           f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+           " -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+           f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_K8S_MINOR}"
+           f" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_K8S_MINOR}"),
+]
+
+
+def _go_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        CGO_ENABLED="0",        # static binaries, no C toolchain needed
+        GOTOOLCHAIN="local",    # never try to download another Go
+        GOWORK="off",
+        GOFLAGS="-buildvcs=false -mod=readonly",
+    )
+    return env
+
+
+def build(tool: GoTool) -> Path:
+    """Build one tool into the cache unless already there; returns the binary path."""
+    if tool.path.exists():
+        return tool.path
+    go = core.which("go")
+    if go is None:
+        raise core.StackError(tool.name, "the `go` command is not installed (Go >= 1.24 needed)")
+    if tool.module_dir is not None and f" {tool.version}" not in (tool.module_dir / "go.mod").read_text():
+        raise core.StackError(tool.name, f"{tool.module_dir}/go.mod does not pin {tool.version}")
+    CACHE_BIN.mkdir(parents=True, exist_ok=True)
+    flags = ["-trimpath", "-ldflags", f"-s -w {tool.ldflags}"]
+    if tool.tags:
+        flags += ["-tags", tool.tags]
+    # Build into a temporary name/dir and rename at the end: an interrupted build
+    # never leaves a half-written binary that a later run would take as done.
+    with tempfile.TemporaryDirectory(dir=CACHE_BIN, prefix=f".{tool.name}-") as tmp:
+        if tool.module_dir is not None:
+            cmd = [go, "build", *flags, "-o", f"{tmp}/{tool.name}", tool.package]
+            cwd, env = tool.module_dir, _go_env()
+        else:
+            cmd = [go, "install", *flags, tool.package]
+            cwd, env = Path(tmp), dict(_go_env(), GOBIN=tmp)
+        core.run(cmd, f"building {tool.name} {tool.version}", cwd=cwd, env=env,
+                 log=core.LOGS / f"install-{tool.name}.log")
+        os.replace(Path(tmp) / tool.name, tool.path)
+    return tool.path
+
+
+def build_all() -> dict[str, Path]:
+    """Idempotent: build what is missing, link every tool into .local/bin/<name>."""
+    core.ensure_dirs()
+    paths = {}
+    for tool in TOOLS:
+        paths[tool.name] = build(tool)
+        core.link_tool(paths[tool.name], tool.name)
+    return paths
+
+
+def tool_path(name: str) -> Path:
+    """The cached binary of a tool (whether built or not)."""
+    return next(t.path for t in TOOLS if t.name == name)
+
