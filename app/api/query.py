@@ -108,7 +108,7 @@ def get_order(order_id: str):
     wait_ms = min(_int_param("wait", 0, 0, 60000), settings.api.max_wait_ms)
     deadline = time.monotonic() + wait_ms / 1000
     reader = _reader()
-    delay = 0.02
+    delay = 0.005  # fine-grained at first: a fresh order usually appears within milliseconds
     while True:
         order = reader.get_order(order_id)
         if order is not None:
@@ -116,7 +116,7 @@ def get_order(order_id: str):
         if time.monotonic() + delay > deadline:
             return error(404, "not_found", f"order {order_id} is not in the read model (yet)")
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+        delay = min(delay * 1.5, 0.05)
 
 
 @bp.get("/customers")

@@ -76,15 +76,15 @@ def run(cmd: list[str] | str, what: str, *, cwd: Path | None = None, env: dict |
                 raise StackError(what, f"timed out after {timeout:.0f}s", log)
             if now - last >= 15:
                 last = now
-                print(f"    ... {what}: {now - start:.0f}s, {_tail(log, 1)[:120]}", flush=True)
+                print(f"    ... {what}: {now - start:.0f}s, {tail(log, 1)[:120]}", flush=True)
     if proc.returncode != 0:
-        for line in _tail(log, 15).splitlines():
+        for line in tail(log, 15).splitlines():
             detail(line)
         raise StackError(what, f"exited with {proc.returncode}", log)
     detail(f"done in {time.monotonic() - start:.0f}s")
 
 
-def _tail(path: Path, n: int) -> str:
+def tail(path: Path, n: int) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
