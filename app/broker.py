@@ -3,7 +3,7 @@ the operator and the scripts: one place for producer, consumer and admin setting
 from __future__ import annotations
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from .config import KafkaSettings
@@ -67,3 +67,18 @@ def ensure_topic(client: KafkaAdminClient, name: str, partitions: int, replicati
 def partition_count(client: KafkaAdminClient, name: str) -> int:
     meta = client.describe_topics([name])
     return len(meta[0]["partitions"])
+
+
+def ensure_topic_config(client: KafkaAdminClient, name: str, config: dict[str, str]) -> dict[str, str]:
+    """Set the given topic configs where they differ (other keys keep their values); returns what changed."""
+    if not config:
+        return {}
+    described = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name, list(config))],
+                                        config_filter="all")
+    current = {key: entry["value"] for key, entry in described["topic"][name].items()}
+    changes = {key: value for key, value in config.items() if current.get(key) != value}
+    if changes:
+        result = client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict(changes))])
+        if result["topic"][name] != "OK":
+            raise RuntimeError(f"altering the config of topic {name} failed: {result['topic'][name]}")
+    return changes

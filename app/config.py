@@ -90,12 +90,14 @@ class ApiSettings:
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    # Run the relay thread inside each API process (the default; see README).
-    relay_enabled: bool = field(default_factory=lambda: _bool("OUTBOX_RELAY_ENABLED", True))
     batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
-    poll_interval_s: float = field(default_factory=lambda: _float("OUTBOX_POLL_INTERVAL_SECONDS", 1.0))
+    poll_interval_s: float = field(default_factory=lambda: _float("OUTBOX_POLL_INTERVAL_SECONDS", 0.02))
     retention_hours: float = field(default_factory=lambda: _float("OUTBOX_RETENTION_HOURS", 24.0))
     max_backoff_s: float = field(default_factory=lambda: _float("OUTBOX_MAX_BACKOFF_SECONDS", 30.0))
+    # /readyz of the API reports publishing as degraded once the oldest unpublished event is this old.
+    degraded_after_s: float = field(default_factory=lambda: _float("OUTBOX_DEGRADED_AFTER_SECONDS", 30.0))
+    metrics_port: int = field(default_factory=lambda: _int("OUTBOX_METRICS_PORT", 9101))
+    metrics_host: str = field(default_factory=lambda: _env("OUTBOX_METRICS_HOST", "127.0.0.1"))
 
 
 @dataclass(frozen=True)

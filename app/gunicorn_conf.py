@@ -3,7 +3,7 @@
     gunicorn -c python:app.gunicorn_conf 'app.wsgi:app'
 
 No --preload: every worker imports the app after the fork, so its MySQL
-connections, Kafka producer and outbox relay thread are its own.
+connections are its own.  The outbox relay is a process of its own (app/outbox.py).
 """
 import os
 import shutil
@@ -39,21 +39,3 @@ def child_exit(server, worker):
 
     multiprocess.mark_process_dead(worker.pid)
 
-
-def worker_int(worker):
-    _stop_relay()
-
-
-def worker_exit(server, worker):
-    _stop_relay()
-
-
-def _stop_relay():
-    try:
-        from app.wsgi import app
-
-        relay = app.extensions.get("simplecqrs.relay")
-        if relay is not None:
-            relay.stop(timeout=5)
-    except Exception:  # noqa: BLE001 - shutting down anyway
-        pass

@@ -26,7 +26,7 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings | None = None, *, start_relay: bool | None = None) -> Flask:
+def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load()
     logs.setup(settings.log_level)
     app = Flask(__name__)
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, start_relay: bool | None = N
     if settings.api.role in ("command", "both"):
         from . import command
 
-        command.init(app, settings, start_relay=settings.outbox.relay_enabled if start_relay is None else start_relay)
+        command.init(app, settings)
         app.register_blueprint(command.bp)
     if settings.api.role in ("query", "both"):
         from . import query

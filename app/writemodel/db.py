@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pymysql
+import pymysql.constants.CLIENT
 
 from ..config import MySQLSettings
 
@@ -31,8 +32,12 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "", autocommit: bool = False,
-            read_timeout: float = 10.0) -> pymysql.connections.Connection:
-    """Open one connection; `database=None` connects to no database (admin bootstrap)."""
+            read_timeout: float = 10.0, multi_statements: bool = False) -> pymysql.connections.Connection:
+    """Open one connection; `database=None` connects to no database (admin bootstrap).
+
+    `multi_statements` lets one round trip carry a whole transaction (the order
+    command); it is only turned on for connections whose SQL is fixed text with
+    bound parameters."""
     user, password = (s.admin_user, s.admin_password) if admin else (s.user, s.password)
     if not user:
         which = "MYSQL_ADMIN_USER" if admin else "MYSQL_USER"
@@ -41,6 +46,7 @@ def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "",
         host=s.host, port=s.port, user=user, password=password,
         database=(s.database if database == "" else database),
         charset="utf8mb4", autocommit=autocommit,
+        client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS if multi_statements else 0,
         connect_timeout=s.connect_timeout, read_timeout=read_timeout, write_timeout=read_timeout,
     )
     with conn.cursor() as cur:
@@ -53,14 +59,15 @@ def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "",
 class ConnectionPool:
     """One reusable connection per thread (gunicorn gthread workers, the relay thread)."""
 
-    def __init__(self, settings: MySQLSettings):
+    def __init__(self, settings: MySQLSettings, *, multi_statements: bool = False):
         self.settings = settings
+        self.multi_statements = multi_statements
         self._local = threading.local()
 
     def get(self) -> pymysql.connections.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or not conn.open:
-            conn = connect(self.settings)
+            conn = connect(self.settings, multi_statements=self.multi_statements)
             self._local.conn = conn
         return conn
 

@@ -1,7 +1,7 @@
 """The order command: one MySQL transaction writes the customer, the order and the outbox event.
 
     place_order()            idempotency key (optional) -> customer upsert -> order -> outbox
-                             -> COMMIT; then the caller wakes the outbox relay.
+                             -> COMMIT; the outbox relay publishes the event afterwards.
 
 Nothing here talks to Kafka: the event is a row in the same transaction as the
 order, so both exist or neither does (transactional outbox).
@@ -38,6 +38,8 @@ class Placed:
     order_id: str
     created_at: datetime | None
     replayed: bool = False
+    # The committed outbox row (seq, payload), for the relay's fast path; None when unknown.
+    outbox_row: tuple[int, str] | None = None
 
 
 def request_hash(order: NewOrder) -> str:
@@ -47,37 +49,35 @@ def request_hash(order: NewOrder) -> str:
 def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | None = None) -> Placed:
     """Commit the order and its event atomically; retry what is safe to retry.
 
-    A lost connection before COMMIT rolls the transaction back server-side, so
-    it is retried on a fresh connection.  A connection lost *during* COMMIT
-    leaves the outcome unknown: the order id is ours, so we look it up before
-    deciding whether to retry (never a second order for one request).
+    The whole transaction travels as one multi-statement round trip ending in
+    COMMIT (see `order_batch`).  MySQL stops a batch at its first error, so a
+    failed statement leaves an open transaction that we roll back.  A lost
+    connection leaves the outcome unknown: the order id is ours, so we look it
+    up before deciding whether to retry (never a second order for one request).
     """
     digest = request_hash(order) if idempotency_key else ""
     last_error: BaseException | None = None
     for _ in range(ATTEMPTS):
         order_id = str(uuid.uuid4())
-        committing = False
+        sent = False
         try:
             conn = pool.get()
+            sent = True
             with conn.cursor() as cur:
-                if idempotency_key:
-                    try:
-                        cur.execute("INSERT INTO idempotency_keys (idem_key, request_hash, order_id, created_at)"
-                                    " VALUES (%s, %s, %s, UTC_TIMESTAMP(3))", (idempotency_key, digest, order_id))
-                    except pymysql.err.IntegrityError as e:
-                        if error_code(e) != 1062:
-                            raise
-                        conn.rollback()
-                        return _replay(cur, idempotency_key, digest)
-                created = _write(cur, order_id, order)
-            committing = True
-            conn.commit()
-            return Placed(order_id, created)
+                try:
+                    created, row = insert_order(cur, order_id, order, idempotency=(idempotency_key, digest))
+                except pymysql.err.IntegrityError as e:
+                    # Only the idempotency key can collide: the other keys are fresh UUIDs.
+                    if not idempotency_key or error_code(e) != 1062:
+                        raise
+                    conn.rollback()
+                    return _replay(cur, idempotency_key, digest)
+            return Placed(order_id, created, outbox_row=row)
         except Exception as e:  # noqa: BLE001 - classified below
             last_error = e
             if is_connection_error(e):
                 pool.discard()
-                if committing and _order_exists(pool, order_id):
+                if sent and _order_exists(pool, order_id):
                     return Placed(order_id, None)
                 continue
             _rollback(pool)
@@ -89,33 +89,56 @@ def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | No
     raise StoreUnavailable(f"write store unavailable: {last_error}")
 
 
-def _write(cur, order_id: str, order: NewOrder) -> datetime:
+# The outbox row comes first: its AUTO_INCREMENT seq (LAST_INSERT_ID(), which the
+# later statements of the batch read) is the event's sequence.  The customer
+# upsert is race-free (concurrent first orders for one email all succeed); the
+# customer keeps its creation time and takes the names of the order with the
+# highest sequence, the rule the read model applies (USING TIMESTAMP =
+# sequence), so both models agree whatever order transactions commit in.  MySQL
+# evaluates ON DUPLICATE KEY assignments left to right: last_seq must be last.
+_IDEMPOTENCY_SQL = ("INSERT INTO idempotency_keys (idem_key, request_hash, order_id, created_at)"
+                    " VALUES (%s, %s, %s, UTC_TIMESTAMP(3));")
+_ORDER_SQL = (
+    "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at) VALUES (%s, %s, %s, %s, %s);"
+    "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
+    " VALUES (%s, %s, %s, %s, %s, LAST_INSERT_ID())"
+    " ON DUPLICATE KEY UPDATE"
+    " first_name = IF(VALUES(last_seq) > last_seq, VALUES(first_name), first_name),"
+    " last_name = IF(VALUES(last_seq) > last_seq, VALUES(last_name), last_name),"
+    " updated_at = IF(VALUES(last_seq) > last_seq, VALUES(updated_at), updated_at),"
+    " last_seq = GREATEST(last_seq, VALUES(last_seq));"
+    "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID());"
+    "SELECT LAST_INSERT_ID();"
+    "COMMIT"
+)
+
+
+def insert_order(cur, order_id: str, order: NewOrder,
+                 idempotency: tuple[str | None, str] = (None, "")) -> tuple[datetime, tuple[int, str]]:
+    """Run the order's transaction, COMMIT included, in one round trip (also used by scripts/bench).
+
+    One round trip instead of five (idempotency key, outbox, customer, order,
+    COMMIT) is most of the command's cost: see the README's Performance section.
+    Every value is a bound parameter; the connection allows multi-statements
+    for this batch only because no SQL text here is ever built from input.
+    Returns the creation time and the committed outbox row (seq, payload).
+    """
     created = events.now_ms()
     event_id = events.new_event_id()
-    cur.execute(
-        "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (event_id, events.EVENT_NAME, order_id, outbox_payload(event_id, order_id, order, created), created))
-    seq = cur.lastrowid
-    # Race-free upsert: concurrent first orders for one email all succeed.  The
-    # customer keeps its creation time and takes the names of the order with the
-    # highest sequence, exactly the rule the read model applies (USING TIMESTAMP
-    # = sequence), so both models agree whatever order transactions commit in.
-    # MySQL evaluates the assignments left to right: last_seq must come last.
-    cur.execute(
-        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
-        " VALUES (%s, %s, %s, %s, %s, %s)"
-        " ON DUPLICATE KEY UPDATE"
-        " first_name = IF(VALUES(last_seq) > last_seq, VALUES(first_name), first_name),"
-        " last_name = IF(VALUES(last_seq) > last_seq, VALUES(last_name), last_name),"
-        " updated_at = IF(VALUES(last_seq) > last_seq, VALUES(updated_at), updated_at),"
-        " last_seq = GREATEST(last_seq, VALUES(last_seq))",
-        (order.email, order.firstName, order.lastName, created, created, seq))
-    cur.execute(
-        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created, seq))
-    return created
+    key, digest = idempotency
+    sql = (_IDEMPOTENCY_SQL if key else "") + _ORDER_SQL
+    args = [key, digest, order_id] if key else []
+    payload = outbox_payload(event_id, order_id, order, created)
+    args += [event_id, events.EVENT_NAME, order_id, payload, created,
+             order.email, order.firstName, order.lastName, created, created,
+             order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created]
+    cur.execute(sql, args)
+    seq = None
+    while cur.nextset():  # read every statement's result: a later statement's error is raised here
+        if cur.description:
+            seq = int(cur.fetchone()[0])
+    return created, (seq, payload)
 
 
 def outbox_payload(event_id: str, order_id: str, order: NewOrder, created: datetime) -> str:

@@ -27,6 +27,10 @@ ETCD_GIT_SHA = "e72f3c2"                  # server/v3.5.24 tag (the proxy's .inf
 # helm: v3.20.x officially supports Kubernetes 1.35-1.32; v3.21+ (client-go 0.36+) drops 1.32.
 HELM_VERSION = "v3.20.2"
 HELM_K8S_MINOR = "35"                     # minor of k8s.io/client-go (v0.35.1) in helm's go.mod
+# skaffold: newest release; its schema skaffold/v4beta14 is ../shared/ref/skaffold-schema-v4beta14.json.
+SKAFFOLD_VERSION = "v2.24.0"
+SKAFFOLD_GIT_COMMIT = "b0d643a5b5944a7d3f82bd5c00d5eaa0902226bd"  # the proxy's .info Origin.Hash
+SKAFFOLD_BUILD_DATE = "2026-07-23T19:48:45Z"                       # the proxy's .info Time
 
 GOTOOLS = core.ROOT / "scripts" / "gotools"
 CACHE_BIN = core.CACHE / "bin"
@@ -70,6 +74,14 @@ TOOLS = [
            " -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
            f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_K8S_MINOR}"
            f" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_K8S_MINOR}"),
+    # skaffold's go.mod has replace directives, so `go install ...@version` refuses it:
+    # the wrapper module scripts/gotools/skaffold repeats them.  Tags/ldflags as its Makefile.
+    GoTool("skaffold", SKAFFOLD_VERSION, "github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold",
+           GOTOOLS / "skaffold",
+           " ".join(f"-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.{k}={v}"
+                    for k, v in (("version", SKAFFOLD_VERSION), ("gitCommit", SKAFFOLD_GIT_COMMIT),
+                                 ("buildDate", SKAFFOLD_BUILD_DATE))),
+           tags="timetzdata,osusergo,netgo,release"),
 ]
 
 

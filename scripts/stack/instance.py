@@ -176,10 +176,45 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.2):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
-def start_api(s: Settings, name: str, **env: str) -> tuple[Proc, str]:
+class ProcGroup:
+    """Processes started and stopped together (the API and its outbox relay)."""
+
+    def __init__(self, *procs: Proc):
+        self.procs = list(procs)
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.procs)
+
+    def signal(self, sig: int) -> None:
+        for p in self.procs:
+            p.signal(sig)
+
+    def stop(self, timeout: float = 20) -> None:
+        for p in self.procs:
+            p.stop(timeout)
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail(n)}" for p in self.procs)
+
+
+def start_relay(s: Settings, name: str, **env: str) -> Proc:
     port = free_port()
+    p = Proc(name, [sys.executable, "-m", "app.outbox"], settings_env(s, OUTBOX_METRICS_PORT=str(port), **env)).start()
+    p.metrics_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _alive_or_die(p) and http_status(f"{p.metrics_url}/healthz") == 200, 60, f"{name} up")
+    except AssertionError:
+        p.stop()
+        raise AssertionError(f"{name} did not start:\n{p.tail()}") from None
+    return p
+
+
+def start_api(s: Settings, name: str, *, relay: bool = True, **env: str) -> tuple[ProcGroup, str]:
+    """gunicorn serving the API on a free port, plus (unless relay=False) its outbox relay process."""
+    port = free_port()
+    workers = env.pop("GUNICORN_WORKERS", "2")
     p = Proc(name, [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.wsgi:app"],
-             settings_env(s, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=env.pop("GUNICORN_WORKERS", "2"),
+             settings_env(s, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=workers,
                           PROMETHEUS_MULTIPROC_DIR=str(core.RUN / f"metrics-{name}-{port}"), **env)).start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -187,7 +222,14 @@ def start_api(s: Settings, name: str, **env: str) -> tuple[Proc, str]:
     except AssertionError:
         p.stop()
         raise AssertionError(f"{name} did not start:\n{p.tail()}") from None
-    return p, url
+    group = ProcGroup(p)
+    if relay:
+        try:
+            group.procs.append(start_relay(s, f"{name}-relay", **env))
+        except AssertionError:
+            p.stop()
+            raise
+    return group, url
 
 
 def start_consumer(s: Settings, name: str, **env: str) -> Proc:

@@ -95,6 +95,26 @@ class Api(core.Component):
         return "0.1.0"
 
 
+class Relay(core.Component):
+    """The outbox relay (app/outbox.py): publishes committed orders' events to Kafka."""
+
+    name = "relay"
+    address = "127.0.0.1:9101 (metrics)"
+    start_timeout = 60
+    requires = ("provision",)
+
+    def start(self) -> None:
+        core.require_port_free(self.name, 9101)
+        core.spawn(self.name, [str(VENV_PY), "-m", "app.outbox"], cwd=core.ROOT,
+                   env=app_env(OUTBOX_METRICS_PORT="9101"))
+
+    def ready(self) -> bool:
+        return _http_ok("http://127.0.0.1:9101/healthz")
+
+    def version(self) -> str:
+        return "0.1.0"
+
+
 class Consumer(core.Component):
     start_timeout = 60
     requires = ("provision",)
@@ -118,4 +138,4 @@ class Consumer(core.Component):
 
 
 def simplecqrs_processes() -> list[core.Component]:
-    return [Provision(), Api(), *[Consumer(i) for i in range(1, CONSUMERS + 1)]]
+    return [Provision(), Api(), Relay(), *[Consumer(i) for i in range(1, CONSUMERS + 1)]]

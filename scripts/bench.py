@@ -1,0 +1,522 @@
+"""simplecqrs against its own physical limits and against the naive dual write, in one run.
+
+    scripts/bench [--quick] [--reps N] [--duration S] [--concurrency 8,32]
+
+Every figure is a ratio of two things measured in the same run on the same
+stack (this machine is shared and noisy), each the median of several
+repetitions with its spread:
+
+  command_ratio        our POST /orders/s  / bare-floor orders/s (one plain INSERT behind Flask)
+  db_ratio             our POST /orders/s  / the same SQL transaction with raw pymysql, no HTTP
+  vs_naive_ratio       our POST /orders/s  / the demo's insert-then-synchronous-publish
+  projection_ratio     consumer events/s   / the same rows written directly with cassandra-driver
+  freshness_p99_ratio  p99 of POST 201 -> readable via GET  /  p99 of a raw produce->consume->write
+  scaling              projection events/s with 1, 2 and 4 consumer processes on 6 partitions
+
+Writes .local/bench/latest.json (+ a timestamped copy), latest.txt (summary) and latest.png.
+Load comes from wrk (Debian package, installed if missing) on loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from app import broker, events
+from app.api.validation import NewOrder
+from app.config import Settings
+from app.readmodel.session import connect as cassandra_connect
+from app.readmodel.store import ReadModel
+from app.writemodel.db import connect as mysql_connect
+from app.writemodel.orders import insert_order
+from scripts.stack import core
+from scripts.stack.instance import (Proc, admin_mysql, deprovision, free_port, make_settings, provision,
+                                    settings_env, start_api, start_consumer, wait_for)
+
+OUT = core.LOCAL / "bench"
+PERCENTILES = (50, 75, 90, 95, 99, 99.9)
+WRK_SCRIPT = """
+local prefix = os.getenv("BENCH_PREFIX") or "b"
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+request = function()
+  local body = string.format('{"description":"bench order","quantity":%d,"email":"%s%d@bench.test",'
+    .. '"firstName":"Bench","lastName":"Mark"}', math.random(1, 9), prefix, math.random(1, 100000))
+  return wrk.format("POST", "/orders", {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local pct = {}
+  for _, p in ipairs({%PCTS%}) do pct[#pct + 1] = string.format('"%s":%d', p, latency:percentile(p)) end
+  io.write(string.format('BENCHJSON{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"pct":{%s}}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status, table.concat(pct, ",")))
+end
+"""
+
+
+def say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def ratio(a: dict, b: dict) -> float:
+    return a["median"] / b["median"] if b["median"] else float("nan")
+
+
+# ---------------------------------------------------------------- HTTP load (wrk)
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if not path:
+        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk",
+                 "wrk apt-get install wrk", shell=True)
+        path = shutil.which("wrk")
+    return path
+
+
+def wrk(url: str, concurrency: int, duration: float, script: Path) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, timeout=duration + 60,
+                         env=dict(os.environ, BENCH_PREFIX=secrets.token_hex(3)))
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+    data = json.loads(line[len("BENCHJSON"):])
+    secs = data["duration_us"] / 1e6
+    good = data["requests"] - data["non2xx"] - data["errors"]
+    return {"rate": good / secs, "errors": data["errors"] + data["non2xx"],
+            "latency_ms": {k: v / 1000 for k, v in data["pct"].items()}}
+
+
+# ---------------------------------------------------------------- raw pymysql (no HTTP)
+def _raw_worker(settings: Settings, threads: int, duration: float, out: multiprocessing.Queue) -> None:
+    counts = [0] * threads
+    stop_at = time.monotonic() + duration
+
+    def loop(i: int) -> None:
+        conn = mysql_connect(settings.mysql, multi_statements=True)
+        prefix = secrets.token_hex(3)
+        n = 0
+        while time.monotonic() < stop_at:
+            o = NewOrder("bench order", 1 + n % 9, f"raw{prefix}{n % 100000}@bench.test", "Bench", "Mark")
+            with conn.cursor() as cur:
+                insert_order(cur, str(uuid.uuid4()), o)  # the command's batch, COMMIT included
+            n += 1
+        counts[i] = n
+        conn.close()
+
+    ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(sum(counts))
+
+
+def raw_pymysql(settings: Settings, concurrency: int, duration: float, processes: int) -> float:
+    """The command's SQL transaction with pymysql directly: as many processes as gunicorn workers."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    per = max(1, concurrency // processes)
+    procs = [ctx.Process(target=_raw_worker, args=(settings, per, duration, q)) for _ in range(processes)]
+    start = time.monotonic()
+    for p in procs:
+        p.start()
+    total = sum(q.get(timeout=duration + 60) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / (time.monotonic() - start)
+
+
+# ---------------------------------------------------------------- projection
+def preload(settings: Settings, topic: str, n: int, partitions: int = 6) -> None:
+    admin = broker.admin(settings.kafka)
+    try:
+        broker.ensure_topic(admin, topic, partitions)
+    finally:
+        admin.close()
+    p = broker.producer(settings.kafka, linger_ms=20)
+    for ev in bench_events(n):
+        p.send(topic, key=ev.key(), value=ev.encode())
+    p.flush(120)
+    p.close()
+
+
+def bench_events(n: int):
+    base = int(time.time() * 1000)
+    for i in range(n):
+        yield events.OnNewOrder(eventId=str(uuid.uuid4()), sequence=base + i,
+                                occurredAt=events.format_time(events.now_ms()), orderId=str(uuid.uuid4()),
+                                description="bench order", quantity=1 + i % 9, email=f"p{i % 5000}@bench.test",
+                                firstName="Bench", lastName="Mark")
+
+
+def committed(admin, group: str) -> int:
+    offsets = admin.list_group_offsets(group).get(group, {})
+    return sum(o.offset for o in offsets.values() if o.offset > 0)
+
+
+def consumer_rate(settings: Settings, topic: str, n: int, processes: int) -> float:
+    """Events/s of `processes` consumers on a preloaded topic, timed from the first commit to the last."""
+    group = f"bench-{secrets.token_hex(4)}"
+    procs = [start_consumer(settings, f"bench-consumer-{i}", KAFKA_TOPIC=topic, KAFKA_CONSUMER_GROUP=group,
+                            LOG_LEVEL="WARNING") for i in range(processes)]
+    admin = broker.admin(settings.kafka)
+    try:
+        first = wait_for(lambda: (lambda c: (c, time.monotonic()) if c > 0 else None)(committed(admin, group)),
+                         120, "the first commit", interval=0.05)
+        last = wait_for(lambda: time.monotonic() if committed(admin, group) >= n else None, 600,
+                        "every event projected", interval=0.1)
+        return (n - first[0]) / max(1e-6, last - first[1])
+    finally:
+        admin.close()
+        for p in procs:
+            p.stop()
+
+
+def direct_rate(settings: Settings, n: int) -> float:
+    """The same rows written straight to Cassandra: prepared, asynchronous, the consumer's in-flight bound."""
+    session = cassandra_connect(settings.cassandra, keyspace=False)
+    try:
+        model = ReadModel(session, settings.cassandra.keyspace)
+        bound = settings.consumer.max_in_flight
+        evs = list(bench_events(n))
+        gens = model.state()[1]
+        start = time.monotonic()
+        in_flight: list = []
+        for ev in evs:
+            in_flight.extend(model.project_async(ev, gens))
+            while len(in_flight) > bound:
+                in_flight.pop(0).result()
+        for f in in_flight:
+            f.result()
+        return n / (time.monotonic() - start)
+    finally:
+        session.cluster.shutdown()
+
+
+# ---------------------------------------------------------------- freshness
+def freshness_ours(api_url: str, rate: float, duration: float) -> list[float]:
+    import requests
+
+    local = threading.local()
+    samples: list[float] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        s = getattr(local, "s", None) or requests.Session()
+        local.s = s
+        r = s.post(f"{api_url}/orders", json={"description": "fresh", "quantity": 1, "firstName": "F",
+                                              "lastName": "R", "email": f"f{i % 1000}@bench.test"}, timeout=10)
+        if r.status_code != 201:
+            return
+        t201 = time.monotonic()
+        g = s.get(f"{api_url}/orders/{r.json()['id']}", params={"wait": 5000}, timeout=15)
+        if g.status_code == 200:
+            with lock:
+                samples.append(time.monotonic() - t201)
+
+    n = max(1, int(rate * duration))
+    with ThreadPoolExecutor(32) as pool:
+        start = time.monotonic()
+        for i in range(n):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, i)
+    return samples
+
+
+def freshness_baseline(settings: Settings, rate: float, duration: float) -> list[float]:
+    """A raw kafka-python produce -> consume round trip plus one Cassandra write, same process clock."""
+    from kafka import TopicPartition
+
+    topic = f"bench-raw-{secrets.token_hex(3)}"
+    admin = broker.admin(settings.kafka)
+    broker.ensure_topic(admin, topic, 1)
+    session = cassandra_connect(settings.cassandra, keyspace=False)
+    model = ReadModel(session, settings.cassandra.keyspace)
+    gen = model.state()[0]
+    insert = session.prepare(f"INSERT INTO {model.ks}.orders_by_id_g{gen} (order_id, description, quantity, email,"
+                             " first_name, last_name, created_at, event_id, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    consumer = broker.consumer(settings.kafka, group_id=None)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_end(tp)
+    consumer.position(tp)
+    n = max(1, int(rate * duration))
+    samples: list[float] = []
+    sent: dict[bytes, float] = {}
+
+    def consume() -> None:
+        while len(samples) < n:
+            for recs in consumer.poll(timeout_ms=100).values():
+                for rec in recs:
+                    ev = events.decode(rec.value)
+                    session.execute(insert, (uuid.UUID(ev.orderId), ev.description, ev.quantity, ev.email,
+                                             ev.firstName, ev.lastName, ev.occurred_at, uuid.UUID(ev.eventId),
+                                             ev.sequence))
+                    samples.append(time.monotonic() - sent[rec.key])
+            if time.monotonic() > deadline:
+                break
+
+    producer = broker.producer(settings.kafka)
+    deadline = time.monotonic() + duration + 30
+    t = threading.Thread(target=consume)
+    t.start()
+    start = time.monotonic()
+    for ev in bench_events(n):
+        delay = start + len(sent) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent[ev.key()] = time.monotonic()
+        producer.send(topic, key=ev.key(), value=ev.encode())
+    t.join()
+    producer.close()
+    consumer.close()
+    admin.delete_topics([topic])
+    admin.close()
+    session.cluster.shutdown()
+    return samples
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+# ---------------------------------------------------------------- the run
+def start_baseline(settings: Settings, app: str, workers: int, threads: int) -> tuple[Proc, str]:
+    port = free_port()
+    p = Proc(f"bench-{app}", [str(core.ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf",
+                              f"scripts.bench_baselines:{app}_app"],
+             settings_env(settings, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
+                          GUNICORN_THREADS=str(threads), LOG_LEVEL="WARNING",
+                          PROMETHEUS_MULTIPROC_DIR=str(core.RUN / f"metrics-bench-{app}-{port}"))).start()
+    url = f"http://127.0.0.1:{port}"
+    from scripts.stack.instance import http_status
+
+    wait_for(lambda: p.alive() and http_status(f"{url}/nope") == 404, 60, f"{app} baseline up")
+    return p, url
+
+
+def run(args: argparse.Namespace) -> dict:
+    from scripts.stack.__main__ import bring_up, infrastructure
+
+    bring_up([c for c in infrastructure() if c.name in ("mariadb", "kafka", "cassandra")])
+    ensure_wrk()
+    OUT.mkdir(parents=True, exist_ok=True)
+    suffix = f"bench{secrets.token_hex(3)}"
+    settings = make_settings(admin_mysql(), suffix)
+    say(f"provisioning bench instance {suffix}")
+    provision(settings, partitions=6)
+    conn = mysql_connect(settings.mysql, admin=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE bench_floor_orders (id CHAR(36) PRIMARY KEY, email VARCHAR(254),"
+                    " description VARCHAR(500), quantity INT)")
+    conn.commit()
+    conn.close()
+
+    workers, threads = args.workers, args.threads
+    env = dict(GUNICORN_WORKERS=str(workers), GUNICORN_THREADS=str(threads), LOG_LEVEL="WARNING")
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(WRK_SCRIPT.replace("%PCTS%", ",".join(str(p) for p in PERCENTILES)))
+    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version()},
+                    "settings": {"gunicorn_workers": workers, "gunicorn_threads": threads, "reps": args.reps,
+                                 "duration_s": args.duration, "concurrency": args.concurrency,
+                                 "projection_events": args.events, "quick": args.quick},
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    procs: list[Proc] = []
+    try:
+        ours, ours_url = start_api(settings, "bench-ours", API_ROLE="both", **env)
+        floor, floor_url = start_baseline(settings, "floor", workers, threads)
+        naive, naive_url = start_baseline(settings, "naive", workers, threads)
+        procs += [ours, floor, naive]
+
+        # 1 + 4: command throughput, ours vs bare floor vs naive dual write vs raw pymysql
+        command: dict = {}
+        for conc in args.concurrency:
+            runs: dict[str, list] = {"ours": [], "floor": [], "naive": [], "raw_pymysql": []}
+            for rep in range(args.reps):
+                for name, url in (("ours", ours_url), ("floor", floor_url), ("naive", naive_url)):
+                    say(f"command c={conc} rep {rep + 1}/{args.reps}: {name}")
+                    runs[name].append(wrk(url, conc, args.duration, script))
+                say(f"command c={conc} rep {rep + 1}/{args.reps}: raw pymysql")
+                runs["raw_pymysql"].append({"rate": raw_pymysql(settings, conc, args.duration, workers)})
+            command[str(conc)] = {k: {"orders_per_s": spread([r["rate"] for r in v]),
+                                      "latency_ms": {p: statistics.median(r["latency_ms"][str(p)] for r in v)
+                                                     for p in PERCENTILES} if v and "latency_ms" in v[0] else None,
+                                      "errors": sum(r.get("errors", 0) for r in v)}
+                                  for k, v in runs.items()}
+        best = max(command, key=lambda c: command[c]["ours"]["orders_per_s"]["median"])
+        c = command[best]
+        result["command"] = command
+        result["command_ratio"] = ratio(c["ours"]["orders_per_s"], c["floor"]["orders_per_s"])
+        result["db_ratio"] = ratio(c["ours"]["orders_per_s"], c["raw_pymysql"]["orders_per_s"])
+        result["vs_naive_ratio"] = ratio(c["ours"]["orders_per_s"], c["naive"]["orders_per_s"])
+        result["ratios_at_concurrency"] = int(best)
+
+        # 2 + 5: projection throughput and the scaling curve
+        topic = f"bench-proj-{suffix}"
+        say(f"preloading {args.events} events on a 6-partition topic")
+        preload(settings, topic, args.events)
+        ours_rates, direct_rates = [], []
+        for rep in range(args.reps):
+            say(f"projection rep {rep + 1}/{args.reps}: direct cassandra-driver")
+            direct_rates.append(direct_rate(settings, args.events))
+            say(f"projection rep {rep + 1}/{args.reps}: one consumer process")
+            ours_rates.append(consumer_rate(settings, topic, args.events, 1))
+        result["projection"] = {"consumer_events_per_s": spread(ours_rates),
+                                "direct_events_per_s": spread(direct_rates)}
+        result["projection_ratio"] = ratio(result["projection"]["consumer_events_per_s"],
+                                           result["projection"]["direct_events_per_s"])
+        scaling = {}
+        for k in args.scaling:
+            say(f"scaling: {k} consumer process(es)")
+            scaling[str(k)] = spread([consumer_rate(settings, topic, args.events, k) for _ in range(args.reps)])
+        result["scaling"] = {"partitions": 6, "events_per_s": scaling}
+
+        # 3: freshness at half the measured maximum
+        rate = max(5.0, min(args.max_fresh_rate, c["ours"]["orders_per_s"]["median"] / 2))
+        say(f"freshness at {rate:.0f} orders/s: starting 2 consumers and waiting for them to catch up")
+        group = settings.kafka.consumer_group
+        consumers = [start_consumer(settings, f"bench-fresh-{i}", LOG_LEVEL="WARNING") for i in (1, 2)]
+        procs += consumers
+        admin = broker.admin(settings.kafka)
+        from kafka import TopicPartition
+
+        tps = [TopicPartition(settings.kafka.topic, p) for p in range(6)]
+        cons = broker.consumer(settings.kafka, group_id=None)
+        end = sum(cons.end_offsets(tps).values())
+        cons.close()
+        wait_for(lambda: committed(admin, group) >= end, 900, "the consumers to catch up", interval=0.5)
+        admin.close()
+        ours_f, base_f = [], []
+        for rep in range(args.reps):
+            say(f"freshness rep {rep + 1}/{args.reps}: POST -> readable")
+            ours_f.append(freshness_ours(ours_url, rate, args.fresh_duration))
+            say(f"freshness rep {rep + 1}/{args.reps}: raw produce -> consume -> write")
+            base_f.append(freshness_baseline(settings, rate, args.fresh_duration))
+        result["freshness"] = {
+            "offered_orders_per_s": rate,
+            "ours_ms": {"p50": spread([pct(s, 50) * 1000 for s in ours_f]),
+                        "p99": spread([pct(s, 99) * 1000 for s in ours_f]), "samples": sum(map(len, ours_f))},
+            "baseline_ms": {"p50": spread([pct(s, 50) * 1000 for s in base_f]),
+                            "p99": spread([pct(s, 99) * 1000 for s in base_f]), "samples": sum(map(len, base_f))},
+        }
+        result["freshness_p99_ratio"] = ratio(result["freshness"]["ours_ms"]["p99"],
+                                              result["freshness"]["baseline_ms"]["p99"])
+        result["_samples"] = {"ours": [x for s in ours_f for x in s], "baseline": [x for s in base_f for x in s]}
+    finally:
+        for p in procs:
+            p.stop()
+        deprovision(settings)
+    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return result
+
+
+def summary(r: dict) -> str:
+    c = r["command"][str(r["ratios_at_concurrency"])]
+    lines = [
+        f"simplecqrs bench {r['finished_at']} ({r['machine']['cpus']} cpus; gunicorn {r['settings']['gunicorn_workers']}"
+        f"x{r['settings']['gunicorn_threads']}; {'quick' if r['settings']['quick'] else 'full'} run)",
+        f"  command_ratio       {r['command_ratio']:.2f}   (target >= 0.8)",
+        f"  db_ratio            {r['db_ratio']:.2f}",
+        f"  vs_naive_ratio      {r['vs_naive_ratio']:.2f}   (target >= 1.0)",
+        f"  projection_ratio    {r['projection_ratio']:.2f}   (target >= 0.7)",
+        f"  freshness_p99_ratio {r['freshness_p99_ratio']:.2f}   (target <= 3)",
+        f"  at concurrency {r['ratios_at_concurrency']}: ours {c['ours']['orders_per_s']['median']:.0f}/s, "
+        f"floor {c['floor']['orders_per_s']['median']:.0f}/s, naive {c['naive']['orders_per_s']['median']:.0f}/s, "
+        f"raw pymysql {c['raw_pymysql']['orders_per_s']['median']:.0f}/s",
+        f"  projection: consumer {r['projection']['consumer_events_per_s']['median']:.0f}/s, "
+        f"direct {r['projection']['direct_events_per_s']['median']:.0f}/s",
+        "  scaling: " + ", ".join(f"{k} proc {v['median']:.0f}/s" for k, v in r["scaling"]["events_per_s"].items()),
+        f"  freshness at {r['freshness']['offered_orders_per_s']:.0f}/s: ours p50 "
+        f"{r['freshness']['ours_ms']['p50']['median']:.1f} ms p99 {r['freshness']['ours_ms']['p99']['median']:.1f} ms; "
+        f"baseline p50 {r['freshness']['baseline_ms']['p50']['median']:.1f} ms p99 "
+        f"{r['freshness']['baseline_ms']['p99']['median']:.1f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def plot(r: dict, samples: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    c = r["command"][str(r["ratios_at_concurrency"])]
+    xs = list(PERCENTILES)
+    for name in ("ours", "floor", "naive"):
+        a1.plot([str(x) for x in xs], [c[name]["latency_ms"][p] for p in xs], marker="o",
+                label=f"{name} ({c[name]['orders_per_s']['median']:.0f}/s)")
+    a1.set_yscale("log")
+    a1.set_xlabel("percentile")
+    a1.set_ylabel("POST /orders latency (ms)")
+    a1.set_title(f"Command latency at concurrency {r['ratios_at_concurrency']}")
+    a1.legend()
+    for name, vals in samples.items():
+        s = sorted(v * 1000 for v in vals)
+        if s:
+            a2.plot(s, [i / len(s) for i in range(1, len(s) + 1)], label=name)
+    a2.set_xscale("log")
+    a2.set_xlabel("ms until readable")
+    a2.set_ylabel("fraction of orders")
+    a2.set_title(f"Freshness at {r['freshness']['offered_orders_per_s']:.0f} orders/s (CDF)")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a tiny end-to-end run (what the test suite checks)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per command measurement")
+    p.add_argument("--concurrency", default="8,32")
+    p.add_argument("--events", type=int, default=20000, help="events preloaded for the projection measurements")
+    p.add_argument("--scaling", default="1,2,4")
+    p.add_argument("--fresh-duration", type=float, default=10.0)
+    p.add_argument("--max-fresh-rate", type=float, default=200.0)
+    p.add_argument("--workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", "2")))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
+    p.add_argument("--out", type=Path, default=OUT / "latest.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.duration, args.concurrency, args.events = 1, 1.0, "4", 300
+        args.scaling, args.fresh_duration, args.max_fresh_rate = "1,2", 2.0, 20.0
+    args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
+    args.scaling = [int(x) for x in str(args.scaling).split(",")]
+    r = run(args)
+    samples = r.pop("_samples")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(r, indent=1))
+    (args.out.parent / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(r, indent=1))
+    text = summary(r)
+    args.out.with_suffix(".txt").write_text(text + "\n")
+    plot(r, samples, args.out.with_suffix(".png"))
+    print(text)
+    print(f"results: {args.out} (+ .txt, .png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1115 @@
+"""Delivery (issue 6): the image, the Helm charts, the plain manifests and skaffold.yaml.
+
+Everything runs the real tools against the real local control plane, no mocks:
+
+  helm       .local/bin/helm (v3.20.2, built from the Go module proxy by the stack harness)
+  kubectl    on PATH (v1.32), against the stack's kube-apiserver v1.32.13
+  skaffold   .local/bin/skaffold (v2.24.0, built the same way) -- optional, see below
+
+What is rendered (helm template of both charts with every documented values
+combination, kubectl kustomize of every overlay and of k8s/, skaffold render of
+every profile) is sent to the apiserver with `kubectl apply --dry-run=server
+--validate=strict`, after the project's CRDs, Strimzi's Kafka/KafkaNodePool CRDs
+and the Prometheus Operator's ServiceMonitor CRD (from ../shared/ref/) are
+installed.  The CRDs are cluster-scoped and other tests use them too: they are
+applied idempotently (server-side apply) and never deleted.  Namespaced objects
+are moved into one namespace of this run, deleted at the end.
+
+There is no kubelet: pods never run, so what the suite cannot prove here (images
+pull, stores start, the API answers through the Ingress) is listed in
+docs/delivery.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import settings_env
+
+from scripts.stack import core, gotools
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = Path(os.environ.get("SIMPLECQRS_REF_DIR", ROOT.parent / "shared" / "ref"))
+HELM = core.BIN / "helm"
+SKAFFOLD = core.BIN / "skaffold"
+KUBECONFIG = core.KUBECONFIG
+K8S_VERSION = gotools.K8S_VERSION.lstrip("v")          # the local apiserver's version
+FIELD_MANAGER = "simplecqrs-delivery-tests"
+
+OPERATOR_CHART = ROOT / "charts" / "simplecqrs-operator"
+APP_CHART = ROOT / "charts" / "simplecqrs"
+CRD_FILES = [ROOT / "k8s" / "crd" / "orderservice.yaml", ROOT / "k8s" / "crd" / "kopf-peering.yaml"]
+REF_CRDS = ["strimzi-kafka.yaml", "strimzi-kafkanodepool.yaml", "prometheus-servicemonitor.yaml"]
+OVERLAYS = sorted(p.parent for p in (ROOT / "k8s" / "dev" / "overlays").glob("*/kustomization.yaml"))
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+
+pytestmark = pytest.mark.timeout(900)
+
+
+# ---------------------------------------------------------------- tools
+def run(argv: list[str], *, input: str | None = None, check: bool = True, timeout: float = 300,
+        env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd or ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{shlex.join(str(a) for a in argv)} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def tool_env() -> dict:
+    env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), PATH=f"{core.BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # helm keeps its caches/config per user; keep them out of the home directory's
+    # repository list so a developer's own helm repos never leak into the tests.
+    env.setdefault("HELM_CACHE_HOME", str(core.LOCAL / "cache" / "helm"))
+    env.setdefault("HELM_CONFIG_HOME", str(core.LOCAL / "etc" / "helm"))
+    env.setdefault("HELM_DATA_HOME", str(core.LOCAL / "data" / "helm"))
+    return env
+
+
+def helm(*args, **kw) -> subprocess.CompletedProcess:
+    return run([HELM, *args], env=tool_env(), **kw)
+
+
+def kubectl(*args, **kw) -> subprocess.CompletedProcess:
+    return run(["kubectl", f"--kubeconfig={KUBECONFIG}", *args], env=tool_env(), **kw)
+
+
+def docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.fixture(scope="session")
+def helm_bin():
+    if not HELM.exists():
+        core.ensure_dirs()
+        core.link_tool(gotools.build(next(t for t in gotools.TOOLS if t.name == "helm")), "helm")
+    assert "v3.20.2" in helm("version", "--short").stdout
+    return HELM
+
+
+@pytest.fixture(scope="session")
+def skaffold_bin():
+    """skaffold built from the Go module proxy (scripts/gotools/skaffold; ~4 minutes once, then cached)."""
+    tool = next((t for t in gotools.TOOLS if t.name == "skaffold"), None)
+    if tool is None:
+        pytest.skip("skaffold is not in scripts/stack/gotools.py")
+    if not SKAFFOLD.exists():
+        core.ensure_dirs()
+        core.link_tool(gotools.build(tool), "skaffold")
+    assert run([SKAFFOLD, "version"], env=tool_env()).stdout.strip() == tool.version
+    return SKAFFOLD
+
+
+# ---------------------------------------------------------------- the control plane
+@pytest.fixture(scope="session")
+def apiserver(stack):
+    assert shutil.which("kubectl"), "kubectl must be on PATH"
+    kubectl("version")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def crds(apiserver):
+    """The project's CRDs, Strimzi's Kafka/KafkaNodePool and the ServiceMonitor CRD, served.
+
+    Server-side apply: idempotent, and the Strimzi Kafka CRD is too large for
+    client-side apply's last-applied annotation.  Never deleted (shared)."""
+    files = [*CRD_FILES, *(REF / f for f in REF_CRDS)]
+    missing = [str(f) for f in files if not f.exists()]
+    assert not missing, f"missing CRD files: {missing}"
+    names = []
+    for f in files:
+        kubectl("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", "-f", f)
+        names += [d["metadata"]["name"] for d in docs(f.read_text()) if d.get("kind") == "CustomResourceDefinition"]
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    return names
+
+
+@pytest.fixture(scope="session")
+def cluster_scoped(apiserver) -> set[str]:
+    out = kubectl("api-resources", "--namespaced=false", "-o", "wide", "--no-headers").stdout
+    kinds = set()
+    for line in out.splitlines():
+        cols = line.split()
+        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS...
+        i = cols.index("false")
+        kinds.add(cols[i + 1])
+    return kinds
+
+
+@pytest.fixture(scope="session")
+def namespace(apiserver, run_id):
+    ns = f"simplecqrs-t{run_id}-delivery"
+    kubectl("create", "namespace", ns)
+    yield ns
+    kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+def into_namespace(objs: list[dict], ns: str, cluster_scoped: set[str]) -> list[dict]:
+    """Namespaced objects move to `ns` (the dry-run namespace); Namespace objects are
+    dry-run on their own, since the namespaced objects no longer refer to them."""
+    out = []
+    for o in objs:
+        o = json.loads(json.dumps(o))
+        if o["kind"] not in cluster_scoped:
+            o.setdefault("metadata", {})["namespace"] = ns
+        out.append(o)
+    return out
+
+
+def dry_run(objs: list[dict], ns: str, cluster_scoped: set[str]) -> str:
+    """kubectl apply --dry-run=server with strict field validation; every object must pass."""
+    assert objs, "nothing rendered"
+    payload = {"apiVersion": "v1", "kind": "List", "items": into_namespace(objs, ns, cluster_scoped)}
+    proc = kubectl("apply", "--dry-run=server", "--validate=strict", "--server-side", "--force-conflicts",
+                   f"--field-manager={FIELD_MANAGER}", "-f", "-", input=json.dumps(payload), check=False)
+    # Zero errors and zero warnings, except the one that comes from the shared CRDs'
+    # history (another test applied them client-side), not from what is dry-run here.
+    noise = "Warning: failed to migrate kubectl.kubernetes.io/last-applied-configuration"
+    complaints = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(noise)]
+    assert proc.returncode == 0 and not complaints, (
+        f"server dry-run failed:\n{proc.stderr[-6000:]}\n--- applied\n{proc.stdout[-3000:]}")
+    applied = proc.stdout.strip().splitlines()
+    assert len(applied) == len(objs), (applied, [f"{o['kind']}/{o['metadata']['name']}" for o in objs])
+    return proc.stdout
+
+
+# ================================================================ Dockerfile
+class Instruction:
+    def __init__(self, cmd: str, args: str, line: int):
+        self.cmd, self.args, self.line = cmd, args, line
+
+    def __repr__(self):
+        return f"{self.cmd} {self.args}"
+
+    def flags(self) -> tuple[dict[str, str], str]:
+        """--from=x --mount=... before the arguments -> ({'from': 'x', 'mount': ...}, rest)."""
+        rest, flags = self.args, {}
+        while rest.startswith("--"):
+            word, _, rest = rest.partition(" ")
+            k, _, v = word[2:].partition("=")
+            flags[k] = v
+            rest = rest.lstrip()
+        return flags, rest
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with line continuations joined and comments dropped (escape char `\\`)."""
+    out, buf, start = [], "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if not buf:
+            start = n
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        cmd, _, args = buf.partition(" ")
+        out.append(Instruction(cmd.upper(), args.strip(), start))
+        buf = ""
+    assert not buf, "Dockerfile ends inside a continued line"
+    return out
+
+
+def stages(instrs: list[Instruction]) -> tuple[dict[str, str], list[dict]]:
+    """Global ARGs, and the stages [{'name', 'from', 'instrs'}]."""
+    global_args, out = {}, []
+    for i in instrs:
+        if i.cmd == "FROM":
+            words = i.args.split()
+            image = re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m.group(1), ""), words[0])
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(out))
+            out.append({"name": name, "from": image, "instrs": []})
+        elif not out:
+            assert i.cmd == "ARG", f"only ARG may precede FROM, not {i}"
+            k, _, v = i.args.partition("=")
+            global_args[k] = v
+        else:
+            out[-1]["instrs"].append(i)
+    return global_args, out
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _docker_pattern(p: str) -> re.Pattern:
+    """A .dockerignore pattern as a regex: Go's filepath.Match plus `**` for any number of directories."""
+    out, i = "", 0
+    while i < len(p):
+        if p.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif p.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif p[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif p[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(p[i]), i + 1
+    return re.compile(out)
+
+
+def dockerignored(rel: str, patterns: list[str]) -> bool:
+    """Whether the build context leaves `rel` out: a pattern matching the path or one of its
+    parent directories excludes it; the last matching pattern wins (`!` re-includes)."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for p in patterns:
+        neg = p.startswith("!")
+        rx = _docker_pattern(p.lstrip("!").strip("/"))
+        if any(rx.fullmatch(c) for c in candidates):
+            ignored = not neg
+    return ignored
+
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def dockerfile():
+    global_args, st = stages(parse_dockerfile(DOCKERFILE.read_text()))
+    return {"args": global_args, "stages": st, "final": st[-1]}
+
+
+def stage_env(stage: dict) -> dict[str, str]:
+    env = {}
+    for i in stage["instrs"]:
+        if i.cmd == "ENV":
+            for word in shlex.split(i.args):
+                k, _, v = word.partition("=")
+                env[k] = v
+    return env
+
+
+def test_dockerfile_multistage_pinned_slim_base(dockerfile):
+    images = {s["from"] for s in dockerfile["stages"]}
+    assert len(dockerfile["stages"]) >= 2, "multi-stage build expected"
+    assert len(images) == 1, f"every stage from the same base: {images}"
+    (base,) = images
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), f"a slim Python base pinned to a patch: {base}"
+
+
+def test_dockerfile_final_stage_runtime_contract(dockerfile):
+    final = dockerfile["final"]
+    env = stage_env(final)
+    assert env.get("PYTHONDONTWRITEBYTECODE") == "1" and env.get("PYTHONUNBUFFERED") == "1"
+    # gunicorn's settings come from the environment (app/gunicorn_conf.py).
+    conf = (ROOT / "app" / "gunicorn_conf.py").read_text()
+    for var in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "API_BIND"):
+        assert var in env and f'"{var}"' in conf, var
+    # A numeric, non-root user, declared after everything that needs root.
+    users = [i for i in final["instrs"] if i.cmd == "USER"]
+    assert users and final["instrs"][-1].cmd in ("CMD", "USER", "EXPOSE", "LABEL", "ENTRYPOINT")
+    uid = users[-1].args.split(":")[0]
+    uid = re.sub(r"\$\{?(\w+)\}?", lambda m: next(i.args.split("=")[1] for i in final["instrs"]
+                                                   if i.cmd == "ARG" and i.args.startswith(m.group(1) + "=")), uid)
+    assert uid.isdigit() and int(uid) >= 1000, f"numeric non-root USER expected, got {users[-1].args}"
+    assert not any(i.cmd == "RUN" for i in final["instrs"][final["instrs"].index(users[-1]):]), "RUN after USER"
+    # No compilers or package installs in the final stage; everything comes from the deps stage.
+    runs = " ".join(i.args for i in final["instrs"] if i.cmd == "RUN")
+    for word in ("apt-get", "apk ", "gcc", "g++", "build-essential", "clang", "pip install", "make "):
+        assert word not in runs, f"final stage runs {word!r}"
+    copies = [i.flags() for i in final["instrs"] if i.cmd == "COPY"]
+    assert any(f.get("from") == dockerfile["stages"][0]["name"] for f, _ in copies), "venv copied from the deps stage"
+    # Exec-form CMD (PID 1 is the Python process and receives SIGTERM itself).
+    (cmd,) = [i for i in final["instrs"] if i.cmd == "CMD"]
+    argv = json.loads(cmd.args)
+    assert argv[:3] == ["gunicorn", "-c", "python:app.gunicorn_conf"], argv
+    assert not any(i.cmd == "ENTRYPOINT" and not i.args.startswith("[") for i in final["instrs"])
+
+
+def test_dockerfile_copies_exist_and_context_excludes_local_state(dockerfile):
+    patterns = dockerignore_patterns()
+    for st in dockerfile["stages"]:
+        for i in st["instrs"]:
+            if i.cmd != "COPY":
+                continue
+            flags, rest = i.flags()
+            if "from" in flags:
+                continue
+            *srcs, _dest = shlex.split(rest)
+            for src in srcs:
+                assert (ROOT / src).exists(), f"Dockerfile line {i.line}: {src} does not exist"
+                assert not dockerignored(src, patterns), f"{src} is copied but .dockerignore excludes it"
+    for rel in (".git", ".venv", ".local/data", "tests/test_delivery.py", "app/__pycache__/x.pyc",
+                "consumer/__pycache__", ".pytest_cache", "k8s/dev/base/secrets/mysql.env", "docs/delivery.md"):
+        assert dockerignored(rel, patterns), f".dockerignore lets {rel} into the build context"
+    for rel in ("pyproject.toml", "app/wsgi.py", "consumer/main.py", "k8s/operator/simplecqrs_operator/__init__.py"):
+        assert not dockerignored(rel, patterns), f".dockerignore excludes {rel}, which the image needs"
+
+
+# ================================================================ image: install steps and entry points
+class ImageEmulation:
+    """The Dockerfile's stages replayed on this machine, in a temporary directory.
+
+    Paths the image owns (WORKDIRs, COPY destinations, $VIRTUAL_ENV) live under
+    `root`; the deps stage's RUN steps run as written (BuildKit --mount flags
+    dropped, pip's cache is the user's), from the same pyproject.toml, with a
+    Python of the base image's minor version.  The final stage's COPYs lay out
+    /app; its ENV is the entry points' environment.  Not replayed: the final
+    stage's groupadd/useradd (the test process is not the image's user)."""
+
+    def __init__(self, root: Path, dockerfile: dict):
+        self.root, self.df = root, dockerfile
+        self.owned: set[str] = set()
+        for st in dockerfile["stages"]:
+            for i in st["instrs"]:
+                if i.cmd == "WORKDIR":
+                    self.owned.add(i.args)
+                elif i.cmd == "COPY":
+                    dest = shlex.split(i.flags()[1])[-1]
+                    if dest.startswith("/"):
+                        self.owned.add(dest.rstrip("/"))
+            venv = stage_env(st).get("VIRTUAL_ENV")
+            if venv:
+                self.owned.add(venv)
+        self.hostbin = root / ".hostbin"
+        self.hostbin.mkdir()
+        base = Path(getattr(sys, "_base_executable", sys.executable))
+        (self.hostbin / "python").symlink_to(base)
+        self.log: list[str] = []
+
+    def mapped(self, text: str) -> str:
+        """Image paths in `text` (a path, a PATH list, a command) -> paths under root."""
+        for prefix in sorted(self.owned, key=len, reverse=True):
+            text = re.sub(rf"(?<![\w/.]){re.escape(prefix)}(?=/|\b|$)", str(self.root) + prefix, text)
+        return text
+
+    def expand(self, value: str, env: dict) -> str:
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
+
+    def base_env(self) -> dict:
+        keep = {k: os.environ[k] for k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_INDEX_URL", "PIP_CACHE_DIR")
+                if k in os.environ}
+        return dict(keep, PATH=f"{self.hostbin}{os.pathsep}/usr/local/bin:/usr/bin:/bin")
+
+    def run_stage(self, stage: dict, *, run_steps: bool) -> dict:
+        env, cwd = self.base_env(), self.root
+        args = {}
+        for i in stage["instrs"]:
+            if i.cmd == "ARG":
+                k, _, v = i.args.partition("=")
+                args[k] = v
+            elif i.cmd == "ENV":
+                for word in shlex.split(i.args):
+                    k, _, v = word.partition("=")
+                    env[k] = self.mapped(self.expand(v, {**env, **args}))
+            elif i.cmd == "WORKDIR":
+                cwd = Path(self.mapped(i.args))
+                cwd.mkdir(parents=True, exist_ok=True)
+            elif i.cmd == "COPY":
+                flags, rest = i.flags()
+                *srcs, dest = shlex.split(rest)
+                dest_path = Path(self.mapped(dest)) if dest.startswith("/") else cwd / dest
+                for src in srcs:
+                    if "from" in flags:
+                        assert Path(self.mapped(src)).exists(), f"COPY --from: {src} was not built"
+                        assert Path(self.mapped(src)) == dest_path, "only same-path copies between stages"
+                        continue
+                    self.copy(ROOT / src, dest_path if not dest.endswith("/") and not (ROOT / src).is_file()
+                              else (dest_path / Path(src).name if dest.endswith("/") else dest_path))
+            elif i.cmd == "RUN" and run_steps:
+                _, command = i.flags()
+                self.log.append(command)
+                argv = json.loads(command) if command.startswith("[") else ["sh", "-c", self.mapped(command)]
+                proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+                assert proc.returncode == 0, (f"Dockerfile line {i.line} failed ({proc.returncode}): {command}\n"
+                                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            elif i.cmd == "RUN":
+                assert re.match(r"(groupadd|useradd)\b", i.args), f"unexpected RUN in the final stage: {i}"
+        return {"env": env, "cwd": cwd}
+
+    def copy(self, src: Path, dest: Path) -> None:
+        patterns = dockerignore_patterns()
+        if src.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+            return
+        for path in src.rglob("*"):
+            rel = path.relative_to(ROOT).as_posix()
+            if path.is_file() and not dockerignored(rel, patterns):
+                target = dest / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+
+
+@pytest.fixture(scope="module")
+def image(dockerfile, tmp_path_factory):
+    """The image, emulated: the deps stage's install steps in a fresh venv, the final stage's layout."""
+    base_minor = re.search(r"python:(\d+\.\d+)", dockerfile["final"]["from"]).group(1)
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == base_minor, "need the base image's Python"
+    emu = ImageEmulation(tmp_path_factory.mktemp("image"), dockerfile)
+    for st in dockerfile["stages"][:-1]:
+        emu.run_stage(st, run_steps=True)
+    final = emu.run_stage(dockerfile["final"], run_steps=False)
+    labels = {}
+    for i in dockerfile["final"]["instrs"]:
+        if i.cmd == "LABEL":
+            for word in shlex.split(i.args):
+                k, _, v = word.partition("=")
+                labels[k] = v
+    (cmd,) = [json.loads(i.args) for i in dockerfile["final"]["instrs"] if i.cmd == "CMD"]
+    entrypoints = {k.rsplit(".", 1)[1]: shlex.split(v) for k, v in labels.items()
+                   if k.startswith("io.simplecqrs.entrypoint.")}
+    return {"emu": emu, "env": final["env"], "cwd": final["cwd"], "cmd": cmd, "entrypoints": entrypoints}
+
+
+def test_image_install_steps_from_pyproject_in_fresh_venv(image):
+    """The deps stage installed exactly pyproject's pinned runtime dependencies, wheels only."""
+    import tomllib
+
+    emu = image["emu"]
+    venv = Path(image["env"]["VIRTUAL_ENV"])
+    assert venv.is_relative_to(emu.root) and (venv / "bin" / "python").exists()
+    pinned = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert all("==" in d for d in pinned), "the runtime dependencies must be pinned exactly"
+    frozen = run([venv / "bin" / "python", "-m", "pip", "freeze", "--all"]).stdout.lower().replace("_", "-")
+    for dep in pinned:
+        assert dep.lower().replace("_", "-") in frozen.splitlines(), f"{dep} not installed as pinned"
+    assert any("--only-binary=:all:" in c for c in emu.log), "wheels only: no compiler needed in any stage"
+    # The project itself is not installed into the venv: its code is copied to /app.
+    assert "simplecqrs" not in frozen
+    # The layout of the final stage.
+    app = Path(image["cwd"])
+    for rel in ("app/wsgi.py", "app/writemodel/migrations/0001_initial.sql", "consumer/main.py",
+                "simplecqrs_operator/__main__.py"):
+        assert (app / rel).is_file(), rel
+    assert not list(app.rglob("__pycache__")), "caches leaked into the image"
+
+
+def test_image_entrypoints_are_named_and_match_the_workloads(image):
+    eps = image["entrypoints"]
+    assert set(eps) == {"api", "consumer", "operator"}, eps
+    assert eps["api"] == image["cmd"], "the default CMD is the API"
+    # The commands the workloads run are the image's entry points.
+    sys.path.insert(0, str(ROOT / "k8s" / "operator"))
+    from simplecqrs_operator import children
+
+    assert children.API_COMMAND == eps["api"]
+    assert children.CONSUMER_COMMAND == eps["consumer"]
+    (op,) = [o for o in render(OPERATOR_CHART, []) if o["kind"] == "Deployment"]
+    assert op["spec"]["template"]["spec"]["containers"][0]["command"] == eps["operator"]
+    manifest = [d for d in docs((ROOT / "k8s" / "operator" / "deployment.yaml").read_text()) if d["kind"] == "Deployment"]
+    assert manifest[0]["spec"]["template"]["spec"]["containers"][0]["command"] == eps["operator"]
+
+
+def entry_env(image, **extra) -> dict:
+    env = dict(image["env"])
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def resolve(image, argv: list[str]) -> list[str]:
+    exe = shutil.which(argv[0], path=image["env"]["PATH"])
+    assert exe, f"{argv[0]} is not on the image's PATH"
+    assert Path(exe).is_relative_to(image["emu"].root), f"{argv[0]} resolved outside the image: {exe}"
+    return [exe, *argv[1:]]
+
+
+@pytest.mark.parametrize("name", ["consumer", "operator"])
+def test_image_entrypoint_answers_help(image, name):
+    argv = resolve(image, image["entrypoints"][name])
+    proc = run([*argv, "--help"], env=entry_env(image), cwd=Path(image["cwd"]), timeout=120)
+    assert "usage:" in proc.stdout.lower(), proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer 200 in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def start(image, name: str, env: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(resolve(image, image["entrypoints"][name]), env=env, cwd=image["cwd"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM to the process (PID 1 in the container receives it the same way), then wait."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            raise AssertionError(f"no graceful exit within {timeout}s of SIGTERM")
+    return proc.returncode
+
+
+def test_image_api_and_consumer_round_trip_and_graceful_sigterm(image, settings, tmp_path):
+    """The API (default CMD) and the consumer, from the emulated image, on the real stores:
+    health endpoints answer, the helm test script (charts/simplecqrs/files/roundtrip.py)
+    posts an order and reads it back, and both exit 0 on SIGTERM."""
+    stores = {k: v for k, v in settings_env(settings).items()
+              if k.startswith(("MYSQL_", "KAFKA_", "CASSANDRA_"))}
+    api_port, consumer_port = free_port(), free_port()
+    api, api_log = start(image, "api", entry_env(
+        image, **stores, API_BIND=f"127.0.0.1:{api_port}", GUNICORN_WORKERS=2, GUNICORN_THREADS=4,
+        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics"), tmp_path)
+    consumer, consumer_log = start(image, "consumer", entry_env(
+        image, **stores, CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=consumer_port), tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{api_port}/healthz", 60, api, api_log)
+        wait_http(f"http://127.0.0.1:{api_port}/readyz", 60, api, api_log)
+        wait_http(f"http://127.0.0.1:{consumer_port}/healthz", 90, consumer, consumer_log)
+        wait_http(f"http://127.0.0.1:{consumer_port}/readyz", 30, consumer, consumer_log)
+        script = (APP_CHART / "files" / "roundtrip.py").read_text()
+        # As the helm test pod runs it: `python -c <script>` in the image, standard library only.
+        proc = run([*resolve(image, ["python"]), "-c", script], cwd=Path(image["cwd"]), timeout=120, check=False,
+                   env=entry_env(image, SIMPLECQRS_API_URL=f"http://127.0.0.1:{api_port}", SIMPLECQRS_TEST_TIMEOUT=90))
+        assert proc.returncode == 0 and "read back order" in proc.stdout, (
+            f"{proc.stdout}{proc.stderr}\n--- api\n{api_log.read_text()[-3000:]}\n"
+            f"--- consumer\n{consumer_log.read_text()[-3000:]}")
+        import requests
+
+        metrics = requests.get(f"http://127.0.0.1:{api_port}/metrics", timeout=5).text
+        assert "simplecqrs_http_requests_total" in metrics and "simplecqrs_outbox_backlog" in metrics
+        cmetrics = requests.get(f"http://127.0.0.1:{consumer_port}/metrics", timeout=5).text
+        assert "simplecqrs_consumer_projection_delay_seconds" in cmetrics
+    finally:
+        rc_api, rc_consumer = stop(api), stop(consumer)
+    assert rc_api == 0, api_log.read_text()[-3000:]
+    assert rc_consumer == 0, consumer_log.read_text()[-3000:]
+
+
+# ================================================================ Helm charts
+RELEASE = {OPERATOR_CHART: "simplecqrs-operator", APP_CHART: "simplecqrs"}
+SYMLINK_NOTICE = re.compile(r"^walk\.go:\d+: found symbolic link in path: .* Contents of linked file included and used$")
+
+
+def chart_combos(chart: Path) -> list[tuple[str, list[str]]]:
+    """Default values, every values-*.yaml beside the chart, every ci/*-values.yaml."""
+    combos = [("default", [])]
+    combos += [(f.name, ["-f", str(f)]) for f in sorted(chart.glob("values-*.yaml"))]
+    combos += [(f"ci/{f.name}", ["-f", str(f)]) for f in sorted((chart / "ci").glob("*-values.yaml"))]
+    return combos
+
+
+COMBOS = [pytest.param(chart, args, id=f"{chart.name}:{name}")
+          for chart in (OPERATOR_CHART, APP_CHART) for name, args in chart_combos(chart)]
+
+
+def clean_stderr(stderr: str) -> list[str]:
+    """helm's stderr without its notice about the chart's symlinks (crds/, files/: see the chart)."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not SYMLINK_NOTICE.match(ln)]
+
+
+_renders: dict = {}
+
+
+def render_text(chart: Path, args: list[str], namespace: str = "simplecqrs") -> str:
+    key = (chart, tuple(args), namespace)
+    if key not in _renders:
+        proc = helm("template", RELEASE[chart], chart, "--namespace", namespace, "--kube-version", K8S_VERSION,
+                    *args)
+        assert not clean_stderr(proc.stderr), proc.stderr
+        _renders[key] = proc.stdout
+    return _renders[key]
+
+
+def render(chart: Path, args: list[str], namespace: str = "simplecqrs") -> list[dict]:
+    return docs(render_text(chart, args, namespace))
+
+
+@pytest.mark.parametrize("chart", [OPERATOR_CHART, APP_CHART], ids=lambda c: c.name)
+def test_helm_lint_every_values_combination(helm_bin, chart):
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    assert meta["apiVersion"] == "v2"
+    for name, args in chart_combos(chart):
+        proc = helm("lint", "--strict", "--kube-version", K8S_VERSION, chart, *args, check=False)
+        assert proc.returncode == 0 and "0 chart(s) failed" in proc.stdout, f"{name}:\n{proc.stdout}\n{proc.stderr}"
+    for required in ("values.schema.json", "templates/_helpers.tpl", "templates/NOTES.txt", "values.yaml"):
+        assert (chart / required).is_file(), required
+    helpers = (chart / "templates" / "_helpers.tpl").read_text()
+    for helper in ("name", "fullname", "chart", "labels", "selectorLabels"):
+        assert f'define "{chart.name}.{helper}"' in helpers, helper
+
+
+@pytest.mark.parametrize("chart", [OPERATOR_CHART, APP_CHART], ids=lambda c: c.name)
+def test_chart_kube_version_accepts_the_local_apiserver(helm_bin, chart):
+    # helm checks Chart.yaml's kubeVersion against --kube-version (here: the real server's).
+    helm("template", "x", chart, "--kube-version", K8S_VERSION)
+    too_old = helm("template", "x", chart, "--kube-version", "1.24.0", check=False)
+    assert too_old.returncode != 0 and "kubeVersion" in too_old.stderr, too_old.stderr
+
+
+@pytest.mark.parametrize("chart,args", COMBOS)
+def test_chart_renders_objects_the_apiserver_accepts(helm_bin, crds, namespace, cluster_scoped, chart, args):
+    objs = render(chart, args, namespace)
+    dry_run(objs, namespace, cluster_scoped)
+    if chart == OPERATOR_CHART:
+        # CRDs ship in crds/: helm installs them before the templates; dry-run them too.
+        dry_run(docs(helm("show", "crds", chart).stdout), namespace, cluster_scoped)
+
+
+def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
+    out = []
+    for o in objs:
+        spec = None
+        if o["kind"] == "Pod":
+            spec = o["spec"]
+        elif o["kind"] == "CronJob":
+            spec = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif o["kind"] in WORKLOAD_KINDS:
+            spec = o["spec"]["template"]["spec"]
+        if spec is not None:
+            out.append((f"{o['kind']}/{o['metadata']['name']}", spec))
+    return out
+
+
+def assert_restricted(where: str, pod: dict) -> None:
+    """Non-root, read-only root filesystem, no privilege escalation, no capabilities, RuntimeDefault seccomp."""
+    psc = pod.get("securityContext") or {}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), where
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc, name = c.get("securityContext") or {}, f"{where} container {c['name']}"
+        assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{name}: runAsNonRoot"
+        assert sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, f"{name}: runs as uid 0"
+        assert sc.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem"
+        assert sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation"
+        assert not sc.get("privileged"), f"{name}: privileged"
+        caps = sc.get("capabilities") or {}
+        assert caps.get("drop") == ["ALL"] and not caps.get("add"), f"{name}: capabilities {caps}"
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        assert seccomp == "RuntimeDefault", f"{name}: seccompProfile {seccomp}"
+        assert c.get("resources", {}).get("limits", {}).get("memory"), f"{name}: no memory limit"
+
+
+def assert_strimzi_restricted(objs: list[dict]) -> None:
+    """Strimzi creates the Kafka pods; the templates it copies into them must be restricted too."""
+    for o in objs:
+        if o["kind"] == "KafkaNodePool":
+            t = o["spec"]["template"]
+            assert t["pod"]["securityContext"]["runAsNonRoot"] is True
+            assert t["pod"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            sc = t["kafkaContainer"]["securityContext"]
+        elif o["kind"] == "Kafka":
+            t = o["spec"]["entityOperator"]["template"]
+            assert t["pod"]["securityContext"]["runAsNonRoot"] is True
+            sc = t["topicOperatorContainer"]["securityContext"]
+        else:
+            continue
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("chart,args", COMBOS)
+def test_rendered_workloads_run_restricted(helm_bin, chart, args):
+    objs = render(chart, args)
+    pods = pod_specs(objs)
+    assert pods, "every combination renders at least one workload or test pod"
+    for where, pod in pods:
+        assert_restricted(where, pod)
+    assert_strimzi_restricted(objs)
+
+
+@pytest.mark.parametrize("chart,setting,message", [
+    (APP_CHART, "orderService.api.replicas=-1", "at '/orderService/api/replicas': minimum: got -1, want 0"),
+    (APP_CHART, "orderService.consumer.replicas=-3", "at '/orderService/consumer/replicas': minimum: got -3, want 0"),
+    (APP_CHART, "orderService.deletionPolicy=Keep", "at '/orderService/deletionPolicy': value must be one of"),
+    (APP_CHART, "orderService.replica=2", "additional properties 'replica' not allowed"),
+    (APP_CHART, "kafka.partitions=0", "at '/kafka/partitions': minimum: got 0, want 1"),
+    (OPERATOR_CHART, "replicaCount=-1", "at '/replicaCount': minimum: got -1, want 0"),
+    (OPERATOR_CHART, "rbac.scope=everywhere", "at '/rbac/scope': value must be one of 'cluster', 'namespace'"),
+    (OPERATOR_CHART, "securityContext.readOnlyRootFilesystem=false",
+     "at '/securityContext/readOnlyRootFilesystem': value must be true"),
+], ids=lambda v: v if isinstance(v, str) and "=" in v else None)
+def test_values_schema_rejects_wrong_values_clearly(helm_bin, chart, setting, message):
+    proc = helm("template", "x", chart, "--set", setting, check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+    assert message in proc.stderr, proc.stderr
+
+
+def test_app_chart_schema_requires_store_addresses_without_bundled_stores(helm_bin):
+    proc = helm("template", "x", APP_CHART, "--set", "mysql.host=", check=False)
+    assert proc.returncode != 0 and "/mysql/host" in proc.stderr, proc.stderr
+    helm("template", "x", APP_CHART, "--set", "mysql.host=", "--set", "mysql.deploy.enabled=true")
+
+
+# ---------------------------------------------------------------- one source for CRDs and RBAC
+def test_operator_chart_crds_are_the_k8s_crds(helm_bin):
+    """crds/ holds symlinks to k8s/crd/ (helm's loader follows them; `helm package` stores the content)."""
+    links = sorted((OPERATOR_CHART / "crds").iterdir())
+    assert [p.name for p in links] == sorted(p.name for p in CRD_FILES)
+    for link in links:
+        assert link.is_symlink(), f"{link} must be a symlink to k8s/crd/{link.name}, not a copy"
+        assert link.resolve() == (ROOT / "k8s" / "crd" / link.name).resolve()
+    shown = docs(helm("show", "crds", OPERATOR_CHART).stdout)
+    expected = [d for f in CRD_FILES for d in docs(f.read_text())]
+    assert sorted(shown, key=lambda d: d["metadata"]["name"]) == sorted(expected, key=lambda d: d["metadata"]["name"])
+
+
+def test_operator_chart_packages_the_crd_content(helm_bin, tmp_path):
+    helm("package", OPERATOR_CHART, "--destination", tmp_path)
+    (pkg,) = tmp_path.glob("simplecqrs-operator-*.tgz")
+    import tarfile
+
+    with tarfile.open(pkg) as tar:
+        member = tar.getmember("simplecqrs-operator/crds/orderservice.yaml")
+        assert member.isfile(), "the package must hold the CRD's content, not a link"
+        assert tar.extractfile(member).read().decode() == CRD_FILES[0].read_text()
+
+
+def rules_of(path: Path, kind: str) -> list[dict]:
+    (role,) = [d for d in docs(path.read_text()) if d["kind"] == kind]
+    return role["rules"]
+
+
+@pytest.mark.parametrize("scope,kind,source", [
+    ("cluster", "ClusterRole", "rbac.yaml"),
+    ("namespace", "Role", "rbac-namespaced.yaml"),
+])
+def test_operator_chart_rbac_is_k8s_operator_rbac(helm_bin, scope, kind, source):
+    objs = render(OPERATOR_CHART, ["--set", f"rbac.scope={scope}"], "ops")
+    roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
+    assert [r["kind"] for r in roles] == [kind], "one role, of the scope's kind"
+    assert roles[0]["rules"] == rules_of(ROOT / "k8s" / "operator" / source, kind)
+    (binding,) = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert binding["roleRef"]["kind"] == kind and binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}]
+    (dep,) = [o for o in objs if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    (peering,) = [o for o in objs if o["kind"] in ("ClusterKopfPeering", "KopfPeering")]
+    assert env["SIMPLECQRS_OPERATOR_PEERING"] == peering["metadata"]["name"]
+    if scope == "namespace":
+        assert env["WATCH_NAMESPACE"] == "ops" and roles[0]["metadata"]["namespace"] == "ops"
+        assert peering["kind"] == "KopfPeering" and peering["metadata"]["namespace"] == "ops"
+    else:
+        assert env["WATCH_NAMESPACE"] == "" and peering["kind"] == "ClusterKopfPeering"
+
+
+def test_operator_chart_deployment_matches_k8s_operator_deployment(helm_bin):
+    """The chart's Deployment runs the operator as k8s/operator/deployment.yaml does."""
+    (ours,) = [o for o in render(OPERATOR_CHART, []) if o["kind"] == "Deployment"]
+    (theirs,) = [d for d in docs((ROOT / "k8s" / "operator" / "deployment.yaml").read_text())
+                 if d["kind"] == "Deployment"]
+    a, b = (d["spec"]["template"]["spec"]["containers"][0] for d in (ours, theirs))
+    assert a["command"] == b["command"]
+    assert {e["name"] for e in a["env"]} >= {e["name"] for e in b["env"]}
+    assert [(p["name"], p["containerPort"]) for p in a["ports"]] == [(p["name"], p["containerPort"]) for p in b["ports"]]
+    assert a["livenessProbe"]["httpGet"] == b["livenessProbe"]["httpGet"]
+    pa, pb = (d["spec"]["template"]["spec"]["securityContext"] for d in (ours, theirs))
+    assert pa["runAsUser"] == pb["runAsUser"] and pa["runAsNonRoot"] and pb["runAsNonRoot"]
+
+
+# ---------------------------------------------------------------- the app chart and the operator's children
+def operator_children(orderservice: dict, namespace: str) -> list[dict]:
+    """What the operator makes of the rendered OrderService (k8s/operator/simplecqrs_operator/children.py)."""
+    sys.path.insert(0, str(ROOT / "k8s" / "operator"))
+    from simplecqrs_operator import children
+    from simplecqrs_operator.resource import OrderService
+
+    body = json.loads(json.dumps(orderservice))
+    body["metadata"].update(namespace=namespace, uid=body["metadata"].get("uid") or "00000000-0000-0000-0000-000000000000")
+    wanted, _ = children.workloads(OrderService.from_body(body), "0" * 16)
+    return wanted
+
+
+def defaulted(obj: dict, namespace: str) -> dict:
+    """The object as the apiserver would store it (CRD defaults applied): a server dry-run's answer."""
+    o = json.loads(json.dumps(obj))
+    o["metadata"]["namespace"] = namespace
+    out = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(o)).stdout
+    return json.loads(out)
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_app_chart_wires_to_the_operators_children(helm_bin, crds, namespace, cluster_scoped):
+    """The test hook, the ServiceMonitor, the Ingress and the Secrets name what the operator creates."""
+    objs = render(APP_CHART, ["-f", str(APP_CHART / "values-dev.yaml"),
+                              "-f", str(APP_CHART / "ci" / "observability-values.yaml")], namespace)
+    (osvc,) = [o for o in objs if o["kind"] == "OrderService"]
+    kids = operator_children(defaulted(osvc, namespace), namespace)
+    by_kind = {}
+    for k in kids:
+        by_kind.setdefault(k["kind"], []).append(k)
+    # The operator's children are valid too (the same strict server-side dry-run).
+    dry_run(kids, namespace, cluster_scoped)
+
+    (svc,) = by_kind["Service"]
+    (ingress,) = by_kind["Ingress"]
+    assert ingress["spec"]["rules"][0]["host"] == "simplecqrs.local"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in by_kind["Deployment"]}
+    # helm test pod -> the API Service, port 80.
+    (hook,) = [o for o in objs if o["kind"] == "Pod"]
+    env = {e["name"]: e["value"] for e in hook["spec"]["containers"][0]["env"]}
+    assert env["SIMPLECQRS_API_URL"] == f"http://{svc['metadata']['name']}.{namespace}.svc"
+    assert [p["port"] for p in svc["spec"]["ports"]] == [80]
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # ServiceMonitor -> the API Service (port http) and the consumer metrics Service (port metrics).
+    (sm,) = [o for o in objs if o["kind"] == "ServiceMonitor"]
+    (cms,) = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-consumer-metrics")]
+    assert selects(sm["spec"]["selector"], svc["metadata"]["labels"])
+    assert selects(sm["spec"]["selector"], cms["metadata"]["labels"])
+    assert {e["port"] for e in sm["spec"]["endpoints"]} == {"http", "metrics"}
+    assert "http" in {p["name"] for p in svc["spec"]["ports"]}
+    consumer_pod = deployments["consumer"]["spec"]["template"]
+    assert selects({"matchLabels": cms["spec"]["selector"]}, consumer_pod["metadata"]["labels"])
+    assert cms["spec"]["ports"][0]["targetPort"] in {p["name"] for c in consumer_pod["spec"]["containers"]
+                                                     for p in c["ports"]}
+    # Stores: the OrderService names the bundled Secret and Services.
+    (secret,) = [o for o in objs if o["kind"] == "Secret"]
+    assert osvc["spec"]["mysql"]["adminSecretRef"]["name"] == secret["metadata"]["name"]
+    assert set(secret["data"]) == {"username", "password"}
+    services = {o["metadata"]["name"] for o in objs if o["kind"] == "Service"}
+    assert osvc["spec"]["mysql"]["host"].split(".")[0] in services
+    assert osvc["spec"]["cassandra"]["contactPoints"][0].split(".")[0] in services
+    (kafka,) = [o for o in objs if o["kind"] == "Kafka"]
+    assert osvc["spec"]["kafka"]["strimzi"]["cluster"] == kafka["metadata"]["name"]
+    assert osvc["spec"]["kafka"]["bootstrapServers"] == f"{kafka['metadata']['name']}-kafka-bootstrap.{namespace}.svc:9092"
+    (pool,) = [o for o in objs if o["kind"] == "KafkaNodePool"]
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}, "KRaft: the pool's nodes are both"
+
+
+def test_dashboard_shows_the_metrics_the_code_exports(helm_bin):
+    objs = render(APP_CHART, ["-f", str(APP_CHART / "ci" / "observability-values.yaml")])
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["simplecqrs.json"])
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+    for metric in ("simplecqrs_http_requests_total", "simplecqrs_http_request_duration_seconds",
+                   "simplecqrs_outbox_backlog", "simplecqrs_consumer_lag",
+                   "simplecqrs_consumer_projection_delay_seconds"):
+        assert metric in exprs, metric
+    source = (ROOT / "app" / "metrics.py").read_text() + (ROOT / "consumer" / "metrics.py").read_text()
+    for used in set(re.findall(r"simplecqrs_\w+", exprs)):
+        base = re.sub(r"_(bucket|sum|count)$", "", used)
+        assert f'"{base}"' in source, f"the dashboard uses {used}, which the code does not export"
+
+
+def test_generated_secret_is_random_and_stable_across_upgrades(helm_bin, crds, namespace):
+    """randAlphaNum on install, lookup on upgrade (a real install: no pods run, objects are stored)."""
+    release = "stores"
+    args = ["--namespace", namespace, "-f", str(APP_CHART / "ci" / "stores-only-values.yaml")]
+    secret_name = f"{release}-simplecqrs-mysql-admin"
+
+    def password() -> str:
+        out = kubectl("-n", namespace, "get", "secret", secret_name, "-o", "jsonpath={.data.password}").stdout
+        import base64
+
+        return base64.b64decode(out).decode()
+
+    try:
+        helm("install", release, APP_CHART, *args)
+        first = password()
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", first)
+        helm("upgrade", release, APP_CHART, *args, "--set", "mysql.deploy.storage=3Gi")
+        assert password() == first, "helm upgrade changed the generated password"
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait=false", check=False)
+    # Kept on uninstall (helm.sh/resource-policy: keep): the data volume outlives the release.
+    assert password() == first
+    # helm template (no cluster to look up) draws a new password every time: nothing is a fixed default.
+    a, b = ([o for o in render(APP_CHART, ["-f", str(APP_CHART / "values-dev.yaml"), "--set", f"tests.timeoutSeconds={n}"])
+             if o["kind"] == "Secret"][0]["data"]["password"] for n in (60, 61))
+    assert a != b
+
+
+def test_no_literal_passwords_in_delivery_files():
+    """Every password value is generated (helm), read from a Secret, or a local git-ignored file."""
+    files = [*APP_CHART.rglob("*.yaml"), *OPERATOR_CHART.rglob("*.yaml"), *(ROOT / "k8s" / "dev").rglob("*.yaml"),
+             *APP_CHART.rglob("*.tpl"), ROOT / "skaffold.yaml", ROOT / "Dockerfile"]
+    for f in files:
+        if f.is_symlink():
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if line.strip().startswith("#"):
+                continue
+            m = re.search(r"(?i)password\w*\s*[:=]\s*(\S+)", line)
+            if m:
+                assert m.group(1).startswith(("{{", '"{{')), f"{f}:{n}: a literal password? {line.strip()}"
+    gitignore = (ROOT / "k8s" / "dev" / ".gitignore").read_text()
+    assert "base/secrets/*.env" in gitignore
+
+
+# ================================================================ plain manifests (kustomize)
+@pytest.fixture(scope="module")
+def dev_tree(tmp_path_factory):
+    """k8s/dev copied with the git-ignored secret env file generated, as docs/delivery.md says."""
+    import secrets as pysecrets
+
+    tree = tmp_path_factory.mktemp("k8s") / "dev"
+    shutil.copytree(ROOT / "k8s" / "dev", tree, ignore=shutil.ignore_patterns("*.env"))
+    env = tree / "base" / "secrets" / "mysql.env"
+    env.parent.mkdir(exist_ok=True)
+    env.write_text(f"username=root\npassword={pysecrets.token_hex(24)}\n")
+    return tree
+
+
+def test_kustomize_dev_overlays_exist():
+    assert [p.name for p in OVERLAYS] == ["kind", "minikube"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_kustomize_overlay_renders_objects_the_apiserver_accepts(crds, namespace, cluster_scoped, dev_tree, overlay):
+    objs = docs(kubectl("kustomize", dev_tree / "overlays" / overlay.name).stdout)
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(["Namespace", "Secret", "Service", "Service", "StatefulSet", "StatefulSet",
+                            "Kafka", "KafkaNodePool"]), kinds
+    (pool,) = [o for o in objs if o["kind"] == "KafkaNodePool"]
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}, "KRaft: no ZooKeeper"
+    (secret,) = [o for o in objs if o["kind"] == "Secret"]
+    assert set(secret["data"]) == {"username", "password"}
+    dry_run(objs, namespace, cluster_scoped)
+    for where, pod in pod_specs(objs):
+        assert_restricted(where, pod)
+    assert_strimzi_restricted(objs)
+
+
+def test_kustomize_refuses_to_build_without_the_generated_secret(tmp_path):
+    tree = tmp_path / "dev"
+    shutil.copytree(ROOT / "k8s" / "dev", tree, ignore=shutil.ignore_patterns("*.env"))
+    proc = kubectl("kustomize", tree / "overlays" / "kind", check=False)
+    assert proc.returncode != 0 and "mysql.env" in proc.stderr, proc.stderr
+
+
+def test_kustomize_operator_install(crds, namespace, cluster_scoped):
+    """k8s/kustomization.yaml: the operator for users without Helm, from the files the chart links to."""
+    kz = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
+    assert kz["resources"] == ["crd/orderservice.yaml", "crd/kopf-peering.yaml", "operator/rbac.yaml",
+                               "operator/deployment.yaml"]
+    objs = docs(kubectl("kustomize", ROOT / "k8s").stdout)
+    assert {o["kind"] for o in objs} >= {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                                         "ServiceAccount", "Deployment", "ClusterKopfPeering"}
+    dry_run(objs, namespace, cluster_scoped)
+    for where, pod in pod_specs(objs):
+        assert_restricted(where, pod)
+
+
+# ================================================================ skaffold.yaml
+SKAFFOLD_YAML = ROOT / "skaffold.yaml"
+PROFILES = ["kind", "minikube"]
+
+
+@pytest.fixture(scope="module")
+def skaffold_config() -> dict:
+    return yaml.safe_load(SKAFFOLD_YAML.read_text())
+
+
+def test_skaffold_yaml_validates_against_the_schema(skaffold_config):
+    import jsonschema
+
+    schema = json.loads((REF / "skaffold-schema-v4beta14.json").read_text())
+    assert skaffold_config["apiVersion"] == "skaffold/v4beta14"
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(skaffold_config))
+    assert error is None, f"{list(error.absolute_path)}: {error.message[:500]}"
+
+
+def test_skaffold_yaml_names_existing_paths_and_profiles(skaffold_config):
+    for art in skaffold_config["build"]["artifacts"]:
+        context = ROOT / art.get("context", ".")
+        assert context.is_dir()
+        assert (context / art["docker"]["dockerfile"]).is_file()
+    images = {a["image"] for a in skaffold_config["build"]["artifacts"]}
+    releases = skaffold_config["deploy"]["helm"]["releases"]
+    assert [r["chartPath"] for r in releases] == ["charts/simplecqrs-operator", "charts/simplecqrs"]
+    for r in releases:
+        assert (ROOT / r["chartPath"] / "Chart.yaml").is_file()
+        for f in r.get("valuesFiles", []):
+            assert (ROOT / f).is_file(), f
+        for tmpl in r.get("setValueTemplates", {}).values():
+            for img in re.findall(r"IMAGE_\w+?_(\w+)}}", tmpl):
+                assert img in images, tmpl
+    assert [p["name"] for p in skaffold_config["profiles"]] == PROFILES
+    (fwd,) = skaffold_config["portForward"]
+    # The API Service of the OrderService values-dev.yaml names.
+    dev = yaml.safe_load((APP_CHART / "values-dev.yaml").read_text())
+    assert fwd["resourceName"] == f"{dev['orderService']['name']}-api" and fwd["port"] == 80
+
+
+def skaffold_env(tmp_path: Path) -> dict:
+    cfg = tmp_path / "skaffold-global.yaml"
+    cfg.write_text("global:\n  collect-metrics: false\n  update-check: false\n  survey:\n    disable-prompt: true\n")
+    return dict(tool_env(), SKAFFOLD_CONFIG=str(cfg), SKAFFOLD_UPDATE_CHECK="false")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_skaffold_diagnose(skaffold_bin, tmp_path, profile):
+    """The effective configuration of the profile.  (Full `diagnose` also inspects the base
+    image's ONBUILD triggers from a registry or a Docker daemon; neither exists here.)"""
+    env = skaffold_env(tmp_path)
+    proc = run([skaffold_bin, "diagnose", "-p", profile, "--yaml-only", "-c", env["SKAFFOLD_CONFIG"]], env=env)
+    effective = yaml.safe_load(proc.stdout)
+    assert effective["build"]["local"]["push"] is False, "kind/minikube: never push to a registry"
+    assert [r["name"] for r in effective["deploy"]["helm"]["releases"]] == ["simplecqrs-operator", "simplecqrs"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_skaffold_render_is_accepted_by_the_apiserver(skaffold_bin, crds, namespace, cluster_scoped, tmp_path,
+                                                      profile):
+    env = skaffold_env(tmp_path)
+    proc = run([skaffold_bin, "render", "-p", profile, "--digest-source=tag", "--offline=true",
+                "-c", env["SKAFFOLD_CONFIG"]], env=env, timeout=300)
+    objs = docs(proc.stdout)
+    kinds = {o["kind"] for o in objs}
+    assert {"Deployment", "OrderService", "Kafka", "KafkaNodePool", "StatefulSet"} <= kinds, kinds
+    images = {c["image"] for _, pod in pod_specs(objs) for c in pod["containers"]}
+    images |= {o["spec"][part]["image"] for o in objs if o["kind"] == "OrderService" for part in ("api", "consumer")}
+    ours = {i for i in images if i.startswith("simplecqrs:")}
+    assert len(ours) == 1 and not ours & {"simplecqrs:latest", "simplecqrs:0.1.0"}, images
+    dry_run(objs, namespace, cluster_scoped)
+    for where, pod in pod_specs(objs):
+        assert_restricted(where, pod)
+
+
+# ================================================================ docs
+def test_delivery_docs_name_existing_files_and_say_what_is_not_verified():
+    text = (ROOT / "docs" / "delivery.md").read_text()
+    for heading in ("## Run it on kind", "## Run it on minikube"):
+        assert heading in text, heading
+    for path in set(re.findall(r"`((?:charts|k8s|docs|tests|scripts)/[\w./-]+)`", text)):
+        if "<" in path or path.endswith(".env"):
+            continue
+        assert (ROOT / path.rstrip("/")).exists(), f"docs/delivery.md names {path}, which does not exist"
+    assert "kubelet" in text, "say plainly what the suite cannot verify here"

@@ -1,0 +1,640 @@
+"""The operator on the real control plane and the real stores.
+
+The operator runs as a subprocess (`python -m simplecqrs_operator --namespace <ns>`) with the
+token of its own ServiceAccount, bound by k8s/operator/rbac-namespaced.yaml: every test also
+proves that Role is enough.  It serves only this run's namespace, so other test runs and the
+`make up` operator never see these objects.  Pods never run here (no kubelet): API and consumer
+readiness must say so.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pymysql
+import pytest
+import requests
+import yaml
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from app import broker
+from app.config import KafkaSettings
+from scripts.stack import core
+
+from scripts.stack.instance import Proc, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT.parent / "shared" / "ref"
+SA = "simplecqrs-operator"
+STRIMZI_CRD = "kafkatopics.kafka.strimzi.io"
+OPERATOR_ENV = {  # quick retries and resync, so the tests do not wait on production timings
+    "SIMPLECQRS_OPERATOR_RESYNC_SECONDS": "10", "SIMPLECQRS_OPERATOR_BACKOFF_SECONDS": "1",
+    "SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS": "4", "SIMPLECQRS_OPERATOR_DELETE_ATTEMPTS": "3"}
+
+
+# ---------------------------------------------------------------- helpers
+def kubectl(*args: str, input: str | None = None, check: bool = True, kubeconfig: Path = core.KUBECONFIG,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    out = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], input=input, capture_output=True,
+                         text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}")
+    return out
+
+
+def apply(obj: dict | list, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    docs = obj if isinstance(obj, list) else [obj]
+    return kubectl("apply", *args, "-f", "-", input=yaml.safe_dump_all(docs), check=check)
+
+
+def get(kind: str, name: str, ns: str) -> dict | None:
+    out = kubectl("-n", ns, "get", kind, name, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+def events(ns: str, name: str) -> list[dict]:
+    out = kubectl("-n", ns, "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def has_event(ns: str, name: str, reason: str, type_: str | None = None) -> dict | None:
+    return next((e for e in events(ns, name) if e["reason"] == reason and (type_ is None or e["type"] == type_)),
+                None)
+
+
+def secret_value(ns: str, name: str, key: str) -> str:
+    return base64.b64decode(get("secret", name, ns)["data"][key]).decode()
+
+
+def mysql_query(admin, sql: str, args=(), user: str | None = None, password: str | None = None,
+                database: str | None = None) -> list[tuple]:
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user=user or admin.admin_user,
+                           password=password if user else admin.admin_password, database=database,
+                           autocommit=True, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args or None)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def cassandra_tables(keyspace: str) -> set[str]:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(["127.0.0.1"], port=9042, protocol_version=5)
+    try:
+        session = cluster.connect()
+        rows = session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,))
+        return {r.table_name for r in rows}
+    finally:
+        cluster.shutdown()
+
+
+def kafka_admin():
+    return broker.admin(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+
+
+def topic_partitions(topic: str) -> int:
+    client = kafka_admin()
+    try:
+        return broker.partition_count(client, topic)
+    finally:
+        client.close()
+
+
+def topic_config(topic: str, key: str) -> str:
+    client = kafka_admin()
+    try:
+        found = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, [key])], config_filter="all")
+        return found["topic"][topic][key]["value"]
+    finally:
+        client.close()
+
+
+class Names:
+    """Store names for one OrderService of this run (unique per run and per resource)."""
+
+    def __init__(self, run_id: str, tag: str):
+        self.resource = f"{tag}"
+        self.topic = f"OnNewOrder-op{run_id}{tag}"
+        self.database = f"op{run_id}{tag}_w"[:28]
+        self.keyspace = f"op{run_id}{tag}_r"
+        self.group = f"op{run_id}{tag}-projector"
+
+
+def orderservice(ns: str, names: Names, **spec_patch) -> dict:
+    """The shipped example with this run's names; `a__b=v` sets spec.a.b."""
+    body = yaml.safe_load((ROOT / "k8s/examples/orderservice.yaml").read_text())
+    body["metadata"] = {"name": names.resource, "namespace": ns}
+    spec = body["spec"]
+    spec["kafka"].update(topic=names.topic, consumerGroup=names.group, partitions=3)
+    spec["mysql"]["database"] = names.database
+    spec["cassandra"]["keyspace"] = names.keyspace
+    for dotted, value in spec_patch.items():
+        node = spec
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return body
+
+
+def wait_conditions(ns: str, name: str, types: tuple[str, ...], status: str = "True", timeout: float = 60) -> dict:
+    def check():
+        obj = get("orderservice", name, ns)
+        return obj if all(condition(obj, t).get("status") == status for t in types) else None
+    return wait_for(check, timeout, f"{name}: {types} {status}", interval=0.5)
+
+
+def drop_leftovers(admin, names: Names) -> None:
+    """Retain leaves data behind on purpose; a test run removes its own."""
+    from app.readmodel import schema
+    from app.readmodel.session import connect
+    from app.config import CassandraSettings
+
+    mysql_query(admin, f"DROP DATABASE IF EXISTS `{names.database}`")
+    mysql_query(admin, "DROP USER IF EXISTS %s@'%%'", (f"{names.database}_app",))
+    s = CassandraSettings(contact_points="127.0.0.1", keyspace=names.keyspace)
+    session = connect(s, keyspace=False, request_timeout=60)
+    try:
+        schema.drop(session, s)
+    finally:
+        session.cluster.shutdown()
+    client = kafka_admin()
+    try:
+        for topic in (names.topic, f"{names.topic}.DLQ"):
+            try:
+                client.delete_topics([topic])
+            except Exception:  # noqa: BLE001 - not there
+                pass
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------- the operator under test
+class Operator:
+    """`python -m simplecqrs_operator` as a real process, with the ServiceAccount's kubeconfig."""
+
+    def __init__(self, ns: str, kubeconfig: Path, tag: str):
+        self.port = free_port()
+        self.proc = Proc(f"operator-{ns}-{tag}", [
+            sys.executable, "-m", "simplecqrs_operator", "--namespace", ns, "--peering", SA,
+            "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+            {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), **OPERATOR_ENV})
+
+    def start(self) -> "Operator":
+        self.proc.log.unlink(missing_ok=True)
+        self.proc.start()
+        wait_for(lambda: self.alive() and requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).ok,
+                 60, "operator liveness endpoint")
+        return self
+
+    def alive(self) -> bool:
+        if not self.proc.alive():
+            raise AssertionError(f"operator exited:\n{self.proc.tail()}")
+        return True
+
+    def log_has(self, text: str) -> bool:
+        return text in self.proc.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def cluster(stack, run_id, admin_mysql, tmp_path_factory):
+    """This run's namespace with the CRDs, the admin Secret, the operator's ServiceAccount and Role,
+    and the operator running under that ServiceAccount."""
+    ns, kafka_ns = f"op-{run_id}", f"op-{run_id}-kafka"
+    # The CRDs are cluster-wide and shared with other runs: applied (idempotent), never deleted.
+    kubectl("apply", "-f", str(ROOT / "k8s/crd/orderservice.yaml"), "-f", str(ROOT / "k8s/crd/kopf-peering.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/orderservices.simplecqrs.io", "crd/kopfpeerings.kopf.dev",
+            "--timeout=60s")
+    for n in (ns, kafka_ns):
+        kubectl("create", "namespace", n)
+    apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "simplecqrs-mysql-admin", "namespace": ns},
+           "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
+    sa = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/deployment.yaml").read_text())
+              if d["kind"] == "ServiceAccount")
+    rbac = list(yaml.safe_load_all((ROOT / "k8s/operator/rbac-namespaced.yaml").read_text()))
+    for doc in [sa, *rbac]:
+        doc["metadata"]["namespace"] = ns
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = ns
+    apply([sa, *rbac])
+    token = kubectl("-n", ns, "create", "token", SA, "--duration=2h").stdout.strip()
+    admin_config = yaml.safe_load(core.KUBECONFIG.read_text())
+    kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": admin_config["clusters"],
+        "users": [{"name": SA, "user": {"token": token}}],
+        "contexts": [{"name": SA, "context": {"cluster": admin_config["clusters"][0]["name"], "user": SA,
+                                              "namespace": ns}}],
+        "current-context": SA}))
+    kubeconfig.chmod(0o600)
+    env = {"ns": ns, "kafka_ns": kafka_ns, "kubeconfig": kubeconfig, "run_id": run_id,
+           "operator": Operator(ns, kubeconfig, "a").start(), "leftovers": []}
+    yield env
+    # Delete what is left while an operator still runs, so finalizers are honoured.
+    kubectl("-n", ns, "delete", "orderservices", "--all", "--timeout=60s", check=False)
+    for obj in json.loads(kubectl("-n", ns, "get", "orderservices", "-o", "json").stdout)["items"]:
+        kubectl("-n", ns, "patch", "orderservice", obj["metadata"]["name"], "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False)
+    env["operator"].proc.stop()
+    for n in (ns, kafka_ns):
+        kubectl("delete", "namespace", n, "--wait=false", check=False)
+    for names in env["leftovers"]:
+        drop_leftovers(admin_mysql, names)
+
+
+@pytest.fixture(scope="module")
+def example(cluster, admin_mysql):
+    """k8s/examples/orderservice.yaml (deletionPolicy Retain) with this run's names, applied once;
+    the tests below scale it, edit it and finally delete it."""
+    names = Names(cluster["run_id"], "shop")
+    cluster["leftovers"].append(names)
+    t0 = time.monotonic()
+    apply(orderservice(cluster["ns"], names))
+    obj = wait_conditions(cluster["ns"], names.resource, ("TopicReady", "WriteStoreReady", "ReadStoreReady"))
+    return {"names": names, "ready_after": time.monotonic() - t0, "first": obj}
+
+
+# ---------------------------------------------------------------- provisioning and status
+def test_example_provisions_the_stores_within_a_minute(cluster, example, admin_mysql):
+    names = example["names"]
+    assert example["ready_after"] < 60
+    # Write store: database, migrations, and a least-privileged user whose password is in the Secret.
+    tables = {r[0] for r in mysql_query(admin_mysql, f"SHOW TABLES FROM `{names.database}`")}
+    assert {"orders", "outbox", "customers", "idempotency_keys", "schema_migrations"} <= tables
+    user, password = (secret_value(cluster["ns"], f"{names.resource}-mysql-app", k) for k in ("username", "password"))
+    assert user == f"{names.database}_app"
+    grants = " ".join(r[0] for r in mysql_query(admin_mysql, f"SHOW GRANTS FOR `{user}`@'%'"))
+    assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{names.database}`.*" in grants
+    assert "ALL PRIVILEGES" not in grants and "CREATE" not in grants
+    assert mysql_query(admin_mysql, "SELECT COUNT(*) FROM orders", user=user, password=password,
+                       database=names.database) == [(0,)]
+    with pytest.raises(pymysql.err.OperationalError):  # no DDL for the application
+        mysql_query(admin_mysql, "CREATE TABLE t (i INT)", user=user, password=password, database=names.database)
+    # Read store: keyspace and read-model tables.
+    assert {"orders_by_id_g1", "orders_by_customer_g1", "customers_g1", "read_model_state",
+            "schema_migrations"} <= cassandra_tables(names.keyspace)
+    # Topic with its partitions and config, and the dead-letter topic.
+    assert topic_partitions(names.topic) == 3
+    assert topic_partitions(f"{names.topic}.DLQ") == 1
+    assert topic_config(names.topic, "retention.ms") == "604800000"
+    # Events for the significant steps.
+    ns = cluster["ns"]
+    for reason in ("CredentialsCreated", "TopicCreated", "MigrationsApplied"):
+        assert wait_for(lambda: has_event(ns, names.resource, reason), 20, f"event {reason}")
+
+
+def test_children_have_the_right_specs_owners_and_security(cluster, example):
+    ns, names = cluster["ns"], example["names"]
+    osvc = get("orderservice", names.resource, ns)
+    owner = {"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService", "name": names.resource,
+             "uid": osvc["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    children = {(kind, name): get(kind, name, ns) for kind, name in [
+        ("deployment", f"{names.resource}-api"), ("deployment", f"{names.resource}-consumer"),
+        ("service", f"{names.resource}-api"), ("pdb", f"{names.resource}-api"), ("pdb", f"{names.resource}-consumer"),
+        ("networkpolicy", names.resource), ("secret", f"{names.resource}-mysql-app")]}
+    for (kind, name), obj in children.items():
+        assert obj is not None, f"{kind}/{name} missing"
+        assert obj["metadata"]["ownerReferences"] == [owner], f"{kind}/{name}"
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == names.resource
+        assert labels["app.kubernetes.io/managed-by"] == "simplecqrs-operator"
+        assert labels["app.kubernetes.io/part-of"] == "simplecqrs"
+    assert get("ingress", f"{names.resource}-api", ns) is None  # no host in the example
+    assert get("hpa", f"{names.resource}-consumer", ns) is None  # no autoscaling in the example
+
+    api = children[("deployment", f"{names.resource}-api")]
+    assert api["spec"]["replicas"] == 2
+    pod = api["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == "simplecqrs:0.1.0"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MYSQL_DATABASE"]["value"] == names.database
+    assert env["KAFKA_TOPIC"]["value"] == names.topic
+    assert env["CASSANDRA_KEYSPACE"]["value"] == names.keyspace
+    assert env["MYSQL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{names.resource}-mysql-app",
+                                                                  "key": "password"}
+    consumer = children[("deployment", f"{names.resource}-consumer")]
+    cenv = {e["name"]: e.get("value") for e in consumer["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert cenv["KAFKA_CONSUMER_GROUP"] == names.group and "MYSQL_PASSWORD" not in cenv
+    svc = children[("service", f"{names.resource}-api")]
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    # Every child is ours through server-side apply (except the Secret, created once).
+    full = json.loads(kubectl("-n", ns, "get", "deployment", f"{names.resource}-api", "-o", "json",
+                              "--show-managed-fields").stdout)
+    managers = {m["manager"] for m in full["metadata"]["managedFields"] if m["operation"] == "Apply"}
+    assert managers == {"simplecqrs-operator"}
+
+
+def test_api_and_consumer_readiness_is_reported_honestly(cluster, example):
+    ns, name = cluster["ns"], example["names"].resource
+    obj = get("orderservice", name, ns)
+    api, consumer, ready = (condition(obj, t) for t in ("ApiReady", "ConsumerReady", "Ready"))
+    assert (api["status"], api["reason"]) == ("False", "ReplicasUnavailable")
+    assert "0/2 replicas available" in api["message"]
+    assert (consumer["status"], consumer["reason"]) == ("False", "ReplicasUnavailable")
+    assert ready["status"] == "False" and "ApiReady" in ready["message"]
+    assert (obj["status"]["api"], obj["status"]["consumer"]) == ("0/2", "0/2")
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    for c in obj["status"]["conditions"]:
+        assert set(c) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+    line = kubectl("-n", ns, "get", "orderservices").stdout.splitlines()
+    assert line[0].split() == ["NAME", "READY", "PARTITIONS", "API", "CONSUMER", "AGE"]
+    assert line[1].split()[:5] == [name, "False", "3", "0/2", "0/2"]
+    assert requests.get(f"http://127.0.0.1:{cluster['operator'].port}/healthz", timeout=5).ok
+
+
+# ---------------------------------------------------------------- validation by the apiserver
+@pytest.mark.parametrize("patch, field", [
+    ({"kafka__partitions": 0}, "spec.kafka.partitions"),
+    ({"deletionPolicy": "Destroy"}, "spec.deletionPolicy"),
+    ({"mysql__database": "orders-db"}, "spec.mysql.database"),
+    ({"consumer__autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, "spec.consumer.autoscaling"),
+    ({"cassandra__replication": {"strategy": "NetworkTopologyStrategy", "replicationFactor": 3}},
+     "spec.cassandra.replication"),
+])
+def test_invalid_resources_are_refused_naming_the_field(cluster, patch, field):
+    body = orderservice(cluster["ns"], Names(cluster["run_id"], "bad"), **patch)
+    out = apply(body, "--dry-run=server", check=False)
+    assert out.returncode != 0 and field in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("name", ["Shop_1", "shop.v2", "s" * 41])
+def test_bad_names_are_refused(cluster, name):
+    body = orderservice(cluster["ns"], Names(cluster["run_id"], "bad"))
+    body["metadata"]["name"] = name
+    out = apply(body, "--dry-run=server", check=False)
+    assert out.returncode != 0 and "metadata.name" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("patch, field, message", [
+    ({"kafka": {"partitions": 2}}, "spec.kafka.partitions", "partitions may never decrease"),
+    ({"kafka": {"topic": "Other"}}, "spec.kafka.topic", "immutable"),
+    ({"mysql": {"database": "other_w"}}, "spec.mysql.database", "immutable"),
+    ({"cassandra": {"replication": {"strategy": "SimpleStrategy", "replicationFactor": 3}}},
+     "spec.cassandra.replication", "immutable"),
+])
+def test_changes_the_operator_cannot_honour_are_refused(cluster, example, patch, field, message):
+    out = kubectl("-n", cluster["ns"], "patch", "orderservice", example["names"].resource, "--type=merge",
+                  "-p", json.dumps({"spec": patch}), check=False)
+    assert out.returncode != 0 and field in out.stderr and message in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------- spec changes and drift
+def test_scale_partitions_config_ingress_and_autoscaling_converge(cluster, example):
+    ns, names = cluster["ns"], example["names"]
+    api, consumer = f"{names.resource}-api", f"{names.resource}-consumer"
+    kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge", "-p", json.dumps({"spec": {
+        "kafka": {"partitions": 5, "config": {"retention.ms": "86400000"}},
+        "api": {"replicas": 3, "ingress": {"host": "shop.example.com", "tlsSecretName": "shop-tls"}},
+        "consumer": {"autoscaling": {"minReplicas": 1, "maxReplicas": 4}}}}))
+    wait_for(lambda: get("deployment", api, ns)["spec"]["replicas"] == 3, 30, "API scaled to 3")
+    wait_for(lambda: topic_partitions(names.topic) == 5, 30, "5 partitions")
+    wait_for(lambda: topic_config(names.topic, "retention.ms") == "86400000", 30, "retention.ms updated")
+    ingress = wait_for(lambda: get("ingress", api, ns), 30, "the Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "shop.example.com"
+    assert ingress["spec"]["tls"] == [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]
+    hpa = wait_for(lambda: get("hpa", consumer, ns), 30, "the HPA")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    obj = wait_for(lambda: (o := get("orderservice", names.resource, ns))["status"].get("observedGeneration")
+                   == o["metadata"]["generation"] and o, 30, "observedGeneration")
+    assert "5 partitions" in condition(obj, "TopicReady")["message"]
+    assert has_event(ns, names.resource, "PartitionsIncreased")
+
+    # Dropping the optional parts removes their objects; the consumer count is ours again.
+    kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge", "-p", json.dumps({"spec": {
+        "api": {"ingress": None}, "consumer": {"autoscaling": None, "replicas": 1}}}))
+    wait_for(lambda: get("ingress", api, ns) is None and get("hpa", consumer, ns) is None, 30,
+             "Ingress and HPA deleted")
+    wait_for(lambda: get("deployment", consumer, ns)["spec"]["replicas"] == 1, 30, "consumer at 1 replica")
+    wait_for(lambda: get("orderservice", names.resource, ns)["status"]["consumer"] == "0/1", 30, "status 0/1")
+
+
+def test_deleted_or_edited_children_are_restored(cluster, example):
+    ns, names = cluster["ns"], example["names"]
+    api = f"{names.resource}-api"
+    uid = get("deployment", api, ns)["metadata"]["uid"]
+    kubectl("-n", ns, "delete", "deployment", api)
+    restored = wait_for(lambda: (d := get("deployment", api, ns)) and d["metadata"]["uid"] != uid and d, 20,
+                        "the API Deployment back")
+    assert restored["spec"]["replicas"] == 3
+    # A hand edit of a field the operator owns is reverted.
+    kubectl("-n", ns, "scale", "deployment", api, "--replicas=7")
+    wait_for(lambda: get("deployment", api, ns)["spec"]["replicas"] == 3, 20, "replicas back to 3")
+    kubectl("-n", ns, "set", "env", f"deployment/{api}", "API_ROLE=query")
+    wait_for(lambda: {e["name"]: e.get("value") for e in get("deployment", api, ns)["spec"]["template"]["spec"][
+        "containers"][0]["env"]}["API_ROLE"] == "both", 20, "API_ROLE back to both")
+    # Other children come back with the periodic resync.
+    kubectl("-n", ns, "delete", "service", api)
+    wait_for(lambda: get("service", api, ns), 30, "the Service back")
+
+
+# ---------------------------------------------------------------- failures are reported, deletion is bounded
+def test_unreachable_mysql_is_reported_retried_and_does_not_wedge_deletion(cluster, admin_mysql):
+    ns = cluster["ns"]
+    names = Names(cluster["run_id"], "down")
+    cluster["leftovers"].append(names)
+    dead_port = free_port()
+    apply(orderservice(ns, names, deletionPolicy="Delete", mysql__port=dead_port))
+    obj = wait_conditions(ns, names.resource, ("WriteStoreReady",), status="False")
+    write = condition(obj, "WriteStoreReady")
+    assert write["reason"] == "Unreachable" and f"127.0.0.1:{dead_port}" in write["message"]
+    obj = wait_conditions(ns, names.resource, ("TopicReady", "ReadStoreReady"))
+    assert condition(obj, "Ready")["status"] == "False"
+    assert wait_for(lambda: has_event(ns, names.resource, "Unreachable", "Warning"), 20, "a Warning event")
+    # Retried with backoff: fixing the port is enough.
+    kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge", "-p",
+            json.dumps({"spec": {"mysql": {"port": 3306}}}))
+    wait_conditions(ns, names.resource, ("WriteStoreReady",), timeout=30)
+    kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge", "-p",
+            json.dumps({"spec": {"mysql": {"port": dead_port}}}))
+    wait_conditions(ns, names.resource, ("WriteStoreReady",), status="False", timeout=30)
+
+    # Delete while MySQL is unreachable: bounded retries, a clear event, and the resource goes.
+    kubectl("-n", ns, "delete", "orderservice", names.resource, "--wait=false")
+    wait_for(lambda: get("orderservice", names.resource, ns) is None, 60, "the OrderService gone")
+    gave_up = has_event(ns, names.resource, "DeletionIncomplete", "Warning")
+    assert gave_up and "database" in gave_up["message"] and "Unreachable" in gave_up["message"]
+    assert has_event(ns, names.resource, "DeletionRetrying", "Warning")
+    # What could be dropped was dropped; the database is left, and said so.
+    assert cassandra_tables(names.keyspace) == set()
+    assert names.topic not in kafka_admin_topics()
+    assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == [(names.database,)]
+
+
+def kafka_admin_topics() -> list[str]:
+    client = kafka_admin()
+    try:
+        return client.list_topics()
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------- restarts and replicas
+def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restart(cluster, admin_mysql):
+    ns, op = cluster["ns"], cluster["operator"]
+    # A second replica (newer, so higher priority) takes over; the first pauses, then resumes when it stops.
+    second = Operator(ns, cluster["kubeconfig"], "b").start()
+    try:
+        wait_for(lambda: op.log_has("Pausing operations in favour of"), 30, "the first replica to pause")
+    finally:
+        second.proc.stop()
+    wait_for(lambda: op.log_has("Resuming operations after the pause"), 60, "the first replica to resume")
+
+    # Kill the operator in the middle of provisioning a new instance, restart it: it converges.
+    names = Names(cluster["run_id"], "kill")
+    cluster["leftovers"].append(names)
+    apply(orderservice(ns, names, deletionPolicy="Delete"))
+    wait_for(lambda: get("secret", f"{names.resource}-mysql-app", ns), 30, "reconcile to begin")
+    op.proc.signal(signal.SIGKILL)
+    op.proc.proc.wait(10)
+    mid = get("orderservice", names.resource, ns)
+    assert condition(mid, "Ready").get("status") != "True"
+    restarted = Operator(ns, cluster["kubeconfig"], "a2").start()
+    cluster["operator"] = restarted
+    wait_conditions(ns, names.resource, ("TopicReady", "WriteStoreReady", "ReadStoreReady"))
+    assert get("deployment", f"{names.resource}-api", ns) and get("deployment", f"{names.resource}-consumer", ns)
+    assert topic_partitions(names.topic) == 3
+
+    # Delete (deletionPolicy Delete): the topic, the database and the keyspace go, and so does the resource.
+    kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
+    assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == []
+    assert mysql_query(admin_mysql, "SELECT user FROM mysql.user WHERE user = %s", (f"{names.database}_app",)) == []
+    assert cassandra_tables(names.keyspace) == set()
+    assert names.topic not in kafka_admin_topics()
+    assert has_event(ns, names.resource, "DataDeleted")
+
+
+# ---------------------------------------------------------------- Strimzi
+def strimzi_crd(variant: str) -> dict:
+    if variant == "v1 (Strimzi 1.2)":
+        return yaml.safe_load((REF / "strimzi-kafkatopic.yaml").read_text())
+    crd = yaml.safe_load((REF / "strimzi-0.51-kafkatopic.yaml").read_text())
+    if variant == "v1beta2 only (Strimzi 0.51, v1 not served)":
+        for v in crd["spec"]["versions"]:
+            v["served"] = v["name"] != "v1"
+    return crd
+
+
+@pytest.mark.parametrize("variant, version", [
+    ("v1 (Strimzi 1.2)", "v1"),
+    ("v1 + v1beta2 (Strimzi 0.51)", "v1"),
+    ("v1beta2 only (Strimzi 0.51, v1 not served)", "v1beta2"),
+])
+def test_strimzi_kafkatopic_when_the_kind_is_served(cluster, admin_mysql, variant, version):
+    ns, kafka_ns = cluster["ns"], cluster["kafka_ns"]
+    if kubectl("get", "crd", STRIMZI_CRD, check=False).returncode == 0:
+        pytest.skip("a KafkaTopic CRD is installed already (by someone else): not touching it")
+    # The Kafka cluster lives in another namespace: the operator's ServiceAccount gets a Role there.
+    meta = {"name": "simplecqrs-operator-topics", "namespace": kafka_ns}
+    apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
+               {"apiGroups": ["kafka.strimzi.io"], "resources": ["kafkatopics"], "verbs": ["create", "patch", "delete"]}]},
+           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": ns}]}])
+    apply(strimzi_crd(variant))
+    names = Names(cluster["run_id"], f"kt{version[-2:]}{uuid.uuid4().hex[:3]}")
+    cluster["leftovers"].append(names)
+    try:
+        kubectl("wait", "--for=condition=Established", f"crd/{STRIMZI_CRD}", "--timeout=30s")
+        apply(orderservice(ns, names, deletionPolicy="Delete", kafka__partitions=4,
+                           kafka__strimzi={"cluster": "events", "namespace": kafka_ns}))
+        obj = wait_conditions(ns, names.resource, ("WriteStoreReady", "ReadStoreReady"))
+        topic_name = f"{ns}.{names.resource}.events"
+        kt = wait_for(lambda: get(f"kafkatopics.{version}.kafka.strimzi.io", topic_name, kafka_ns), 30,
+                      "the KafkaTopic")
+        assert kt["apiVersion"] == f"kafka.strimzi.io/{version}"
+        assert kt["metadata"]["labels"]["strimzi.io/cluster"] == "events"
+        assert kt["spec"] == {"topicName": names.topic, "partitions": 4, "replicas": 1,
+                              "config": {"retention.ms": "604800000"}}
+        dlq = get(f"kafkatopics.{version}.kafka.strimzi.io", f"{ns}.{names.resource}.dead-letter", kafka_ns)
+        assert dlq["spec"]["topicName"] == f"{names.topic}.DLQ"
+        # No Strimzi operator runs here: the topic is not ready, and the status says so.
+        topic = wait_for(lambda: condition(get("orderservice", names.resource, ns), "TopicReady"), 20, "TopicReady")
+        assert (topic["status"], topic["reason"]) == ("False", "KafkaTopicNotReady")
+        assert names.topic not in kafka_admin_topics()  # Strimzi's job, not the admin API's
+        if version == "v1" and "1.2" in variant:
+            # Strimzi reports Ready: the next resync reports TopicReady.
+            kubectl("-n", kafka_ns, "patch", f"kafkatopics.{version}.kafka.strimzi.io", topic_name, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": {"observedGeneration": kt["metadata"]["generation"],
+                                                                 "conditions": [{"type": "Ready", "status": "True"}]}}))
+            wait_conditions(ns, names.resource, ("TopicReady",), timeout=30)
+        kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
+        assert get(f"kafkatopics.{version}.kafka.strimzi.io", topic_name, kafka_ns) is None
+        assert cassandra_tables(names.keyspace) == set()
+    finally:
+        kubectl("delete", "crd", STRIMZI_CRD, "--timeout=60s", check=False)
+    del obj
+
+
+# ---------------------------------------------------------------- RBAC
+def test_namespaced_rbac_stays_in_its_namespace(cluster):
+    ns, as_sa = cluster["ns"], f"--as=system:serviceaccount:{cluster['ns']}:{SA}"
+
+    def can(*args: str) -> bool:
+        return kubectl("auth", "can-i", as_sa, *args, check=False).stdout.strip() == "yes"
+
+    assert can("patch", "deployments.apps", "-n", ns)
+    assert can("watch", "orderservices.simplecqrs.io", "-n", ns)
+    assert can("patch", "orderservices.simplecqrs.io", "--subresource=status", "-n", ns)
+    assert can("create", "secrets", "-n", ns) and can("get", "secrets", "-n", ns)
+    assert can("create", "events", "-n", ns)
+    assert not can("list", "secrets", "-n", ns)          # only the Secrets it names
+    assert not can("delete", "deployments.apps", "-n", ns)  # the garbage collector does that
+    assert not can("delete", "orderservices.simplecqrs.io", "-n", ns)
+    for other in ("default", "kube-system", cluster["kafka_ns"]):
+        assert not can("get", "secrets", "-n", other)
+        assert not can("patch", "deployments.apps", "-n", other)
+        assert not can("watch", "orderservices.simplecqrs.io", "-n", other)
+    assert not can("get", "secrets", "--all-namespaces")
+    assert not can("list", "namespaces")
+    assert not can("list", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_cluster_mode_manifests_are_accepted(cluster):
+    """rbac.yaml and deployment.yaml as shipped (namespace simplecqrs), checked by the apiserver."""
+    docs = [d for f in ("rbac.yaml", "deployment.yaml")
+            for d in yaml.safe_load_all((ROOT / "k8s/operator" / f).read_text()) if d]
+    for doc in docs:
+        if doc["metadata"].get("namespace"):
+            doc["metadata"]["namespace"] = cluster["ns"]
+    out = apply(docs, "--dry-run=server", check=False)
+    assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------- deletion with Retain (last: uses the example)
+def test_retain_keeps_the_data_and_the_resource_goes(cluster, example, admin_mysql):
+    ns, names = cluster["ns"], example["names"]
+    kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
+    assert get("orderservice", names.resource, ns) is None
+    retained = wait_for(lambda: has_event(ns, names.resource, "DataRetained"), 20, "the DataRetained event")
+    assert names.database in retained["message"] and names.keyspace in retained["message"]
+    assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == [(names.database,)]
+    assert "orders_by_id_g1" in cassandra_tables(names.keyspace)
+    assert topic_partitions(names.topic) == 5
+    # The children go with their owner (garbage collector).
+    wait_for(lambda: get("deployment", f"{names.resource}-api", ns) is None, 60, "children garbage-collected")

@@ -1,0 +1,307 @@
+"""The operator's pure parts: the OrderService wrapper, the child manifests, conditions,
+and the shipped manifests (CRD, RBAC, Deployment).  No cluster, no stores."""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import yaml
+
+from app.config import load as load_settings
+from app.readmodel.schema import replication_cql
+from simplecqrs_operator import children, conditions
+from simplecqrs_operator.handlers import backoff
+from simplecqrs_operator.resource import OrderService
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD = yaml.safe_load((ROOT / "k8s/crd/orderservice.yaml").read_text())
+SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+EXAMPLE = yaml.safe_load((ROOT / "k8s/examples/orderservice.yaml").read_text())
+
+
+def with_defaults(schema: dict, value):
+    """What the apiserver does with the CRD's `default`s (enough of it for these schemas)."""
+    if schema.get("type") == "object" and isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = with_defaults(sub, value[key])
+    return value
+
+
+def body(**spec_patch) -> dict:
+    b = copy.deepcopy(EXAMPLE)
+    b["metadata"].update(namespace="shop", uid="1234-uid", generation=3)
+    for dotted, v in spec_patch.items():
+        node = b["spec"]
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return with_defaults(SCHEMA, b)
+
+
+def osvc(**spec_patch) -> OrderService:
+    return OrderService.from_body(body(**spec_patch))
+
+
+def env_of(container: dict) -> dict[str, str]:
+    """The container's environment, secretKeyRefs resolved to '<secret>/<key>'."""
+    out = {}
+    for e in container["env"]:
+        if "value" in e:
+            out[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            out[e["name"]] = f"{ref['name']}/{ref['key']}"
+    return out
+
+
+# ---------------------------------------------------------------- the resource
+def test_example_gets_the_crd_defaults_and_derived_names():
+    o = osvc()
+    assert (o.name, o.namespace, o.deletion_policy) == ("simplecqrs", "shop", "Retain")
+    assert o.kafka.dead_letter_topic == "OnNewOrder.DLQ"
+    assert o.kafka.consumer_group == "simplecqrs-projector"
+    assert o.mysql.app_user == "simplecqrs_w_app" and len(o.mysql.app_user) <= 32
+    assert o.mysql.admin_secret.username_key == "username"
+    assert o.cassandra.replication_setting == "SimpleStrategy:1"
+    assert o.api.resources["requests"]["cpu"] == "100m"
+    assert OrderService.from_body(body(kafka__consumerGroup=None)).kafka.consumer_group == "simplecqrs-projector"
+
+
+def test_replication_settings_are_what_the_read_model_code_accepts():
+    nts = osvc(cassandra__replication={"strategy": "NetworkTopologyStrategy", "datacenters": {"dc2": 3, "dc1": 2}})
+    assert nts.cassandra.replication_setting == "NetworkTopologyStrategy:dc1=2,dc2=3"
+    assert replication_cql(nts.cassandra.replication_setting) == \
+        "{'class': 'NetworkTopologyStrategy', 'dc1': 2, 'dc2': 3}"
+    assert replication_cql(osvc().cassandra.replication_setting) == \
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+
+
+def test_longest_database_name_still_gives_a_valid_mysql_user():
+    db = "d" * SCHEMA["properties"]["spec"]["properties"]["mysql"]["properties"]["database"]["maxLength"]
+    assert len(osvc(mysql__database=db).mysql.app_user) == 32
+
+
+# ---------------------------------------------------------------- children
+def test_workload_environment_is_read_back_by_app_config():
+    """The Deployments set exactly the names app/config.py reads, with the spec's values."""
+    o = osvc(cassandra__credentialsSecretRef={"name": "cass", "usernameKey": "u", "passwordKey": "p"})
+    api = children.api_deployment(o, "h")["spec"]["template"]["spec"]["containers"][0]
+    consumer = children.consumer_deployment(o)["spec"]["template"]["spec"]["containers"][0]
+    for container in (api, consumer):
+        with mock.patch.dict(os.environ, env_of(container), clear=True):
+            s = load_settings()
+        assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+        assert (s.kafka.topic, s.kafka.dead_letter_topic) == ("OnNewOrder", "OnNewOrder.DLQ")
+        assert s.kafka.consumer_group == "simplecqrs-projector"
+        assert (s.cassandra.hosts, s.cassandra.port, s.cassandra.local_dc) == (["127.0.0.1"], 9042, "datacenter1")
+        assert (s.cassandra.keyspace, s.cassandra.replication) == ("simplecqrs_r", "SimpleStrategy:1")
+        assert (s.cassandra.username, s.cassandra.password) == ("cass/u", "cass/p")
+    with mock.patch.dict(os.environ, env_of(api), clear=True):
+        s = load_settings()
+    assert (s.mysql.host, s.mysql.port, s.mysql.database) == ("127.0.0.1", 3306, "simplecqrs_w")
+    assert (s.mysql.user, s.mysql.password) == ("simplecqrs-mysql-app/username", "simplecqrs-mysql-app/password")
+    assert s.api.role == "both" and not s.mysql.admin_user
+    assert env_of(api)["API_BIND"] == "0.0.0.0:8080"
+    assert env_of(consumer)["CONSUMER_METRICS_PORT"] == "9102"
+    assert "MYSQL_PASSWORD" not in env_of(consumer)  # the consumer never touches MySQL
+
+
+def test_every_variable_the_workloads_set_is_one_the_app_reads():
+    source = "".join((ROOT / f).read_text() for f in ("app/config.py", "app/gunicorn_conf.py", "app/metrics.py"))
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
+    o = osvc(cassandra__credentialsSecretRef={"name": "cass"})
+    for d in (children.api_deployment(o, "h"), children.consumer_deployment(o)):
+        names = {e["name"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert names <= read, names - read
+
+
+def test_credentials_only_from_secrets():
+    o = osvc(cassandra__credentialsSecretRef={"name": "cass"})
+    for d in (children.api_deployment(o, "h"), children.consumer_deployment(o)):
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if "PASSWORD" in e["name"] or e["name"].endswith(("_USER", "_USERNAME")):
+                assert "value" not in e and "secretKeyRef" in e["valueFrom"], e
+
+
+def test_containers_are_locked_down():
+    o = osvc()
+    for d in (children.api_deployment(o, "h"), children.consumer_deployment(o)):
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        (c,) = pod["containers"]
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+        assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_every_child_is_owned_and_labelled():
+    o = osvc(api__ingress={"host": "shop.example.com"}, consumer__autoscaling={
+        "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 70})
+    wanted, unwanted = children.workloads(o, "h")
+    assert unwanted == []
+    assert sorted(m["kind"] for m in wanted) == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "Ingress",
+                                                 "NetworkPolicy", "PodDisruptionBudget", "PodDisruptionBudget",
+                                                 "Service"]
+    for m in wanted + [children.credentials_secret(o, "pw")]:
+        meta = m["metadata"]
+        assert meta["namespace"] == "shop"
+        assert meta["ownerReferences"] == [{"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
+                                            "name": "simplecqrs", "uid": "1234-uid", "controller": True,
+                                            "blockOwnerDeletion": True}]
+        assert meta["labels"]["app.kubernetes.io/instance"] == "simplecqrs"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "simplecqrs-operator"
+        assert {"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of"} <= set(
+            meta["labels"])
+
+
+def test_optional_children_follow_the_spec():
+    plain = osvc()
+    wanted, unwanted = children.workloads(plain, "h")
+    assert sorted(unwanted) == [("HorizontalPodAutoscaler", "simplecqrs-consumer"), ("Ingress", "simplecqrs-api")]
+    assert children.consumer_deployment(plain)["spec"]["replicas"] == 2
+
+    scaled = osvc(consumer__autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 60},
+                  api__ingress={"host": "shop.example.com", "className": "nginx", "tlsSecretName": "shop-tls"})
+    assert "replicas" not in children.consumer_deployment(scaled)["spec"]  # the HPA owns it
+    hpa = children.consumer_hpa(scaled)["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["scaleTargetRef"]["name"] == "simplecqrs-consumer"
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    ing = children.api_ingress(scaled)["spec"]
+    assert ing["ingressClassName"] == "nginx"
+    assert ing["tls"] == [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]
+    assert ing["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "simplecqrs-api"
+
+
+def test_credentials_hash_rolls_the_api_pods_only():
+    o = osvc()
+    a, b = children.api_deployment(o, "aaa"), children.api_deployment(o, "bbb")
+    assert a["spec"]["template"]["metadata"]["annotations"] != b["spec"]["template"]["metadata"]["annotations"]
+    assert children.api_deployment(o, "aaa") == a  # pure: same input, same manifest
+
+
+def test_kafka_topics_for_strimzi():
+    o = osvc(kafka__strimzi={"cluster": "events", "namespace": "kafka"}, kafka__partitions=12)
+    events, dlq = children.kafka_topics(o, "kafka.strimzi.io/v1beta2")
+    assert events["apiVersion"] == "kafka.strimzi.io/v1beta2"
+    assert events["metadata"]["namespace"] == "kafka"
+    assert events["metadata"]["labels"]["strimzi.io/cluster"] == "events"
+    assert "ownerReferences" not in events["metadata"]  # another namespace: deleted by the operator itself
+    assert events["spec"] == {"topicName": "OnNewOrder", "partitions": 12, "replicas": 1,
+                              "config": {"retention.ms": "604800000"}}
+    assert dlq["spec"] == {"topicName": "OnNewOrder.DLQ", "partitions": 1, "replicas": 1}
+    assert osvc(kafka__strimzi={"cluster": "events"}).kafka.strimzi_namespace == "shop"
+
+
+# ---------------------------------------------------------------- conditions
+def test_conditions_keep_transition_time_until_status_changes():
+    first = conditions.merge([], [conditions.true("TopicReady", "Provisioned", "6 partitions")], 1, "T1")
+    topic = next(c for c in first if c["type"] == "TopicReady")
+    assert topic == {"type": "TopicReady", "status": "True", "reason": "Provisioned", "message": "6 partitions",
+                     "lastTransitionTime": "T1", "observedGeneration": 1}
+    second = conditions.merge(first, [conditions.true("TopicReady", "Provisioned", "8 partitions")], 2, "T2")
+    topic = next(c for c in second if c["type"] == "TopicReady")
+    assert (topic["lastTransitionTime"], topic["message"], topic["observedGeneration"]) == ("T1", "8 partitions", 2)
+    third = conditions.merge(second, [conditions.false("TopicReady", "Unreachable", "down")], 3, "T3")
+    assert next(c for c in third if c["type"] == "TopicReady")["lastTransitionTime"] == "T3"
+    assert [c["type"] for c in conditions.transitions(second, third)] == ["TopicReady"]
+
+
+def test_ready_needs_every_part():
+    parts = [conditions.true(t, "Ok") for t in conditions.PARTS]
+    ready = next(c for c in conditions.merge([], parts, 1) if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    parts[-1] = conditions.false(conditions.CONSUMER, "ReplicasUnavailable", "0/2 available")
+    ready = next(c for c in conditions.merge([], parts, 1) if c["type"] == "Ready")
+    assert ready["status"] == "False" and "ConsumerReady: 0/2 available" in ready["message"]
+    assert [c["type"] for c in conditions.merge([], parts, 1)][0] == "Ready"
+
+
+@pytest.mark.parametrize("deployment, status, reason, counts", [
+    (None, "False", "DeploymentMissing", "0/0"),
+    ({"metadata": {"generation": 1}, "spec": {"replicas": 2}, "status": {}}, "False", "ReplicasUnavailable", "0/2"),
+    ({"metadata": {"generation": 2}, "spec": {"replicas": 2},
+      "status": {"observedGeneration": 1, "availableReplicas": 2, "updatedReplicas": 2}},
+     "False", "ReplicasUnavailable", "2/2"),  # a rollout the controller has not seen yet
+    ({"metadata": {"generation": 2}, "spec": {"replicas": 2},
+      "status": {"observedGeneration": 2, "availableReplicas": 2, "updatedReplicas": 2}}, "True", "Available", "2/2"),
+    ({"metadata": {"generation": 1}, "spec": {"replicas": 0}, "status": {"observedGeneration": 1}},
+     "False", "ScaledToZero", "0/0"),
+])
+def test_workload_conditions_from_deployments(deployment, status, reason, counts):
+    cond, got = conditions.from_deployment("ApiReady", "x-api", deployment)
+    assert (cond.status, cond.reason, got) == (status, reason, counts)
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff(r) for r in range(3)] == [2, 4, 8]
+    assert backoff(30) == 60
+
+
+# ---------------------------------------------------------------- shipped manifests
+def _docs(path: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+
+
+def test_crd_is_structural_with_status_and_columns():
+    (version,) = CRD["spec"]["versions"]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
+        "Ready", "Partitions", "API", "Consumer", "Age"]
+    assert CRD["spec"]["names"]["shortNames"] == ["osvc"]
+    status = SCHEMA["properties"]["status"]["properties"]
+    assert status["kopf"]["x-kubernetes-preserve-unknown-fields"] is True  # kopf's progress is not pruned
+    kafka = SCHEMA["properties"]["spec"]["properties"]["kafka"]["properties"]
+    assert {"rule": "self >= oldSelf", "message": kafka["partitions"]["x-kubernetes-validations"][0]["message"]} in \
+        kafka["partitions"]["x-kubernetes-validations"]
+
+
+def test_namespaced_and_cluster_rbac_grant_the_same_namespaced_rules():
+    (role, _, peering) = _docs("k8s/operator/rbac-namespaced.yaml")
+    (cluster_role, binding) = _docs("k8s/operator/rbac.yaml")
+    assert role["kind"] == "Role" and peering["kind"] == "KopfPeering"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "simplecqrs-operator",
+                                    "namespace": "simplecqrs"}]
+    cluster_only = [r for r in cluster_role["rules"] if r not in role["rules"]]
+    assert cluster_only == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]}]
+    assert [r for r in role["rules"] if r not in cluster_role["rules"]] == [
+        {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]}]
+    for rule in role["rules"] + cluster_role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+def test_operator_deployment_is_locked_down_and_probed():
+    sa, peering, deployment = _docs("k8s/operator/deployment.yaml")
+    assert (sa["kind"], peering["kind"]) == ("ServiceAccount", "ClusterKopfPeering")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (c,) = pod["containers"]
+    assert c["image"] == "simplecqrs:0.1.0"
+    assert c["command"] == ["python", "-m", "simplecqrs_operator"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert not c["securityContext"]["allowPrivilegeEscalation"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_module_help_runs():
+    out = subprocess.run([sys.executable, "-m", "simplecqrs_operator", "--help"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "--namespace" in out and "--liveness" in out
