@@ -31,6 +31,20 @@ OUTBOX_BACKLOG = Gauge("simplecqrs_outbox_backlog", "Outbox events not yet publi
                        multiprocess_mode="max")
 
 
+_request_children: dict[tuple[str, str, str], tuple] = {}
+
+
+def observe_request(route: str, method: str, status: str, seconds: float) -> None:
+    """Count and time one request; the labelled children are looked up once per label set (hot path)."""
+    key = (route, method, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (HTTP_REQUESTS.labels(route, method, status), HTTP_LATENCY.labels(route, method))
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition for GET /metrics, merging worker processes when in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -57,8 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _observe(resp):
         route = request.url_rule.rule if request.url_rule else "<unmatched>"
         if route != "/metrics":
-            metrics.HTTP_REQUESTS.labels(route, request.method, str(resp.status_code)).inc()
-            metrics.HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - g.get("started", 0))
+            metrics.observe_request(route, request.method, str(resp.status_code), time.perf_counter() - g.get("started", 0.0))
         for k, v in SECURITY_HEADERS.items():
             resp.headers.setdefault(k, v)
         return resp

@@ -38,8 +38,6 @@ class Placed:
     order_id: str
     created_at: datetime | None
     replayed: bool = False
-    # The committed outbox row (seq, payload), for the relay's fast path; None when unknown.
-    outbox_row: tuple[int, str] | None = None
 
 
 def request_hash(order: NewOrder) -> str:
@@ -65,14 +63,14 @@ def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | No
             sent = True
             with conn.cursor() as cur:
                 try:
-                    created, row = insert_order(cur, order_id, order, idempotency=(idempotency_key, digest))
+                    created = insert_order(cur, order_id, order, idempotency=(idempotency_key, digest))
                 except pymysql.err.IntegrityError as e:
                     # Only the idempotency key can collide: the other keys are fresh UUIDs.
                     if not idempotency_key or error_code(e) != 1062:
                         raise
                     conn.rollback()
                     return _replay(cur, idempotency_key, digest)
-            return Placed(order_id, created, outbox_row=row)
+            return Placed(order_id, created)
         except Exception as e:  # noqa: BLE001 - classified below
             last_error = e
             if is_connection_error(e):
@@ -109,20 +107,17 @@ _ORDER_SQL = (
     " last_seq = GREATEST(last_seq, VALUES(last_seq));"
     "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID());"
-    "SELECT LAST_INSERT_ID();"
     "COMMIT"
 )
 
 
-def insert_order(cur, order_id: str, order: NewOrder,
-                 idempotency: tuple[str | None, str] = (None, "")) -> tuple[datetime, tuple[int, str]]:
+def insert_order(cur, order_id: str, order: NewOrder, idempotency: tuple[str | None, str] = (None, "")) -> datetime:
     """Run the order's transaction, COMMIT included, in one round trip (also used by scripts/bench).
 
     One round trip instead of five (idempotency key, outbox, customer, order,
     COMMIT) is most of the command's cost: see the README's Performance section.
     Every value is a bound parameter; the connection allows multi-statements
     for this batch only because no SQL text here is ever built from input.
-    Returns the creation time and the committed outbox row (seq, payload).
     """
     created = events.now_ms()
     event_id = events.new_event_id()
@@ -134,11 +129,9 @@ def insert_order(cur, order_id: str, order: NewOrder,
              order.email, order.firstName, order.lastName, created, created,
              order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created]
     cur.execute(sql, args)
-    seq = None
     while cur.nextset():  # read every statement's result: a later statement's error is raised here
-        if cur.description:
-            seq = int(cur.fetchone()[0])
-    return created, (seq, payload)
+        pass
+    return created
 
 
 def outbox_payload(event_id: str, order_id: str, order: NewOrder, created: datetime) -> str:
