@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -39,6 +40,8 @@ from .writemodel.db import ConnectionPool, is_connection_error
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 300.0
+# Fault injection for the fault suite (tests/test_faults.py); never set in production.
+FAILPOINT = os.environ.get("SIMPLECQRS_FAILPOINT", "")
 FLUSH_TIMEOUT_S = 15.0
 
 
@@ -107,6 +110,8 @@ class OutboxRelay:
                     conn.rollback()
                     return 0
                 sent, failed = self._publish_and_wait(rows)
+                if sent and FAILPOINT == "relay-exit-after-publish":
+                    os._exit(137)  # fault injection: die between publish and marking, as SIGKILL would
                 if sent:
                     cur.execute(f"UPDATE outbox SET published_at = UTC_TIMESTAMP(3), attempts = attempts + 1,"
                                 f" last_error = NULL WHERE seq IN ({','.join(['%s'] * len(sent))})", sent)
