@@ -113,7 +113,7 @@ def test_idempotent_retry_makes_one_order_and_one_event(api, settings):
     oid = first.json()["id"]
     assert mysql(settings, "SELECT COUNT(*) FROM orders WHERE customer_email = %s", (body["email"],)) == [(1,)]
     reused = post(api, dict(body, quantity=7), key=key)
-    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+    assert reused.status_code == 409 and reused.json()["error"] == "idempotency_key_reused"
     evs = wait_for(lambda: [e for e in events_on_topic(settings) if e["email"] == body["email"]], 30, "the event")
     assert [e["orderId"] for e in evs] == [oid]
 

@@ -154,7 +154,18 @@ def namespace(apiserver, run_id):
     ns = f"simplecqrs-t{run_id}-delivery"
     kubectl("create", "namespace", ns)
     yield ns
+    # The real install (test_generated_secret_...) leaves StatefulSet volume claims, whose
+    # kubernetes.io/pvc-protection finalizer only a controller this control plane does not run
+    # removes: drop it on this namespace's claims, or the namespace would never go away.
     kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        claims = kubectl("-n", ns, "get", "pvc", "-o", "name", check=False).stdout.split()
+        if not claims:
+            break
+        for claim in claims:
+            kubectl("-n", ns, "patch", claim, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
+        time.sleep(0.5)
 
 
 def into_namespace(objs: list[dict], ns: str, cluster_scoped: set[str]) -> list[dict]:
@@ -498,7 +509,7 @@ def test_image_install_steps_from_pyproject_in_fresh_venv(image):
 
 def test_image_entrypoints_are_named_and_match_the_workloads(image):
     eps = image["entrypoints"]
-    assert set(eps) == {"api", "consumer", "operator"}, eps
+    assert set(eps) == {"api", "relay", "consumer", "operator"}, eps
     assert eps["api"] == image["cmd"], "the default CMD is the API"
     # The commands the workloads run are the image's entry points.
     sys.path.insert(0, str(ROOT / "k8s" / "operator"))
@@ -506,6 +517,8 @@ def test_image_entrypoints_are_named_and_match_the_workloads(image):
 
     assert children.API_COMMAND == eps["api"]
     assert children.CONSUMER_COMMAND == eps["consumer"]
+    if hasattr(children, "RELAY_COMMAND"):
+        assert children.RELAY_COMMAND == eps["relay"]
     (op,) = [o for o in render(OPERATOR_CHART, []) if o["kind"] == "Deployment"]
     assert op["spec"]["template"]["spec"]["containers"][0]["command"] == eps["operator"]
     manifest = [d for d in docs((ROOT / "k8s" / "operator" / "deployment.yaml").read_text()) if d["kind"] == "Deployment"]
@@ -574,21 +587,24 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
     return proc.returncode
 
 
-def test_image_api_and_consumer_round_trip_and_graceful_sigterm(image, settings, tmp_path):
-    """The API (default CMD) and the consumer, from the emulated image, on the real stores:
-    health endpoints answer, the helm test script (charts/simplecqrs/files/roundtrip.py)
-    posts an order and reads it back, and both exit 0 on SIGTERM."""
+def test_image_processes_round_trip_and_stop_gracefully(image, settings, tmp_path):
+    """The API (default CMD), the relay and the consumer, from the emulated image, on the real
+    stores: health endpoints answer, the helm test script (charts/simplecqrs/files/roundtrip.py)
+    posts an order and reads it back, and every process exits 0 on SIGTERM."""
     stores = {k: v for k, v in settings_env(settings).items()
               if k.startswith(("MYSQL_", "KAFKA_", "CASSANDRA_"))}
-    api_port, consumer_port = free_port(), free_port()
+    api_port, relay_port, consumer_port = free_port(), free_port(), free_port()
     api, api_log = start(image, "api", entry_env(
         image, **stores, API_BIND=f"127.0.0.1:{api_port}", GUNICORN_WORKERS=2, GUNICORN_THREADS=4,
-        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics"), tmp_path)
+        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics", XDG_RUNTIME_DIR=tmp_path), tmp_path)
+    relay, relay_log = start(image, "relay", entry_env(
+        image, **stores, OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT=relay_port), tmp_path)
     consumer, consumer_log = start(image, "consumer", entry_env(
         image, **stores, CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=consumer_port), tmp_path)
     try:
         wait_http(f"http://127.0.0.1:{api_port}/healthz", 60, api, api_log)
         wait_http(f"http://127.0.0.1:{api_port}/readyz", 60, api, api_log)
+        wait_http(f"http://127.0.0.1:{relay_port}/healthz", 60, relay, relay_log)
         wait_http(f"http://127.0.0.1:{consumer_port}/healthz", 90, consumer, consumer_log)
         wait_http(f"http://127.0.0.1:{consumer_port}/readyz", 30, consumer, consumer_log)
         script = (APP_CHART / "files" / "roundtrip.py").read_text()
@@ -597,7 +613,7 @@ def test_image_api_and_consumer_round_trip_and_graceful_sigterm(image, settings,
                    env=entry_env(image, SIMPLECQRS_API_URL=f"http://127.0.0.1:{api_port}", SIMPLECQRS_TEST_TIMEOUT=90))
         assert proc.returncode == 0 and "read back order" in proc.stdout, (
             f"{proc.stdout}{proc.stderr}\n--- api\n{api_log.read_text()[-3000:]}\n"
-            f"--- consumer\n{consumer_log.read_text()[-3000:]}")
+            f"--- relay\n{relay_log.read_text()[-3000:]}\n--- consumer\n{consumer_log.read_text()[-3000:]}")
         import requests
 
         metrics = requests.get(f"http://127.0.0.1:{api_port}/metrics", timeout=5).text
@@ -605,9 +621,10 @@ def test_image_api_and_consumer_round_trip_and_graceful_sigterm(image, settings,
         cmetrics = requests.get(f"http://127.0.0.1:{consumer_port}/metrics", timeout=5).text
         assert "simplecqrs_consumer_projection_delay_seconds" in cmetrics
     finally:
-        rc_api, rc_consumer = stop(api), stop(consumer)
-    assert rc_api == 0, api_log.read_text()[-3000:]
-    assert rc_consumer == 0, consumer_log.read_text()[-3000:]
+        rcs = {name: (stop(p), log) for name, p, log in (("api", api, api_log), ("relay", relay, relay_log),
+                                                        ("consumer", consumer, consumer_log))}
+    for name, (rc, log) in rcs.items():
+        assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{log.read_text()[-3000:]}"
 
 
 # ================================================================ Helm charts
@@ -649,6 +666,13 @@ def render(chart: Path, args: list[str], namespace: str = "simplecqrs") -> list[
     return docs(render_text(chart, args, namespace))
 
 
+def chart_crds() -> list[dict]:
+    """The operator chart's crds/, as helm installs them.  (Not `helm show crds`: it prints
+    the files back to back without a `---` between them, merging the last and first documents.)"""
+    objs = docs(render_text(OPERATOR_CHART, ["--include-crds"]))
+    return [o for o in objs if o["kind"] == "CustomResourceDefinition"]
+
+
 @pytest.mark.parametrize("chart", [OPERATOR_CHART, APP_CHART], ids=lambda c: c.name)
 def test_helm_lint_every_values_combination(helm_bin, chart):
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
@@ -656,6 +680,9 @@ def test_helm_lint_every_values_combination(helm_bin, chart):
     for name, args in chart_combos(chart):
         proc = helm("lint", "--strict", "--kube-version", K8S_VERSION, chart, *args, check=False)
         assert proc.returncode == 0 and "0 chart(s) failed" in proc.stdout, f"{name}:\n{proc.stdout}\n{proc.stderr}"
+        # NOTES.txt renders too (helm template does not show it), with every value filled in.
+        out = helm("install", RELEASE[chart], chart, "--namespace", "simplecqrs", "--dry-run=client", *args).stdout
+        assert "NOTES:" in out and "<no value>" not in out, f"{name}:\n{out[-2000:]}"
     for required in ("values.schema.json", "templates/_helpers.tpl", "templates/NOTES.txt", "values.yaml"):
         assert (chart / required).is_file(), required
     helpers = (chart / "templates" / "_helpers.tpl").read_text()
@@ -677,7 +704,7 @@ def test_chart_renders_objects_the_apiserver_accepts(helm_bin, crds, namespace, 
     dry_run(objs, namespace, cluster_scoped)
     if chart == OPERATOR_CHART:
         # CRDs ship in crds/: helm installs them before the templates; dry-run them too.
-        dry_run(docs(helm("show", "crds", chart).stdout), namespace, cluster_scoped)
+        dry_run(chart_crds(), namespace, cluster_scoped)
 
 
 def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
@@ -773,7 +800,7 @@ def test_operator_chart_crds_are_the_k8s_crds(helm_bin):
     for link in links:
         assert link.is_symlink(), f"{link} must be a symlink to k8s/crd/{link.name}, not a copy"
         assert link.resolve() == (ROOT / "k8s" / "crd" / link.name).resolve()
-    shown = docs(helm("show", "crds", OPERATOR_CHART).stdout)
+    shown = chart_crds()
     expected = [d for f in CRD_FILES for d in docs(f.read_text())]
     assert sorted(shown, key=lambda d: d["metadata"]["name"]) == sorted(expected, key=lambda d: d["metadata"]["name"])
 
@@ -885,17 +912,24 @@ def test_app_chart_wires_to_the_operators_children(helm_bin, crds, namespace, cl
     assert env["SIMPLECQRS_API_URL"] == f"http://{svc['metadata']['name']}.{namespace}.svc"
     assert [p["port"] for p in svc["spec"]["ports"]] == [80]
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    # ServiceMonitor -> the API Service (port http) and the consumer metrics Service (port metrics).
+    # ServiceMonitor -> the API Service (port http), and the chart's headless Services for the
+    # relay (a container of the API pods) and the consumer, whose named ports the pods declare.
     (sm,) = [o for o in objs if o["kind"] == "ServiceMonitor"]
-    (cms,) = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-consumer-metrics")]
     assert selects(sm["spec"]["selector"], svc["metadata"]["labels"])
-    assert selects(sm["spec"]["selector"], cms["metadata"]["labels"])
-    assert {e["port"] for e in sm["spec"]["endpoints"]} == {"http", "metrics"}
     assert "http" in {p["name"] for p in svc["spec"]["ports"]}
-    consumer_pod = deployments["consumer"]["spec"]["template"]
-    assert selects({"matchLabels": cms["spec"]["selector"]}, consumer_pod["metadata"]["labels"])
-    assert cms["spec"]["ports"][0]["targetPort"] in {p["name"] for c in consumer_pod["spec"]["containers"]
-                                                     for p in c["ports"]}
+    scraped = {"http"}
+    for component, pods in (("relay", "api"), ("consumer", "consumer")):
+        (ms,) = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith(f"-{component}-metrics")]
+        assert selects(sm["spec"]["selector"], ms["metadata"]["labels"]), component
+        pod = deployments[pods]["spec"]["template"]
+        assert selects({"matchLabels": ms["spec"]["selector"]}, pod["metadata"]["labels"]), component
+        declared = {(p["name"], p["containerPort"]) for c in pod["spec"]["containers"] for p in c["ports"]}
+        (port,) = ms["spec"]["ports"]
+        assert (port["targetPort"], port["port"]) in declared, (component, declared)
+        scraped.add(port["name"])
+    assert {e["port"] for e in sm["spec"]["endpoints"]} == scraped
+    netpol_ports = {p["port"] for p in by_kind["NetworkPolicy"][0]["spec"]["ingress"][0]["ports"]}
+    assert {9101, 9102, 8080} <= netpol_ports, "Prometheus must be let in"
     # Stores: the OrderService names the bundled Secret and Services.
     (secret,) = [o for o in objs if o["kind"] == "Secret"]
     assert osvc["spec"]["mysql"]["adminSecretRef"]["name"] == secret["metadata"]["name"]
@@ -909,6 +943,15 @@ def test_app_chart_wires_to_the_operators_children(helm_bin, crds, namespace, cl
     (pool,) = [o for o in objs if o["kind"] == "KafkaNodePool"]
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}, "KRaft: the pool's nodes are both"
+    # The operator's NetworkPolicy (ingress only to the API and metrics ports) must not catch
+    # the stores: their pods carry their own app.kubernetes.io/name (Strimzi copies the labels).
+    (netpol,) = by_kind["NetworkPolicy"]
+    for o in objs:
+        labels = (o["spec"]["template"]["metadata"]["labels"] if o["kind"] == "StatefulSet"
+                  else o["metadata"].get("labels", {}) if o["kind"] in ("Kafka", "KafkaNodePool") else None)
+        if labels is not None:
+            assert not selects(netpol["spec"]["podSelector"], labels), f"{o['kind']}/{o['metadata']['name']}"
+    assert selects(netpol["spec"]["podSelector"], deployments["api"]["spec"]["template"]["metadata"]["labels"])
 
 
 def test_dashboard_shows_the_metrics_the_code_exports(helm_bin):
@@ -943,7 +986,7 @@ def test_generated_secret_is_random_and_stable_across_upgrades(helm_bin, crds, n
         helm("install", release, APP_CHART, *args)
         first = password()
         assert re.fullmatch(r"[A-Za-z0-9]{32}", first)
-        helm("upgrade", release, APP_CHART, *args, "--set", "mysql.deploy.storage=3Gi")
+        helm("upgrade", release, APP_CHART, *args, "--set", "mysql.deploy.resources.limits.memory=768Mi")
         assert password() == first, "helm upgrade changed the generated password"
     finally:
         helm("uninstall", release, "--namespace", namespace, "--wait=false", check=False)
@@ -1004,6 +1047,30 @@ def test_kustomize_overlay_renders_objects_the_apiserver_accepts(crds, namespace
     for where, pod in pod_specs(objs):
         assert_restricted(where, pod)
     assert_strimzi_restricted(objs)
+
+
+def test_dev_orderservice_names_the_dev_stores(crds, namespace, cluster_scoped, dev_tree):
+    """k8s/dev/orderservice.yaml (applied by hand after the operator) points at the overlay's objects."""
+    (osvc,) = docs((ROOT / "k8s" / "dev" / "orderservice.yaml").read_text())
+    objs = docs(kubectl("kustomize", dev_tree / "overlays" / "kind").stdout)
+    ns = {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"}
+    assert ns == {osvc["metadata"]["namespace"]}
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    spec = osvc["spec"]
+    assert ("Secret", spec["mysql"]["adminSecretRef"]["name"]) in names
+    assert ("Service", spec["mysql"]["host"].split(".")[0]) in names
+    assert ("Service", spec["cassandra"]["contactPoints"][0].split(".")[0]) in names
+    assert ("Kafka", spec["kafka"]["strimzi"]["cluster"]) in names
+    assert spec["kafka"]["bootstrapServers"].startswith(f"{spec['kafka']['strimzi']['cluster']}-kafka-bootstrap.")
+    dry_run([osvc], namespace, cluster_scoped)
+
+
+def test_kind_cluster_config_publishes_the_ingress_ports():
+    cfg = yaml.safe_load((ROOT / "k8s" / "dev" / "kind-cluster.yaml").read_text())
+    assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4" and cfg["kind"] == "Cluster"
+    (node,) = cfg["nodes"]
+    assert {(m["containerPort"], m["hostPort"]) for m in node["extraPortMappings"]} == {(80, 80), (443, 443)}
+    assert "ingress-ready=true" in node["kubeadmConfigPatches"][0]
 
 
 def test_kustomize_refuses_to_build_without_the_generated_secret(tmp_path):
@@ -1089,8 +1156,8 @@ def test_skaffold_diagnose(skaffold_bin, tmp_path, profile):
 def test_skaffold_render_is_accepted_by_the_apiserver(skaffold_bin, crds, namespace, cluster_scoped, tmp_path,
                                                       profile):
     env = skaffold_env(tmp_path)
-    proc = run([skaffold_bin, "render", "-p", profile, "--digest-source=tag", "--offline=true",
-                "-c", env["SKAFFOLD_CONFIG"]], env=env, timeout=300)
+    proc = run([skaffold_bin, "render", "-p", profile, "--digest-source=tag", "--offline=true"], env=env,
+               timeout=300)
     objs = docs(proc.stdout)
     kinds = {o["kind"] for o in objs}
     assert {"Deployment", "OrderService", "Kafka", "KafkaNodePool", "StatefulSet"} <= kinds, kinds
@@ -1113,3 +1180,17 @@ def test_delivery_docs_name_existing_files_and_say_what_is_not_verified():
             continue
         assert (ROOT / path.rstrip("/")).exists(), f"docs/delivery.md names {path}, which does not exist"
     assert "kubelet" in text, "say plainly what the suite cannot verify here"
+
+
+def test_image_operator_starts_and_answers_liveness(image, crds, namespace, tmp_path):
+    """The operator entry point, from the emulated image, on the local apiserver: namespaced to this
+    run's namespace (no OrderService there; other tests' instances stay untouched), standalone."""
+    port = free_port()
+    env = entry_env(image, KUBECONFIG=KUBECONFIG, WATCH_NAMESPACE=namespace, SIMPLECQRS_OPERATOR_STANDALONE="1",
+                    SIMPLECQRS_OPERATOR_LIVENESS=f"http://127.0.0.1:{port}/healthz")
+    proc, log = start(image, "operator", env, tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60, proc, log)
+    finally:
+        rc = stop(proc)
+    assert rc == 0, log.read_text()[-3000:]

@@ -9,7 +9,6 @@ readiness must say so.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+import kubernetes
 import pymysql
 import pytest
 import requests
@@ -28,8 +28,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from app import broker
 from app.config import KafkaSettings
 from scripts.stack import core
-
-from scripts.stack.instance import Proc, free_port, wait_for
+from scripts.stack.instance import ProcessDied, Proc, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +128,10 @@ def topic_config(topic: str, key: str) -> str:
         client.close()
 
 
+def kubernetes_client() -> kubernetes.client.ApiClient:
+    return kubernetes.config.new_client_from_config(config_file=str(core.KUBECONFIG))
+
+
 class Names:
     """Store names for one OrderService of this run (unique per run and per resource)."""
 
@@ -166,9 +169,9 @@ def wait_conditions(ns: str, name: str, types: tuple[str, ...], status: str = "T
 
 def drop_leftovers(admin, names: Names) -> None:
     """Retain leaves data behind on purpose; a test run removes its own."""
+    from app.config import CassandraSettings
     from app.readmodel import schema
     from app.readmodel.session import connect
-    from app.config import CassandraSettings
 
     mysql_query(admin, f"DROP DATABASE IF EXISTS `{names.database}`")
     mysql_query(admin, "DROP USER IF EXISTS %s@'%%'", (f"{names.database}_app",))
@@ -209,11 +212,11 @@ class Operator:
 
     def alive(self) -> bool:
         if not self.proc.alive():
-            raise AssertionError(f"operator exited:\n{self.proc.tail()}")
+            raise ProcessDied(f"operator exited:\n{self.proc.tail()}")
         return True
 
-    def log_has(self, text: str) -> bool:
-        return text in self.proc.log.read_text(errors="replace")
+    def log(self) -> str:
+        return self.proc.log.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -325,11 +328,14 @@ def test_children_have_the_right_specs_owners_and_security(cluster, example):
     api = children[("deployment", f"{names.resource}-api")]
     assert api["spec"]["replicas"] == 2
     pod = api["spec"]["template"]["spec"]
-    (c,) = pod["containers"]
-    assert c["image"] == "simplecqrs:0.1.0"
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"api", "relay"}  # gunicorn and the outbox relay beside it
+    for c in containers.values():
+        assert c["image"] == "simplecqrs:0.1.0"
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    c = containers["api"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     env = {e["name"]: e for e in c["env"]}
@@ -495,25 +501,40 @@ def kafka_admin_topics() -> list[str]:
 
 
 # ---------------------------------------------------------------- restarts and replicas
-def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restart(cluster, admin_mysql):
+def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restart(cluster, example, admin_mysql):
     ns, op = cluster["ns"], cluster["operator"]
-    # A second replica (newer, so higher priority) takes over; the first pauses, then resumes when it stops.
+    # A second replica (newer, so higher priority) takes over: the first pauses and stays paused, the
+    # second handles a change alone; when the second stops, the first resumes.
+    name = example["names"].resource
+    shop = f"[{ns}/{name}] Handler 'reconcile_on_change' succeeded"
+    before = len(op.log())
     second = Operator(ns, cluster["kubeconfig"], "b").start()
     try:
-        wait_for(lambda: op.log_has("Pausing operations in favour of"), 30, "the first replica to pause")
+        wait_for(lambda: "Pausing operations in favour of" in op.log()[before:], 30, "the first replica to pause")
+        paused_at = op.log().index("Pausing operations in favour of", before)
+        wait_for(lambda: shop in second.log(), 30, "the second replica to resume the example")
+        kubectl("-n", ns, "patch", "orderservice", name, "--type=merge", "-p", '{"spec":{"api":{"replicas":2}}}')
+        wait_for(lambda: get("deployment", f"{name}-api", ns)["spec"]["replicas"] == 2, 30, "scaled by the second")
+        # The first replica did nothing meanwhile, and never resumed while the second was up.
+        assert shop not in op.log()[paused_at:] and "Resuming operations" not in op.log()[paused_at:]
     finally:
         second.proc.stop()
-    wait_for(lambda: op.log_has("Resuming operations after the pause"), 60, "the first replica to resume")
+    wait_for(lambda: "Resuming operations after the pause" in op.log()[paused_at:], 60, "the first replica to resume")
 
-    # Kill the operator in the middle of provisioning a new instance, restart it: it converges.
+    # Kill the operator in the middle of provisioning a new instance (the moment it has created the
+    # credentials Secret, its first step), restart it: it converges.
     names = Names(cluster["run_id"], "kill")
     cluster["leftovers"].append(names)
+    secrets = kubernetes.client.CoreV1Api(kubernetes_client())
+    stream = kubernetes.watch.Watch().stream(secrets.list_namespaced_secret, ns, timeout_seconds=30,
+                                             field_selector=f"metadata.name={names.resource}-mysql-app")
     apply(orderservice(ns, names, deletionPolicy="Delete"))
-    wait_for(lambda: get("secret", f"{names.resource}-mysql-app", ns), 30, "reconcile to begin")
+    assert next(stream)["type"] == "ADDED"
     op.proc.signal(signal.SIGKILL)
     op.proc.proc.wait(10)
     mid = get("orderservice", names.resource, ns)
-    assert condition(mid, "Ready").get("status") != "True"
+    assert not all(condition(mid, t).get("status") == "True" for t in ("TopicReady", "WriteStoreReady",
+                                                                       "ReadStoreReady")), "killed too late"
     restarted = Operator(ns, cluster["kubeconfig"], "a2").start()
     cluster["operator"] = restarted
     wait_conditions(ns, names.resource, ("TopicReady", "WriteStoreReady", "ReadStoreReady"))
@@ -563,7 +584,7 @@ def test_strimzi_kafkatopic_when_the_kind_is_served(cluster, admin_mysql, varian
         kubectl("wait", "--for=condition=Established", f"crd/{STRIMZI_CRD}", "--timeout=30s")
         apply(orderservice(ns, names, deletionPolicy="Delete", kafka__partitions=4,
                            kafka__strimzi={"cluster": "events", "namespace": kafka_ns}))
-        obj = wait_conditions(ns, names.resource, ("WriteStoreReady", "ReadStoreReady"))
+        wait_conditions(ns, names.resource, ("WriteStoreReady", "ReadStoreReady"))
         topic_name = f"{ns}.{names.resource}.events"
         kt = wait_for(lambda: get(f"kafkatopics.{version}.kafka.strimzi.io", topic_name, kafka_ns), 30,
                       "the KafkaTopic")
@@ -588,7 +609,6 @@ def test_strimzi_kafkatopic_when_the_kind_is_served(cluster, admin_mysql, varian
         assert cassandra_tables(names.keyspace) == set()
     finally:
         kubectl("delete", "crd", STRIMZI_CRD, "--timeout=60s", check=False)
-    del obj
 
 
 # ---------------------------------------------------------------- RBAC
@@ -613,6 +633,14 @@ def test_namespaced_rbac_stays_in_its_namespace(cluster):
     assert not can("get", "secrets", "--all-namespaces")
     assert not can("list", "namespaces")
     assert not can("list", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_operator_without_its_peering_object_stops_and_says_why(cluster):
+    env = {**os.environ, "KUBECONFIG": str(core.KUBECONFIG), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "simplecqrs_operator", "--namespace", cluster["kafka_ns"]],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"KopfPeering {cluster['kafka_ns']}/{SA} does not exist" in out.stderr
 
 
 def test_cluster_mode_manifests_are_accepted(cluster):

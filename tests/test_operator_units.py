@@ -92,25 +92,36 @@ def test_longest_database_name_still_gives_a_valid_mysql_user():
 
 
 # ---------------------------------------------------------------- children
+def containers(o: OrderService) -> dict[str, dict]:
+    pods = [children.api_deployment(o, "h"), children.consumer_deployment(o)]
+    return {c["name"]: c for d in pods for c in d["spec"]["template"]["spec"]["containers"]}
+
+
 def test_workload_environment_is_read_back_by_app_config():
     """The Deployments set exactly the names app/config.py reads, with the spec's values."""
     o = osvc(cassandra__credentialsSecretRef={"name": "cass", "usernameKey": "u", "passwordKey": "p"})
-    api = children.api_deployment(o, "h")["spec"]["template"]["spec"]["containers"][0]
-    consumer = children.consumer_deployment(o)["spec"]["template"]["spec"]["containers"][0]
-    for container in (api, consumer):
+    api, relay, consumer = (containers(o)[n] for n in ("api", "relay", "consumer"))
+    for container in (api, relay, consumer):
         with mock.patch.dict(os.environ, env_of(container), clear=True):
             s = load_settings()
         assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
         assert (s.kafka.topic, s.kafka.dead_letter_topic) == ("OnNewOrder", "OnNewOrder.DLQ")
+    for container in (api, consumer):
+        with mock.patch.dict(os.environ, env_of(container), clear=True):
+            s = load_settings()
         assert s.kafka.consumer_group == "simplecqrs-projector"
         assert (s.cassandra.hosts, s.cassandra.port, s.cassandra.local_dc) == (["127.0.0.1"], 9042, "datacenter1")
         assert (s.cassandra.keyspace, s.cassandra.replication) == ("simplecqrs_r", "SimpleStrategy:1")
         assert (s.cassandra.username, s.cassandra.password) == ("cass/u", "cass/p")
+    for container in (api, relay):
+        with mock.patch.dict(os.environ, env_of(container), clear=True):
+            s = load_settings()
+        assert (s.mysql.host, s.mysql.port, s.mysql.database) == ("127.0.0.1", 3306, "simplecqrs_w")
+        assert (s.mysql.user, s.mysql.password) == ("simplecqrs-mysql-app/username", "simplecqrs-mysql-app/password")
+        assert not s.mysql.admin_user  # the admin account never reaches the workloads
+    assert s.outbox.metrics_host == "0.0.0.0" and s.outbox.metrics_port == 9101
     with mock.patch.dict(os.environ, env_of(api), clear=True):
-        s = load_settings()
-    assert (s.mysql.host, s.mysql.port, s.mysql.database) == ("127.0.0.1", 3306, "simplecqrs_w")
-    assert (s.mysql.user, s.mysql.password) == ("simplecqrs-mysql-app/username", "simplecqrs-mysql-app/password")
-    assert s.api.role == "both" and not s.mysql.admin_user
+        assert load_settings().api.role == "both"
     assert env_of(api)["API_BIND"] == "0.0.0.0:8080"
     assert env_of(consumer)["CONSUMER_METRICS_PORT"] == "9102"
     assert "MYSQL_PASSWORD" not in env_of(consumer)  # the consumer never touches MySQL
@@ -119,16 +130,14 @@ def test_workload_environment_is_read_back_by_app_config():
 def test_every_variable_the_workloads_set_is_one_the_app_reads():
     source = "".join((ROOT / f).read_text() for f in ("app/config.py", "app/gunicorn_conf.py", "app/metrics.py"))
     read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
-    o = osvc(cassandra__credentialsSecretRef={"name": "cass"})
-    for d in (children.api_deployment(o, "h"), children.consumer_deployment(o)):
-        names = {e["name"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for c in containers(osvc(cassandra__credentialsSecretRef={"name": "cass"})).values():
+        names = {e["name"] for e in c["env"]}
         assert names <= read, names - read
 
 
 def test_credentials_only_from_secrets():
-    o = osvc(cassandra__credentialsSecretRef={"name": "cass"})
-    for d in (children.api_deployment(o, "h"), children.consumer_deployment(o)):
-        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]:
+    for c in containers(osvc(cassandra__credentialsSecretRef={"name": "cass"})).values():
+        for e in c["env"]:
             if "PASSWORD" in e["name"] or e["name"].endswith(("_USER", "_USERNAME")):
                 assert "value" not in e and "secretKeyRef" in e["valueFrom"], e
 
@@ -140,12 +149,24 @@ def test_containers_are_locked_down():
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        (c,) = pod["containers"]
-        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
-        assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        for c in pod["containers"]:
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+            assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_api_pods_run_the_outbox_relay_beside_gunicorn():
+    o = osvc()
+    pod = children.api_deployment(o, "h")["spec"]["template"]["spec"]
+    api, relay = pod["containers"]
+    assert api["command"] == ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
+    assert relay["command"] == ["python", "-m", "app.outbox"] and relay["image"] == api["image"]
+    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # A Kafka outage makes the relay unready; the pod must stay in the Service and keep taking orders.
+    assert "readinessProbe" not in relay
+    consumer = children.consumer_deployment(o)["spec"]["template"]["spec"]["containers"][0]
+    assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 def test_every_child_is_owned_and_labelled():
@@ -305,3 +326,11 @@ def test_module_help_runs():
     out = subprocess.run([sys.executable, "-m", "simplecqrs_operator", "--help"], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "--namespace" in out and "--liveness" in out
+
+
+def test_local_stack_runs_the_example():
+    from scripts.stack import services
+
+    assert services.EXAMPLE == ROOT / "k8s/examples/orderservice.yaml"
+    assert services.INSTANCE == EXAMPLE["metadata"]["name"]
+    assert EXAMPLE["spec"]["mysql"]["adminSecretRef"]["name"] == services.ADMIN_SECRET

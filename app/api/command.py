@@ -78,7 +78,8 @@ def create_order():
     try:
         placed = place_order(current_app.extensions["simplecqrs.mysql"], order, key)
     except IdempotencyConflict as e:
-        return error(422, "idempotency_key_reused", str(e), fields={"Idempotency-Key": "reused with another body"})
+        # 409: the key conflicts with the state its first request left (the body itself is valid).
+        return error(409, "idempotency_key_reused", str(e), fields={"Idempotency-Key": "reused with another body"})
     except StoreUnavailable as e:
         log.warning("write store unavailable", extra={"error": str(e)[:200]})
         return unavailable("the write store is unavailable; retry later", settings.api.retry_after_s)

@@ -24,7 +24,7 @@ def unavailable(message: str, retry_after_s: int):
     return error(503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})
 
 
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
           415: "unsupported_media_type", 422: "validation_failed", 429: "too_many_requests"}
 
 

@@ -5,7 +5,7 @@ response against it, so it must say exactly what the API does.
 """
 from __future__ import annotations
 
-from .validation import LIMITS, MAX_QUANTITY
+from .validation import DESCRIPTION_PATTERN, EMAIL_PATTERN, LIMITS, MAX_QUANTITY, NAME_PATTERN
 
 _ERROR = {
     "type": "object",
@@ -29,11 +29,13 @@ _NEW_ORDER = {
     "additionalProperties": False,
     "required": ["description", "quantity", "email", "firstName", "lastName"],
     "properties": {
-        "description": {"type": "string", "minLength": 1, "maxLength": LIMITS["description"]},
+        "description": {"type": "string", "minLength": 1, "maxLength": LIMITS["description"],
+                        "pattern": DESCRIPTION_PATTERN},
         "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
-        "email": {"type": "string", "format": "email", "maxLength": LIMITS["email"]},
-        "firstName": {"type": "string", "minLength": 1, "maxLength": LIMITS["firstName"]},
-        "lastName": {"type": "string", "minLength": 1, "maxLength": LIMITS["lastName"]},
+        "email": {"type": "string", "maxLength": LIMITS["email"], "pattern": EMAIL_PATTERN,
+                  "description": "an email address; stored lower-cased"},
+        "firstName": {"type": "string", "minLength": 1, "maxLength": LIMITS["firstName"], "pattern": NAME_PATTERN},
+        "lastName": {"type": "string", "minLength": 1, "maxLength": LIMITS["lastName"], "pattern": NAME_PATTERN},
     },
     "example": {"description": "repellendus aut et eaque", "quantity": 6,
                 "email": "alexanne.glover@augusta.biz", "firstName": "Alexanne", "lastName": "Glover"},
@@ -91,7 +93,8 @@ _COMMAND_PATHS = {
                 "400": _err("malformed JSON, duplicate keys or a bad Idempotency-Key"),
                 "413": _err("body larger than the limit"),
                 "415": _err("Content-Type is not application/json"),
-                "422": _err("a field is invalid (named in `fields`), or the Idempotency-Key was reused"),
+                "409": _err("the Idempotency-Key was used before with a different body"),
+                "422": _err("a field is invalid (named in `fields`)"),
                 "503": {**_err("the write store is unavailable; nothing was written"), "headers": _RETRY},
             },
         },

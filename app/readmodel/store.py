@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import threading
 import time
 import uuid
-from datetime import timezone
+from datetime import datetime, timezone
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
@@ -29,20 +30,40 @@ class BadPageToken(ValueError):
     pass
 
 
-def encode_token(paging_state: bytes | None) -> str | None:
-    return base64.urlsafe_b64encode(paging_state).decode().rstrip("=") if paging_state else None
+# Page tokens are keyset cursors: base64url JSON of the last row's key, validated on the way
+# back in.  Cassandra's own paging state is never accepted from a client: a forged one makes
+# the server close the connection (a cheap denial of service), and it would not survive a
+# read-model rebuild between two pages anyway.
+def encode_token(*key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_token(token: str | None) -> bytes | None:
+def decode_token(token: str | None, *types) -> list | None:
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(key, list) or len(key) != len(types):
+            raise ValueError
+        return [t(v) for t, v in zip(types, key)]
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError, OSError):
         raise BadPageToken("page_token is not valid") from None
-    if not raw or len(raw) > 4096:
-        raise BadPageToken("page_token is not valid")
-    return raw
+
+
+def _uuid(v) -> uuid.UUID:
+    return uuid.UUID(str(v))
+
+
+def _email(v) -> str:
+    if not isinstance(v, str) or len(v) > 254:
+        raise ValueError
+    return v
+
+
+def _millis(v) -> datetime:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError
+    return datetime.fromtimestamp(v / 1000, tz=timezone.utc)
 
 
 def _order_json(row) -> dict:
@@ -129,29 +150,44 @@ class ReadModel:
         row = self.session.execute(stmt, (oid,)).one()
         return _order_json(row) if row else None
 
-    def _page(self, cql: str, params: tuple, limit: int, token: str | None):
-        stmt = SimpleStatement(cql, fetch_size=limit, consistency_level=CL)
-        result = self.session.execute(stmt, params, paging_state=decode_token(token))
-        rows = result.current_rows
-        return rows, encode_token(result.paging_state)
+    def _rows(self, cql: str, params: tuple) -> list:
+        return list(self.session.execute(SimpleStatement(cql, consistency_level=CL), params))
 
     def list_orders(self, limit: int, token: str | None) -> tuple[list[dict], str | None]:
+        """All orders in token order, one page at a time."""
         gen = self.state()[0]
-        rows, nxt = self._page(f"SELECT * FROM {self.ks}.orders_by_id_g{gen}", (), limit, token)
+        after = decode_token(token, _uuid)
+        where = " WHERE token(order_id) > token(%s)" if after else ""
+        rows = self._rows(f"SELECT * FROM {self.ks}.orders_by_id_g{gen}{where} LIMIT %s", (*(after or ()), limit))
+        nxt = encode_token(str(rows[-1].order_id)) if len(rows) == limit else None
         return [_order_json(r) for r in rows], nxt
 
     def list_customers(self, limit: int, token: str | None) -> tuple[list[dict], str | None]:
         gen = self.state()[0]
-        rows, nxt = self._page(f"SELECT email, first_name, last_name FROM {self.ks}.customers_g{gen}", (), limit, token)
+        after = decode_token(token, _email)
+        where = " WHERE token(email) > token(%s)" if after else ""
+        rows = self._rows(f"SELECT email, first_name, last_name FROM {self.ks}.customers_g{gen}{where} LIMIT %s",
+                          (*(after or ()), limit))
+        nxt = encode_token(rows[-1].email) if len(rows) == limit else None
         return [{"email": r.email, "firstName": r.first_name, "lastName": r.last_name} for r in rows], nxt
 
     def get_customer(self, email: str, limit: int, token: str | None) -> dict | None:
+        """The customer and a page of their orders, newest first."""
         gen = self.state()[0]
         row = self.session.execute(self._prepare("get_customer", gen, f"SELECT email, first_name, last_name FROM"
                                                  f" {self.ks}.customers_g{gen} WHERE email = ?"), (email,)).one()
         if row is None:
             return None
-        orders, nxt = self._page(f"SELECT * FROM {self.ks}.orders_by_customer_g{gen} WHERE email = %s",
-                                 (email,), limit, token)
+        after = decode_token(token, _millis, _uuid)
+        where = " AND (created_at, order_id) < (%s, %s)" if after else ""
+        orders = self._rows(f"SELECT * FROM {self.ks}.orders_by_customer_g{gen} WHERE email = %s{where} LIMIT %s",
+                            (email, *(after or ()), limit))
+        last = orders[-1] if len(orders) == limit else None
+        nxt = encode_token(_to_millis(last.created_at), str(last.order_id)) if last else None
         return {"email": row.email, "firstName": row.first_name, "lastName": row.last_name,
                 "orders": [_order_json(r) for r in orders], "nextPageToken": nxt}
+
+
+def _to_millis(dt: datetime) -> int:
+    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+    return int(round(dt.timestamp() * 1000))
