@@ -1,12 +1,23 @@
-"""The simplecqrs processes of the local stack: provisioning, the API (gunicorn) and the consumers.
+"""The simplecqrs processes of the local stack: the operator, its OrderService, the API (gunicorn),
+the outbox relay and the consumers.
 
-Configuration reaches them as the same environment variables the charts and
-the operator set (README, "Configuration"); credentials come from
-.local/etc/credentials.env.
+The operator runs against the local kube-apiserver and serves the `default` namespace; `make up`
+gives it the MySQL admin Secret (from .local/etc/credentials.env) and k8s/examples/orderservice.yaml,
+and waits until it has provisioned the topic, the database with its application user, and the
+keyspace.  The API, the relay and the consumers then run as local processes with the environment the
+operator gives its own Deployments (which stay Pending here: there is no kubelet), the
+secretKeyRefs resolved from the Secret the operator generated: the stores they use are the ones
+the operator provisioned.
+
+Standard library only at import time (`make status`/`make down` run without the venv).
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
+import subprocess
+import time
 import urllib.request
 
 from . import core
@@ -14,23 +25,64 @@ from .credentials import credentials
 
 API_BIND = os.environ.get("API_BIND", "127.0.0.1:8080")
 CONSUMERS = int(os.environ.get("SIMPLECQRS_CONSUMERS", "2"))
-TOPIC_PARTITIONS = int(os.environ.get("SIMPLECQRS_TOPIC_PARTITIONS", "6"))
+OPERATOR_PORT = int(os.environ.get("SIMPLECQRS_OPERATOR_PORT", "8090"))
+NAMESPACE = "default"
+EXAMPLE = core.ROOT / "k8s" / "examples" / "orderservice.yaml"
+INSTANCE = "simplecqrs"  # metadata.name in EXAMPLE
+CRD = core.ROOT / "k8s" / "crd" / "orderservice.yaml"
+ADMIN_SECRET = "simplecqrs-mysql-admin"  # the name the example refers to
 VENV_PY = core.ROOT / ".venv" / "bin" / "python"
+STORE_CONDITIONS = ("TopicReady", "WriteStoreReady", "ReadStoreReady")
 
 
-def app_env(**overrides: str) -> dict[str, str]:
-    """The environment of every simplecqrs process in the local stack."""
+# ---------------------------------------------------------------- kubectl against the local apiserver
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    tool = core.which("kubectl") or str(core.BIN / "kubectl")
+    out = subprocess.run([tool, f"--kubeconfig={core.KUBECONFIG}", "-n", NAMESPACE, *args], input=input,
+                         capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise core.StackError("kubectl", f"{' '.join(args[:3])}: {out.stderr.strip()[-300:]}")
+    return out
+
+
+def kube_json(*args: str) -> dict | None:
+    out = kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def orderservice() -> dict | None:
+    return kube_json("orderservice", INSTANCE)
+
+
+def _conditions(obj: dict | None) -> dict[str, dict]:
+    return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+
+
+# ---------------------------------------------------------------- the processes' environment
+def workload_env(container: str) -> dict[str, str]:
+    """The environment the operator gives the `api`, `relay` or `consumer` container of the local
+    OrderService's Deployments, its secretKeyRefs resolved: same names, same values, same credentials."""
+    from simplecqrs_operator import children
+    from simplecqrs_operator.resource import OrderService
+
+    osvc = OrderService.from_body(orderservice())
+    pods = [children.api_deployment(osvc, ""), children.consumer_deployment(osvc)]
+    (spec,) = [c for d in pods for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == container]
+    env = {}
+    for e in spec["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            secret = kube_json("secret", ref["name"]) or {}
+            env[e["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+    return env
+
+
+def app_env(container: str, **overrides: str) -> dict[str, str]:
     env = dict(os.environ)
-    creds = credentials()
-    env.update({
-        "MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": "3306",
-        "MYSQL_DATABASE": env.get("MYSQL_DATABASE", "simplecqrs_w"),
-        "MYSQL_USER": creds["MYSQL_USER"], "MYSQL_PASSWORD": creds["MYSQL_PASSWORD"],
-        "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"], "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"],
-        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
-        "CASSANDRA_CONTACT_POINTS": "127.0.0.1", "CASSANDRA_PORT": "9042",
-        "PYTHONPATH": str(core.ROOT),
-    })
+    env.update(workload_env(container))
+    env["PYTHONPATH"] = str(core.ROOT)
     env.update(overrides)
     return env
 
@@ -41,7 +93,11 @@ _SETTING_PREFIXES = ("MYSQL_", "KAFKA_", "CASSANDRA_", "API_", "OUTBOX_", "CONSU
 
 def write_env_file() -> None:
     """.local/etc/app.env: the local stack's settings for scripts/audit, scripts/bench, a shell (0600)."""
-    env = {k: v for k, v in app_env().items() if k.startswith(_SETTING_PREFIXES)}
+    creds = credentials()
+    env = {k: v for k, v in {**workload_env("consumer"), **workload_env("api"), "API_BIND": API_BIND,
+                             "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"],
+                             "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"]}.items()
+           if k.startswith(_SETTING_PREFIXES) and k not in ("CONSUMER_METRICS_HOST", "CONSUMER_METRICS_PORT")}
     fd = os.open(ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("# the local stack's settings (generated by make up; contains credentials)\n")
@@ -53,11 +109,37 @@ def _http_ok(url: str, timeout: float = 3) -> bool:
         return resp.status == 200
 
 
-class Provision(core.Component):
-    """Not a process: creates the MySQL schema and app user, the keyspace and the topic (idempotent)."""
+# ---------------------------------------------------------------- components
+class Operator(core.Component):
+    """`python -m simplecqrs_operator` against the local apiserver, serving the `default` namespace."""
 
-    name = "provision"
-    address = "-"
+    name = "operator"
+    address = f"127.0.0.1:{OPERATOR_PORT} (liveness)"
+    start_timeout = 60
+
+    def start(self) -> None:
+        core.require_port_free(self.name, OPERATOR_PORT)
+        kubectl("apply", "-f", str(CRD))
+        kubectl("wait", "--for=condition=Established", "crd/orderservices.simplecqrs.io", "--timeout=60s")
+        # One local process: no peering (and no peering CRD) needed.
+        core.spawn(self.name, [str(VENV_PY), "-m", "simplecqrs_operator", "--namespace", NAMESPACE, "--standalone",
+                               "--liveness", f"http://127.0.0.1:{OPERATOR_PORT}/healthz"], cwd=core.ROOT,
+                   env={**os.environ, "KUBECONFIG": str(core.KUBECONFIG), "PYTHONPATH": str(core.ROOT)})
+
+    def ready(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{OPERATOR_PORT}/healthz")
+
+    def version(self) -> str:
+        return "0.1.0"
+
+
+class Instance(core.Component):
+    """Not a process: the example OrderService, provisioned by the operator."""
+
+    name = "orderservice"
+    address = f"{NAMESPACE}/{INSTANCE}"
+    start_timeout = 120
+    requires = ("operator",)
 
     def running(self) -> bool:
         return False
@@ -66,27 +148,56 @@ class Provision(core.Component):
         """Nothing to spawn: the work happens in up(), which bring_up() calls next."""
 
     def up(self) -> None:
+        creds = credentials()
+        # The admin account as a Secret (stdin, never on a command line or in the output).
+        kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE},
+            "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"],
+                                             "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
+        if orderservice() is None:  # created once; later edits (kubectl edit/patch) are kept
+            kubectl("create", "-f", str(EXAMPLE))
+            core.detail(f"created OrderService {self.address} from {EXAMPLE.relative_to(core.ROOT)}")
+        start = time.monotonic()
+        while True:
+            conds = _conditions(orderservice())
+            if all(conds.get(t, {}).get("status") == "True" for t in STORE_CONDITIONS):
+                break
+            if time.monotonic() - start > self.start_timeout:
+                why = "; ".join(f"{t}: {conds.get(t, {}).get('message', 'not reported')}" for t in STORE_CONDITIONS
+                                if conds.get(t, {}).get("status") != "True")
+                raise core.StackError(self.name, f"stores not provisioned after {self.start_timeout:.0f}s: {why}",
+                                      core.log_file("operator"))
+            time.sleep(1)
+        core.detail(f"OrderService {self.address}: topic, database and keyspace provisioned by the operator "
+                    f"after {time.monotonic() - start:.1f}s")
         write_env_file()
-        core.run([str(VENV_PY), "-m", "scripts.stack.provision", str(TOPIC_PARTITIONS)],
-                 "provision schema, keyspace and topic", cwd=core.ROOT, env=app_env(),
-                 log=core.LOGS / "provision.log", timeout=300)
 
     def status(self) -> core.Status:
-        return core.Status(self.name, "done" if (core.ETC / "provisioned").exists() else "pending", "-", "-",
-                           "provision.log")
+        try:
+            obj = orderservice()
+        except Exception:  # noqa: BLE001 - no apiserver, no kubectl
+            obj = None
+        conds = _conditions(obj)
+        if obj is None:
+            state = "absent"
+        elif all(conds.get(t, {}).get("status") == "True" for t in STORE_CONDITIONS):
+            state = "provisioned"
+        else:
+            state = "stores not ready"
+        return core.Status(self.name, state, self.address, "-", Operator().status().log)
 
 
 class Api(core.Component):
     name = "api"
     address = API_BIND
     start_timeout = 60
-    requires = ("provision",)
+    requires = ("orderservice",)
 
     def start(self) -> None:
         core.require_port_free(self.name, int(API_BIND.rsplit(":", 1)[1]))
         core.spawn(self.name, [str(core.ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf",
                                "app.wsgi:app"], cwd=core.ROOT, env=app_env(
-            API_BIND=API_BIND, PROMETHEUS_MULTIPROC_DIR=str(core.RUN / "api-metrics")))
+            "api", API_BIND=API_BIND, PROMETHEUS_MULTIPROC_DIR=str(core.RUN / "api-metrics")))
 
     def ready(self) -> bool:
         return _http_ok(f"http://{API_BIND}/readyz")
@@ -96,17 +207,18 @@ class Api(core.Component):
 
 
 class Relay(core.Component):
-    """The outbox relay (app/outbox.py): publishes committed orders' events to Kafka."""
+    """The outbox relay (app/outbox.py): publishes committed orders' events to Kafka
+    (in a cluster: the second container of each API pod)."""
 
     name = "relay"
     address = "127.0.0.1:9101 (metrics)"
     start_timeout = 60
-    requires = ("provision",)
+    requires = ("orderservice",)
 
     def start(self) -> None:
         core.require_port_free(self.name, 9101)
         core.spawn(self.name, [str(VENV_PY), "-m", "app.outbox"], cwd=core.ROOT,
-                   env=app_env(OUTBOX_METRICS_PORT="9101"))
+                   env=app_env("relay", OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT="9101"))
 
     def ready(self) -> bool:
         return _http_ok("http://127.0.0.1:9101/healthz")
@@ -117,7 +229,7 @@ class Relay(core.Component):
 
 class Consumer(core.Component):
     start_timeout = 60
-    requires = ("provision",)
+    requires = ("orderservice",)
 
     def __init__(self, index: int):
         self.index = index
@@ -128,7 +240,7 @@ class Consumer(core.Component):
     def start(self) -> None:
         core.require_port_free(self.name, self.port)
         core.spawn(self.name, [str(VENV_PY), "-m", "consumer.main"], cwd=core.ROOT,
-                   env=app_env(CONSUMER_METRICS_PORT=str(self.port)))
+                   env=app_env("consumer", CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=str(self.port)))
 
     def ready(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.port}/readyz")
@@ -138,4 +250,4 @@ class Consumer(core.Component):
 
 
 def simplecqrs_processes() -> list[core.Component]:
-    return [Provision(), Api(), Relay(), *[Consumer(i) for i in range(1, CONSUMERS + 1)]]
+    return [Operator(), Instance(), Api(), Relay(), *[Consumer(i) for i in range(1, CONSUMERS + 1)]]

@@ -1,0 +1,219 @@
+"""Pure functions: an OrderService in, the manifests of its child objects out.
+
+No API calls here, so every manifest is unit-testable.  Configuration reaches the
+containers as the environment variables of app/config.py (the names the local stack
+and the charts use); credentials only through secretKeyRef.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from .resource import OrderService
+
+API_PORT = 8080
+RELAY_PORT = 9101
+METRICS_PORT = 9102
+UID = 10001  # the image's non-root user
+
+API_COMMAND = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
+RELAY_COMMAND = ["python", "-m", "app.outbox"]
+CONSUMER_COMMAND = ["python", "-m", "consumer.main"]
+RELAY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def _meta(osvc: OrderService, name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": osvc.namespace, "labels": osvc.labels(component),
+            "ownerReferences": [osvc.owner_reference]}
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _env(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": str(v)} for k, v in values.items()]
+
+
+def kafka_env(osvc: OrderService) -> list[dict[str, Any]]:
+    k = osvc.kafka
+    return _env({"KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers, "KAFKA_TOPIC": k.topic,
+                 "KAFKA_DLQ_TOPIC": k.dead_letter_topic, "KAFKA_CONSUMER_GROUP": k.consumer_group})
+
+
+def cassandra_env(osvc: OrderService) -> list[dict[str, Any]]:
+    c = osvc.cassandra
+    env = _env({"CASSANDRA_CONTACT_POINTS": ",".join(c.contact_points), "CASSANDRA_PORT": c.port,
+                "CASSANDRA_LOCAL_DC": c.local_dc, "CASSANDRA_KEYSPACE": c.keyspace,
+                "CASSANDRA_REPLICATION": c.replication_setting})
+    if c.credentials_secret:
+        ref = c.credentials_secret
+        env += [_secret_env("CASSANDRA_USERNAME", ref.name, ref.username_key),
+                _secret_env("CASSANDRA_PASSWORD", ref.name, ref.password_key)]
+    return env
+
+
+def mysql_env(osvc: OrderService) -> list[dict[str, Any]]:
+    m = osvc.mysql
+    return _env({"MYSQL_HOST": m.host, "MYSQL_PORT": m.port, "MYSQL_DATABASE": m.database}) + [
+        _secret_env("MYSQL_USER", osvc.credentials_secret, "username"),
+        _secret_env("MYSQL_PASSWORD", osvc.credentials_secret, "password")]
+
+
+def _container(name: str, image: str, command: list[str], env: list, resources: dict, port: int,
+               port_name: str, *, readiness: bool = True) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/healthz", "port": port_name}, "periodSeconds": 10, "timeoutSeconds": 3,
+             "failureThreshold": 3}
+    container = {
+        "name": name, "image": image, "command": command, "env": env, "resources": resources,
+        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
+        "livenessProbe": {**probe, "initialDelaySeconds": 10},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if readiness:
+        container["readinessProbe"] = {**probe, "httpGet": {"path": "/readyz", "port": port_name},
+                                       "failureThreshold": 2}
+    return container
+
+
+def _deployment(osvc: OrderService, name: str, component: str, replicas: int | None, containers: list[dict],
+                annotations: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": osvc.selector(component)},
+        "revisionHistoryLimit": 5,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {"labels": osvc.labels(component), "annotations": annotations},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "terminationGracePeriodSeconds": 30,
+                "containers": containers,
+                # The only writable paths: gunicorn's worker files, Prometheus multiprocess files.
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            },
+        },
+    }
+    if replicas is not None:  # left out while an HPA owns the replica count
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(osvc, name, component), "spec": spec}
+
+
+def api_deployment(osvc: OrderService, credentials_hash: str) -> dict[str, Any]:
+    """The API pods: gunicorn, and the outbox relay beside it (app/outbox.py: its own process,
+    never inside the request workers).  The relay has no readiness probe: while Kafka is down
+    the API keeps taking orders, so the pod stays in the Service."""
+    env = mysql_env(osvc) + kafka_env(osvc) + cassandra_env(osvc) + _env({
+        "API_ROLE": "both", "API_BIND": f"0.0.0.0:{API_PORT}", "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics"})
+    api = _container("api", osvc.api.image, API_COMMAND, env, osvc.api.resources, API_PORT, "http")
+    relay_env = mysql_env(osvc) + kafka_env(osvc) + _env({
+        "OUTBOX_METRICS_HOST": "0.0.0.0", "OUTBOX_METRICS_PORT": RELAY_PORT})
+    relay = _container("relay", osvc.api.image, RELAY_COMMAND, relay_env, RELAY_RESOURCES, RELAY_PORT,
+                       "relay-metrics", readiness=False)
+    # A new password (a re-created credentials Secret) rolls the pods, which read it at start.
+    return _deployment(osvc, osvc.api_name, "api", osvc.api.replicas, [api, relay],
+                       {"simplecqrs.io/credentials-hash": credentials_hash})
+
+
+def consumer_deployment(osvc: OrderService) -> dict[str, Any]:
+    env = kafka_env(osvc) + cassandra_env(osvc) + _env({
+        "CONSUMER_METRICS_HOST": "0.0.0.0", "CONSUMER_METRICS_PORT": METRICS_PORT})
+    container = _container("consumer", osvc.consumer.image, CONSUMER_COMMAND, env, osvc.consumer.resources,
+                           METRICS_PORT, "metrics")
+    replicas = None if osvc.consumer.autoscaling else osvc.consumer.replicas
+    return _deployment(osvc, osvc.consumer_name, "consumer", replicas, [container], {})
+
+
+def api_service(osvc: OrderService) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(osvc, osvc.api_name, "api"), "spec": {
+        "type": "ClusterIP", "selector": osvc.selector("api"),
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def api_ingress(osvc: OrderService) -> dict[str, Any] | None:
+    ing = osvc.api.ingress
+    if not ing:
+        return None
+    spec: dict[str, Any] = {"rules": [{"host": ing["host"], "http": {"paths": [{
+        "path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": osvc.api_name, "port": {"name": "http"}}}}]}}]}
+    if ing.get("className"):
+        spec["ingressClassName"] = ing["className"]
+    if ing.get("tlsSecretName"):
+        spec["tls"] = [{"hosts": [ing["host"]], "secretName": ing["tlsSecretName"]}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(osvc, osvc.api_name, "api"),
+            "spec": spec}
+
+
+def consumer_hpa(osvc: OrderService) -> dict[str, Any] | None:
+    auto = osvc.consumer.autoscaling
+    if not auto:
+        return None
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": _meta(osvc, osvc.consumer_name, "consumer"), "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": osvc.consumer_name},
+                "minReplicas": auto["minReplicas"], "maxReplicas": auto["maxReplicas"],
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": auto["targetCPUUtilizationPercentage"]}}}]}}
+
+
+def pdb(osvc: OrderService, component: str) -> dict[str, Any]:
+    name = osvc.api_name if component == "api" else osvc.consumer_name
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(osvc, name, component),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": osvc.selector(component)}}}
+
+
+def network_policy(osvc: OrderService) -> dict[str, Any]:
+    """Only the API port and the relay's and consumer's metrics ports are reachable; the stores are outside."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(osvc, osvc.name, "network-policy"), "spec": {
+                "podSelector": {"matchLabels": osvc.instance_selector},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"protocol": "TCP", "port": port}
+                                       for port in (API_PORT, RELAY_PORT, METRICS_PORT)]}]}}
+
+
+def workloads(osvc: OrderService, credentials_hash: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(manifests to apply, (kind, name) of optional children to delete because the spec dropped them)."""
+    wanted = [api_deployment(osvc, credentials_hash), consumer_deployment(osvc), api_service(osvc),
+              pdb(osvc, "api"), pdb(osvc, "consumer"), network_policy(osvc)]
+    unwanted = []
+    for kind, name, manifest in (("Ingress", osvc.api_name, api_ingress(osvc)),
+                                 ("HorizontalPodAutoscaler", osvc.consumer_name, consumer_hpa(osvc))):
+        if manifest:
+            wanted.append(manifest)
+        else:
+            unwanted.append((kind, name))
+    return wanted, unwanted
+
+
+def credentials_secret(osvc: OrderService, password: str) -> dict[str, Any]:
+    def b64(s: str) -> str:
+        return base64.b64encode(s.encode()).decode()
+
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(osvc, osvc.credentials_secret, "credentials"),
+            "data": {"username": b64(osvc.mysql.app_user), "password": b64(password)}}
+
+
+def kafka_topics(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:
+    """Strimzi KafkaTopics for the events and dead-letter topics.  They live in the Kafka cluster's
+    namespace, where owner references cannot point back here: the operator deletes them itself
+    (deletionPolicy Delete) and otherwise leaves them, so Retain keeps the topics."""
+    k = osvc.kafka
+    labels = {**osvc.labels("topic"), "strimzi.io/cluster": k.strimzi_cluster}
+    out = []
+    for obj_name, topic in osvc.kafka_topic_names().items():
+        events = topic == k.topic
+        spec: dict[str, Any] = {"topicName": topic, "partitions": k.partitions if events else 1,
+                                "replicas": k.replication_factor}
+        if events and k.config:
+            spec["config"] = dict(k.config)
+        out.append({"apiVersion": api_version, "kind": "KafkaTopic", "metadata": {
+            "name": obj_name, "namespace": k.strimzi_namespace, "labels": labels,
+            "annotations": {"simplecqrs.io/owner": f"{osvc.namespace}/{osvc.name}"}}, "spec": spec})
+    return out

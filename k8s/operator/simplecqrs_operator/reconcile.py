@@ -1,0 +1,204 @@
+"""The reconcile loop: one idempotent pass makes an OrderService's world match its spec.
+
+    reconcile()  credentials Secret -> topic, write store, read store -> child objects -> status
+    finalize()   deletionPolicy Delete: drop topic, database and keyspace (bounded retries);
+                 Retain: keep them, and say so in an Event
+
+Every trigger (create/update/resume, the resync timer, an event on a child Deployment)
+runs the same reconcile(); a per-object lock serialises them, and each pass starts from
+the object as it is now in the apiserver, never from a stale copy.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from . import children, conditions, stores
+from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, WRITE_STORE, Condition, false, true
+from .kube import Kube, path
+from .resource import OrderService, SecretRef
+
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+@contextmanager
+def serialized(namespace: str, name: str):
+    with _locks_guard:
+        lock = _locks.setdefault((namespace, name), threading.Lock())
+    with lock:
+        yield
+
+
+def event(osvc: OrderService, reason: str, message: str, *, warning: bool = False) -> None:
+    """A Kubernetes Event on the OrderService (posted in the background by kopf)."""
+    kopf.event(osvc.reference, type="Warning" if warning else "Normal", reason=reason, message=message[:1000])
+
+
+# ---------------------------------------------------------------- reconcile
+def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True) -> list[Condition]:
+    """One pass.  Returns the store conditions that are not True, for the caller to retry.
+
+    stores_too=False (a child Deployment changed) re-applies the children and refreshes the
+    API/consumer conditions without touching the stores."""
+    with serialized(namespace, name):
+        body = kube.get(path("OrderService", namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return []
+        osvc = OrderService.from_body(body)
+        secret = kube.get(path("Secret", namespace, osvc.credentials_secret))
+        updates: list[Condition] = []
+        if stores_too or secret is None:
+            secret = ensure_credentials(kube, osvc, secret)
+            updates += provision(kube, osvc, decode(secret, "password"))
+        apply_children(kube, osvc, credentials_hash(secret))
+        workloads, counts = observe_workloads(kube, osvc)
+        publish(kube, osvc, updates + workloads, counts, observed=stores_too)
+        return [c for c in updates if c.type in STORES and not c.ok]
+
+
+def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> dict:
+    """The Secret with the generated application user: created once, then reused as is."""
+    if secret is not None:
+        return secret
+    manifest = children.credentials_secret(osvc, secrets.token_urlsafe(24))
+    try:
+        created = kube.create(manifest)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        return kube.get(path("Secret", osvc.namespace, osvc.credentials_secret))
+    event(osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.app_user}; its password is in "
+                                      f"Secret {osvc.credentials_secret}")
+    return created
+
+
+def provision(kube: Kube, osvc: OrderService, app_password: str) -> list[Condition]:
+    results = [stores.ensure_topic(kube, osvc)]
+    admin = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret)
+    if admin is None:
+        ref = osvc.mysql.admin_secret
+        results.append(stores.Result(false(WRITE_STORE, "AdminSecretMissing", f"Secret {ref.name} with keys "
+                                           f"{ref.username_key} and {ref.password_key} not found")))
+    else:
+        results.append(stores.ensure_write_store(osvc, admin, app_password))
+    ref = osvc.cassandra.credentials_secret
+    cassandra_credentials = read_credentials(kube, osvc.namespace, ref) if ref else None
+    if ref and cassandra_credentials is None:
+        results.append(stores.Result(false(READ_STORE, "CredentialsSecretMissing", f"Secret {ref.name} with keys "
+                                           f"{ref.username_key} and {ref.password_key} not found")))
+    else:
+        results.append(stores.ensure_read_store(osvc, cassandra_credentials))
+    for result in results:
+        for reason, message in result.events:
+            event(osvc, reason, message)
+    return [r.condition for r in results]
+
+
+def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> None:
+    wanted, unwanted = children.workloads(osvc, credentials_hash_)
+    for manifest in wanted:
+        kube.apply(manifest)
+    for kind, name in unwanted:
+        if kube.delete(path(kind, osvc.namespace, name)):
+            event(osvc, "ChildDeleted", f"deleted {kind} {name}: no longer in the spec")
+
+
+def observe_workloads(kube: Kube, osvc: OrderService) -> tuple[list[Condition], dict[str, str]]:
+    """API/consumer conditions from what their Deployments report, and "available/desired" counts."""
+    api, api_counts = conditions.from_deployment(
+        API, osvc.api_name, kube.get(path("Deployment", osvc.namespace, osvc.api_name)))
+    consumer, consumer_counts = conditions.from_deployment(
+        CONSUMER, osvc.consumer_name, kube.get(path("Deployment", osvc.namespace, osvc.consumer_name)))
+    return [api, consumer], {"api": api_counts, "consumer": consumer_counts}
+
+
+def publish(kube: Kube, osvc: OrderService, updates: list[Condition], counts: dict[str, str], *,
+            observed: bool) -> None:
+    """Write the status subresource; an Event for every condition whose status changed."""
+    previous = osvc.status.get("conditions", [])
+    merged = conditions.merge(previous, updates, osvc.generation)
+    status = {"conditions": merged, **counts, "credentialsSecret": osvc.credentials_secret}
+    if observed:  # only a full pass has looked at the stores for this generation
+        status["observedGeneration"] = osvc.generation
+    kube.patch_status(osvc.namespace, osvc.name, status)
+    for c in conditions.transitions(previous, merged):
+        event(osvc, c["reason"], f"{c['type']} is {c['status']}: {c['message']}", warning=c["status"] != "True")
+
+
+# ---------------------------------------------------------------- deletion
+@dataclass
+class Finalized:
+    done: bool
+    message: str
+
+
+def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finalized:
+    """Delete or retain the data.  Gives up after `max_attempts`, so an unreachable store
+    cannot keep the resource (and its namespace) from being deleted forever."""
+    osvc = OrderService.from_body(body)
+    k, m, c = osvc.kafka, osvc.mysql, osvc.cassandra
+    what = f"topics {k.topic} and {k.dead_letter_topic}, database {m.database} (user {m.app_user}), keyspace {c.keyspace}"
+    if osvc.deletion_policy != "Delete":
+        event(osvc, "DataRetained", f"deletionPolicy Retain: kept {what}")
+        return Finalized(True, "retained")
+    with serialized(osvc.namespace, osvc.name):
+        failures = []
+        steps = [("topic", lambda: stores.drop_topic(kube, osvc)),
+                 ("database", lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret))),
+                 ("keyspace", lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret)))]
+        for part, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures.append(f"{part}: {stores.reason_for(exc)}: {stores.describe(exc)}"[:300])
+        if not failures:
+            event(osvc, "DataDeleted", f"deletionPolicy Delete: dropped {what}")
+            return Finalized(True, "deleted")
+        message = "; ".join(failures)
+        if attempt >= max_attempts:
+            event(osvc, "DeletionIncomplete", f"gave up after {attempt} attempts; left in place: {message}",
+                  warning=True)
+            return Finalized(True, message)
+        merged = conditions.merge(osvc.status.get("conditions", []), [
+            true(DELETION, "StoreUnreachable", f"attempt {attempt}/{max_attempts}: {message}")], osvc.generation)
+        kube.patch_status(osvc.namespace, osvc.name, {"conditions": merged})
+        event(osvc, "DeletionRetrying", f"attempt {attempt}/{max_attempts}: {message}", warning=True)
+        return Finalized(False, message)
+
+
+def _required(kube: Kube, osvc: OrderService, ref: SecretRef) -> tuple[str, str]:
+    creds = read_credentials(kube, osvc.namespace, ref)
+    if creds is None:
+        raise LookupError(f"Secret {ref.name} with keys {ref.username_key} and {ref.password_key} not found")
+    return creds
+
+
+def _optional(kube: Kube, osvc: OrderService, ref: SecretRef | None) -> tuple[str, str] | None:
+    return _required(kube, osvc, ref) if ref else None
+
+
+# ---------------------------------------------------------------- Secrets
+def decode(secret: dict, key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[str, str] | None:
+    secret = kube.get(path("Secret", namespace, ref.name))
+    data = (secret or {}).get("data") or {}
+    if ref.username_key not in data or ref.password_key not in data:
+        return None
+    return decode(secret, ref.username_key), decode(secret, ref.password_key)
+
+
+def credentials_hash(secret: dict) -> str:
+    """Changes when the credentials do, reveals nothing about them."""
+    return hashlib.sha256(f"{decode(secret, 'username')}:{decode(secret, 'password')}".encode()).hexdigest()[:16]

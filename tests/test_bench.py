@@ -1,0 +1,28 @@
+"""`scripts/bench --quick` runs end to end and writes well-formed JSON with every figure.
+
+No timing threshold here: the figures are measured, never asserted (README, "Performance")."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+
+from scripts.stack import core
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_writes_every_figure(stack, tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([str(core.ROOT / "scripts" / "bench"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=core.ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for key in ("command_ratio", "db_ratio", "projection_ratio", "freshness_p99_ratio", "vs_naive_ratio"):
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
+    assert set(result["scaling"]["events_per_s"]) == {"1", "2"}
+    assert all(v["median"] > 0 for v in result["scaling"]["events_per_s"].values())
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "command_ratio" in out.with_suffix(".txt").read_text()
