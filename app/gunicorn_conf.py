@@ -19,6 +19,9 @@ keepalive = 5
 accesslog = None  # the app logs requests as JSON; gunicorn's own access log would double them
 errorlog = "-"
 preload_app = False
+# gunicorn 27's control socket defaults to ~/.gunicorn/gunicorn.ctl: shared by every instance of a
+# user (tests run several) and unwritable in a read-only container.  Nothing here uses it.
+control_socket_disable = True
 # Bound request parsing: a client cannot make a worker buffer huge headers.
 limit_request_line = 8190
 limit_request_fields = 100

@@ -4,7 +4,7 @@ Everything runs the real tools against the real local control plane, no mocks:
 
   helm       .local/bin/helm (v3.20.2, built from the Go module proxy by the stack harness)
   kubectl    on PATH (v1.32), against the stack's kube-apiserver v1.32.13
-  skaffold   .local/bin/skaffold (v2.24.0, built the same way) -- optional, see below
+  skaffold   .local/bin/skaffold (v2.24.0, built the same way: scripts/gotools/skaffold)
 
 What is rendered (helm template of both charts with every documented values
 combination, kubectl kustomize of every overlay and of k8s/, skaffold render of
@@ -95,7 +95,7 @@ def helm_bin():
     if not HELM.exists():
         core.ensure_dirs()
         core.link_tool(gotools.build(next(t for t in gotools.TOOLS if t.name == "helm")), "helm")
-    assert "v3.20.2" in helm("version", "--short").stdout
+    assert gotools.HELM_VERSION in helm("version", "--short").stdout
     return HELM
 
 
@@ -169,8 +169,8 @@ def namespace(apiserver, run_id):
 
 
 def into_namespace(objs: list[dict], ns: str, cluster_scoped: set[str]) -> list[dict]:
-    """Namespaced objects move to `ns` (the dry-run namespace); Namespace objects are
-    dry-run on their own, since the namespaced objects no longer refer to them."""
+    """Namespaced objects move to `ns`, this run's namespace, which exists (a dry-run creates
+    nothing, so objects in a namespace the same batch would create could not be checked)."""
     out = []
     for o in objs:
         o = json.loads(json.dumps(o))
@@ -521,7 +521,8 @@ def test_image_entrypoints_are_named_and_match_the_workloads(image):
         assert children.RELAY_COMMAND == eps["relay"]
     (op,) = [o for o in render(OPERATOR_CHART, []) if o["kind"] == "Deployment"]
     assert op["spec"]["template"]["spec"]["containers"][0]["command"] == eps["operator"]
-    manifest = [d for d in docs((ROOT / "k8s" / "operator" / "deployment.yaml").read_text()) if d["kind"] == "Deployment"]
+    manifest = [d for d in docs((ROOT / "k8s" / "operator" / "deployment.yaml").read_text())
+                if d["kind"] == "Deployment"]
     assert manifest[0]["spec"]["template"]["spec"]["containers"][0]["command"] == eps["operator"]
 
 
@@ -629,7 +630,8 @@ def test_image_processes_round_trip_and_stop_gracefully(image, settings, tmp_pat
 
 # ================================================================ Helm charts
 RELEASE = {OPERATOR_CHART: "simplecqrs-operator", APP_CHART: "simplecqrs"}
-SYMLINK_NOTICE = re.compile(r"^walk\.go:\d+: found symbolic link in path: .* Contents of linked file included and used$")
+SYMLINK_NOTICE = re.compile(r"^walk\.go:\d+: found symbolic link in path: .* "
+                            r"Contents of linked file included and used$")
 
 
 def chart_combos(chart: Path) -> list[tuple[str, list[str]]]:
@@ -853,7 +855,8 @@ def test_operator_chart_deployment_matches_k8s_operator_deployment(helm_bin):
     a, b = (d["spec"]["template"]["spec"]["containers"][0] for d in (ours, theirs))
     assert a["command"] == b["command"]
     assert {e["name"] for e in a["env"]} >= {e["name"] for e in b["env"]}
-    assert [(p["name"], p["containerPort"]) for p in a["ports"]] == [(p["name"], p["containerPort"]) for p in b["ports"]]
+    ports = [[(p["name"], p["containerPort"]) for p in c["ports"]] for c in (a, b)]
+    assert ports[0] == ports[1]
     assert a["livenessProbe"]["httpGet"] == b["livenessProbe"]["httpGet"]
     pa, pb = (d["spec"]["template"]["spec"]["securityContext"] for d in (ours, theirs))
     assert pa["runAsUser"] == pb["runAsUser"] and pa["runAsNonRoot"] and pb["runAsNonRoot"]
@@ -867,7 +870,8 @@ def operator_children(orderservice: dict, namespace: str) -> list[dict]:
     from simplecqrs_operator.resource import OrderService
 
     body = json.loads(json.dumps(orderservice))
-    body["metadata"].update(namespace=namespace, uid=body["metadata"].get("uid") or "00000000-0000-0000-0000-000000000000")
+    body["metadata"].update(namespace=namespace,
+                            uid=body["metadata"].get("uid") or "00000000-0000-0000-0000-000000000000")
     wanted, _ = children.workloads(OrderService.from_body(body), "0" * 16)
     return wanted
 
@@ -939,7 +943,8 @@ def test_app_chart_wires_to_the_operators_children(helm_bin, crds, namespace, cl
     assert osvc["spec"]["cassandra"]["contactPoints"][0].split(".")[0] in services
     (kafka,) = [o for o in objs if o["kind"] == "Kafka"]
     assert osvc["spec"]["kafka"]["strimzi"]["cluster"] == kafka["metadata"]["name"]
-    assert osvc["spec"]["kafka"]["bootstrapServers"] == f"{kafka['metadata']['name']}-kafka-bootstrap.{namespace}.svc:9092"
+    bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap.{namespace}.svc:9092"
+    assert osvc["spec"]["kafka"]["bootstrapServers"] == bootstrap
     (pool,) = [o for o in objs if o["kind"] == "KafkaNodePool"]
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}, "KRaft: the pool's nodes are both"
@@ -993,7 +998,8 @@ def test_generated_secret_is_random_and_stable_across_upgrades(helm_bin, crds, n
     # Kept on uninstall (helm.sh/resource-policy: keep): the data volume outlives the release.
     assert password() == first
     # helm template (no cluster to look up) draws a new password every time: nothing is a fixed default.
-    a, b = ([o for o in render(APP_CHART, ["-f", str(APP_CHART / "values-dev.yaml"), "--set", f"tests.timeoutSeconds={n}"])
+    dev = ["-f", str(APP_CHART / "values-dev.yaml")]
+    a, b = ([o for o in render(APP_CHART, [*dev, "--set", f"tests.timeoutSeconds={n}"])
              if o["kind"] == "Secret"][0]["data"]["password"] for n in (60, 61))
     assert a != b
 

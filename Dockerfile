@@ -1,0 +1,105 @@
+# syntax=docker/dockerfile:1.7
+#
+# simplecqrs: ONE image, four entry points (API, outbox relay, consumer, operator).
+#
+# Why one image and not four: the API, the relay, the consumer and the operator share one
+# pinned dependency list (pyproject.toml [project].dependencies) and one code base
+# (the relay, the consumer and the operator import app.*: settings, migrations,
+# read-model schema).  One image means one build, one scan, one tag that skaffold
+# and the charts pass around, and an OrderService whose api.image and
+# consumer.image are the same reference; the few MB of kopf/kubernetes the API
+# does not need are a fair price.  The process is chosen by the pod's `command`:
+#
+#   API       gunicorn -c python:app.gunicorn_conf app.wsgi:app   (default CMD)
+#   relay     python -m app.outbox          (outbox -> Kafka, its own process)
+#   consumer  python -m consumer.main
+#   operator  python -m simplecqrs_operator
+#
+# The labels io.simplecqrs.entrypoint.* below name the same commands; the test
+# suite (tests/test_delivery.py) starts each one from a fresh virtual
+# environment built by the RUN steps of the `deps` stage, so keep them runnable
+# outside Docker: paths through $VIRTUAL_ENV and WORKDIR, no shell tricks.
+#
+# Signals: every entry point is exec-form, so the Python process is PID 1 and
+# receives SIGTERM itself.  gunicorn's master stops its workers gracefully
+# (GUNICORN_GRACEFUL_TIMEOUT), the relay and the consumer install SIGTERM
+# handlers that finish the batch in hand and close Kafka/MySQL/Cassandra, and
+# kopf stops its handlers on SIGTERM.  gunicorn reaps its own workers, and
+# nothing else forks, so no init process is needed.  Give pods a
+# terminationGracePeriodSeconds above GUNICORN_GRACEFUL_TIMEOUT (the charts do).
+#
+# Health: the API serves /healthz and /readyz on API_BIND (0.0.0.0:8080 here),
+# the relay on OUTBOX_METRICS_HOST:OUTBOX_METRICS_PORT (0.0.0.0:9101), the
+# consumer on CONSUMER_METRICS_HOST:CONSUMER_METRICS_PORT (0.0.0.0:9102), each
+# with /metrics; the operator serves kopf's liveness endpoint.  There is no
+# Dockerfile HEALTHCHECK: one would be wrong for three of the four entry points
+# and Kubernetes ignores it; the pod specs carry the probes.
+
+# A slim Debian base pinned to a patch release; bump deliberately (and pin by
+# digest in a registry mirror if you need byte-for-byte rebuilds).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# ---------------------------------------------------------------- dependencies
+FROM ${PYTHON_IMAGE} AS deps
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1 \
+    VIRTUAL_ENV=/opt/venv
+WORKDIR /build
+# Only pyproject.toml: a source change never invalidates the dependency layers,
+# so `skaffold dev` rebuilds after a Python edit take seconds.
+COPY pyproject.toml ./
+# The runtime requirements are exactly pyproject's pinned [project].dependencies
+# (tomllib is in the standard library since 3.11).
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write(chr(10).join(deps) + chr(10))"
+RUN python -m venv "$VIRTUAL_ENV"
+# Wheels only: every dependency ships manylinux wheels for amd64 and arm64, so
+# no compiler is needed in this stage either, and a missing wheel fails the
+# build loudly instead of silently compiling.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    "$VIRTUAL_ENV/bin/python" -m pip install --only-binary=:all: -r requirements.txt
+RUN "$VIRTUAL_ENV/bin/python" -m pip check
+
+# ---------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+ARG UID=10001
+ARG GID=10001
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    API_BIND=0.0.0.0:8080 \
+    GUNICORN_WORKERS=2 \
+    GUNICORN_THREADS=4 \
+    OUTBOX_METRICS_HOST=0.0.0.0 \
+    OUTBOX_METRICS_PORT=9101 \
+    CONSUMER_METRICS_HOST=0.0.0.0 \
+    CONSUMER_METRICS_PORT=9102 \
+    XDG_RUNTIME_DIR=/tmp
+# A numeric, unprivileged user without a home or a shell; pods also set
+# runAsNonRoot/runAsUser so Kubernetes can verify it without reading /etc/passwd.
+RUN groupadd --system --gid "$GID" simplecqrs \
+ && useradd --system --uid "$UID" --gid "$GID" --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin simplecqrs
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+# Source last (fast rebuilds); owned by root and read-only for the app user.
+COPY app ./app
+COPY consumer ./consumer
+COPY k8s/operator/simplecqrs_operator ./simplecqrs_operator
+LABEL org.opencontainers.image.title="simplecqrs" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.simplecqrs.entrypoint.api="gunicorn -c python:app.gunicorn_conf app.wsgi:app" \
+      io.simplecqrs.entrypoint.relay="python -m app.outbox" \
+      io.simplecqrs.entrypoint.consumer="python -m consumer.main" \
+      io.simplecqrs.entrypoint.operator="python -m simplecqrs_operator"
+USER ${UID}:${GID}
+# API 8080 (HTTP + /metrics), relay 9101 and consumer 9102 (/healthz, /readyz,
+# /metrics), operator 8080 (liveness) in its own pod.
+EXPOSE 8080 9101 9102
+# Read-only root filesystem in Kubernetes: gunicorn's worker files and control
+# socket ($XDG_RUNTIME_DIR, not $HOME) and the Prometheus multiprocess directory
+# go to /tmp, which the pods mount as emptyDir.
+CMD ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
