@@ -17,7 +17,7 @@ are moved into one namespace of this run, deleted at the end.
 
 There is no kubelet: pods never run, so what the suite cannot prove here (images
 pull, stores start, the API answers through the Ingress) is listed in
-docs/delivery.md.
+the README.
 """
 from __future__ import annotations
 
@@ -362,7 +362,7 @@ def test_dockerfile_copies_exist_and_context_excludes_local_state(dockerfile):
                 assert (ROOT / src).exists(), f"Dockerfile line {i.line}: {src} does not exist"
                 assert not dockerignored(src, patterns), f"{src} is copied but .dockerignore excludes it"
     for rel in (".git", ".venv", ".local/data", "tests/test_delivery.py", "app/__pycache__/x.pyc",
-                "consumer/__pycache__", ".pytest_cache", "k8s/dev/base/secrets/mysql.env", "docs/delivery.md"):
+                "consumer/__pycache__", ".pytest_cache", "k8s/dev/base/secrets/mysql.env", "docs/notes.md"):
         assert dockerignored(rel, patterns), f".dockerignore lets {rel} into the build context"
     for rel in ("pyproject.toml", "app/wsgi.py", "consumer/main.py", "k8s/operator/simplecqrs_operator/__init__.py"):
         assert not dockerignored(rel, patterns), f".dockerignore excludes {rel}, which the image needs"
@@ -1024,7 +1024,7 @@ def test_no_literal_passwords_in_delivery_files():
 # ================================================================ plain manifests (kustomize)
 @pytest.fixture(scope="module")
 def dev_tree(tmp_path_factory):
-    """k8s/dev copied with the git-ignored secret env file generated, as docs/delivery.md says."""
+    """k8s/dev copied with the git-ignored secret env file generated, as the README says."""
     import secrets as pysecrets
 
     tree = tmp_path_factory.mktemp("k8s") / "dev"
@@ -1178,13 +1178,13 @@ def test_skaffold_render_is_accepted_by_the_apiserver(skaffold_bin, crds, namesp
 
 # ================================================================ docs
 def test_delivery_docs_name_existing_files_and_say_what_is_not_verified():
-    text = (ROOT / "docs" / "delivery.md").read_text()
+    text = (ROOT / "README.md").read_text()
     for heading in ("## Run it on kind", "## Run it on minikube"):
         assert heading in text, heading
     for path in set(re.findall(r"`((?:charts|k8s|docs|tests|scripts)/[\w./-]+)`", text)):
         if "<" in path or path.endswith(".env"):
             continue
-        assert (ROOT / path.rstrip("/")).exists(), f"docs/delivery.md names {path}, which does not exist"
+        assert (ROOT / path.rstrip("/")).exists(), f"the README names {path}, which does not exist"
     assert "kubelet" in text, "say plainly what the suite cannot verify here"
 
 
