@@ -1201,3 +1201,25 @@ def test_image_operator_starts_and_answers_liveness(image, crds, namespace, tmp_
     finally:
         rc = stop(proc)
     assert rc == 0, log.read_text()[-3000:]
+
+
+def test_store_network_policies_admit_only_the_instance_and_the_operator(helm_bin, crds, namespace):
+    """MySQL: the API pods (with their relay) and the operator; Cassandra: the API, the consumer, the operator."""
+    objs = render(APP_CHART, ["-f", str(APP_CHART / "values-dev.yaml")], namespace)
+    (osvc,) = [o for o in objs if o["kind"] == "OrderService"]
+    kids = operator_children(defaulted(osvc, namespace), namespace)
+    pods = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in kids if d["kind"] == "Deployment"}
+    operator_pod = next(o for o in render(OPERATOR_CHART, []) if o["kind"] == "Deployment")["spec"]["template"]
+    policies = {p["metadata"]["labels"]["app.kubernetes.io/name"]: p for p in objs if p["kind"] == "NetworkPolicy"}
+    stores = {o["metadata"]["labels"]["app.kubernetes.io/name"]: o for o in objs if o["kind"] == "StatefulSet"}
+    for store, clients in (("mysql", {"api"}), ("cassandra", {"api", "consumer"})):
+        policy = policies[store]["spec"]
+        assert selects(policy["podSelector"], stores[store]["spec"]["template"]["metadata"]["labels"])
+        (rule,) = policy["ingress"]
+        peers = rule["from"]
+        admitted = {c for c, labels in pods.items() if any(selects(p["podSelector"], labels)
+                                                           for p in peers if "namespaceSelector" not in p)}
+        assert admitted == clients, (store, admitted)
+        (op_peer,) = [p for p in peers if "namespaceSelector" in p]
+        assert selects(op_peer["podSelector"], operator_pod["metadata"]["labels"])
