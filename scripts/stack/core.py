@@ -209,6 +209,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Read exactly n bytes from a socket (the protocol probes' framing)."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by the server")
+        buf += chunk
+    return buf
+
+
 def require_port_free(component: str, port: int) -> None:
     if port_open(port):
         raise StackError(component, f"port 127.0.0.1:{port} is already in use by another process")

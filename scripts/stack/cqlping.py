@@ -4,13 +4,15 @@ Used as the readiness probe of the local Cassandra (and for its version):
 STARTUP, optional PLAIN authentication, then
 `SELECT release_version FROM system.local`.
 
-    python3 scripts/stack/cqlping.py [host:port]
+    python3 -m scripts.stack.cqlping [host:port]
 """
 from __future__ import annotations
 
 import socket
 import struct
 import sys
+
+from .core import recv_exact
 
 V4 = 0x04
 ERROR, STARTUP, READY, AUTHENTICATE, QUERY, RESULT, AUTH_RESPONSE, AUTH_SUCCESS = (
@@ -19,21 +21,11 @@ ROWS = 0x0002
 ONE = 0x0001
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by server")
-        buf += chunk
-    return buf
-
-
 def _request(sock: socket.socket, opcode: int, body: bytes, stream: int = 0) -> tuple[int, bytes]:
     # Frame header v4: version, flags, stream (int16), opcode, body length (int32)
     sock.sendall(struct.pack(">BBhBi", V4, 0, stream, opcode, len(body)) + body)
-    _ver, _flags, _stream, op, length = struct.unpack(">BBhBi", _recv_exact(sock, 9))
-    resp = _recv_exact(sock, length)
+    _ver, _flags, _stream, op, length = struct.unpack(">BBhBi", recv_exact(sock, 9))
+    resp = recv_exact(sock, length)
     if op == ERROR:
         code, n = struct.unpack_from(">iH", resp, 0)
         raise RuntimeError(f"CQL error 0x{code:04x}: {resp[6:6 + n].decode()}")

@@ -4,13 +4,15 @@ Used as the readiness probe of the local broker: it answers only once the
 broker has registered with the controller and is serving metadata, which an
 open port alone does not tell.
 
-    python3 scripts/stack/kafkaping.py [host:port]
+    python3 -m scripts.stack.kafkaping [host:port]
 """
 from __future__ import annotations
 
 import socket
 import struct
 import sys
+
+from .core import recv_exact
 
 METADATA = 3      # api key
 VERSION = 4       # Kafka 4.0 removed Metadata v0-v3 (KIP-896); v4 is the last non-"flexible" one
@@ -24,16 +26,6 @@ def _string(b: bytes, i: int) -> tuple[str | None, int]:
     return b[i:i + n].decode(), i + n
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return buf
-
-
 def metadata(host: str = "127.0.0.1", port: int = 9092, timeout: float = 5) -> dict:
     """Return {"cluster_id", "controller_id", "brokers": [(node_id, host, port)]}."""
     client_id = b"simplecqrs-ping"
@@ -44,8 +36,8 @@ def metadata(host: str = "127.0.0.1", port: int = 9092, timeout: float = 5) -> d
     msg = header + body
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(struct.pack(">i", len(msg)) + msg)
-        (size,) = struct.unpack(">i", _recv_exact(s, 4))
-        b = _recv_exact(s, size)
+        (size,) = struct.unpack(">i", recv_exact(s, 4))
+        b = recv_exact(s, size)
     # Response header v0: correlation_id; body v4: throttle_time_ms, brokers[], cluster_id, controller_id, topics[]
     corr, _throttle, n = struct.unpack_from(">iii", b, 0)
     if corr != 1:
