@@ -175,6 +175,11 @@ def test_kafka_down_orders_still_accepted_then_published_once(settings, stack):
 
 @pytest.mark.faults
 def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, stack):
+    def readiness_burst() -> list[int]:  # concurrent, so that every worker thread answers some
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(lambda _: requests.get(f"{api}/readyz", timeout=10).status_code, range(48)))
+
+    assert set(readiness_burst()) == {200}  # every thread now holds a pooled connection
     mariadb = stack["mariadb"]
     mariadb.stop()
     try:
@@ -184,5 +189,7 @@ def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, sta
         assert requests.get(f"{api}/readyz", timeout=10).status_code == 503
     finally:
         mariadb.up()
+    # Every worker thread's pooled connection died with the server: readiness must not report that.
+    assert set(readiness_burst()) == {200}
     r = wait_for(lambda: (lambda x: x if x.status_code == 201 else None)(post(api, order())), 30, "a 201 again")
     assert r.status_code == 201

@@ -28,10 +28,17 @@ def readyz():
     pool = current_app.extensions.get("simplecqrs.mysql")
     if pool is not None:
         from ..outbox import backlog
+        from ..writemodel.db import is_connection_error
 
         settings = current_app.extensions["simplecqrs.settings"]
         try:
-            pending, oldest = backlog(pool)  # also proves MySQL answers
+            try:
+                pending, oldest = backlog(pool)  # also proves MySQL answers
+            except Exception as e:  # noqa: BLE001
+                if not is_connection_error(e):
+                    raise
+                pool.discard()  # a connection left over from before a MySQL restart: try a fresh one
+                pending, oldest = backlog(pool)
             checks["mysql"] = "ok"
             checks["publishing"] = ("ok" if oldest < settings.outbox.degraded_after_s else
                                     f"degraded: {pending} events waiting, oldest {oldest:.0f}s old")
@@ -57,6 +64,7 @@ def metrics_endpoint():
     pool = current_app.extensions.get("simplecqrs.mysql")
     if pool is not None:
         from ..outbox import backlog
+        from ..writemodel.db import is_connection_error
 
         try:
             metrics.OUTBOX_BACKLOG.set(backlog(pool)[0])
