@@ -215,7 +215,9 @@ def direct_rate(settings: Settings, n: int) -> float:
 
 
 # ---------------------------------------------------------------- freshness
-def freshness_ours(api_url: str, rate: float, duration: float) -> list[float]:
+def freshness_ours(api_url: str, rate: float, duration: float, query_url: str | None = None) -> list[float]:
+    """POST to the command API, then GET ?wait= on the query API until readable (query_url: a query-role
+    API of its own, as in a split deployment, so waiting GETs never queue behind the POSTs)."""
     import requests
 
     local = threading.local()
@@ -230,7 +232,7 @@ def freshness_ours(api_url: str, rate: float, duration: float) -> list[float]:
         if r.status_code != 201:
             return
         t201 = time.monotonic()
-        g = s.get(f"{api_url}/orders/{r.json()['id']}", params={"wait": 5000}, timeout=15)
+        g = s.get(f"{query_url or api_url}/orders/{r.json()['id']}", params={"wait": 5000}, timeout=15)
         if g.status_code == 200:
             with lock:
                 samples.append(time.monotonic() - t201)
@@ -402,6 +404,10 @@ def run(args: argparse.Namespace) -> dict:
         group = settings.kafka.consumer_group
         consumers = [start_consumer(settings, f"bench-fresh-{i}", LOG_LEVEL="WARNING") for i in (1, 2)]
         procs += consumers
+        # Reads go to a query-role API of their own, as in a split deployment.
+        query, query_url = start_api(settings, "bench-query", relay=False, API_ROLE="query", LOG_LEVEL="WARNING",
+                                     GUNICORN_WORKERS=str(workers), GUNICORN_THREADS="16")
+        procs.append(query)
         admin = broker.admin(settings.kafka)
         from kafka import TopicPartition
 
@@ -414,7 +420,7 @@ def run(args: argparse.Namespace) -> dict:
         ours_f, base_f = [], []
         for rep in range(args.reps):
             say(f"freshness rep {rep + 1}/{args.reps}: POST -> readable")
-            ours_f.append(freshness_ours(ours_url, rate, args.fresh_duration))
+            ours_f.append(freshness_ours(ours_url, rate, args.fresh_duration, query_url))
             say(f"freshness rep {rep + 1}/{args.reps}: raw produce -> consume -> write")
             base_f.append(freshness_baseline(settings, rate, args.fresh_duration))
         result["freshness"] = {
