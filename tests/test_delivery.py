@@ -933,8 +933,15 @@ def test_app_chart_wires_to_the_operators_children(helm_bin, crds, namespace, cl
         assert (port["targetPort"], port["port"]) in declared, (component, declared)
         scraped.add(port["name"])
     assert {e["port"] for e in sm["spec"]["endpoints"]} == scraped
-    netpol_ports = {p["port"] for p in by_kind["NetworkPolicy"][0]["spec"]["ingress"][0]["ports"]}
+    rules = by_kind["NetworkPolicy"][0]["spec"]["ingress"]
+    netpol_ports = {p["port"] for rule in rules for p in rule["ports"]}
     assert {9101, 9102, 8080} <= netpol_ports, "Prometheus must be let in"
+    # The API port admits the test hook (a labelled client of this namespace) and the ingress controller.
+    (api_rule,) = [r for r in rules if {p["port"] for p in r["ports"]} == {8080}]
+    assert any("namespaceSelector" not in peer and selects(peer["podSelector"], hook["metadata"]["labels"])
+               for peer in api_rule["from"])
+    assert any("ingress-nginx" in expr["values"] for peer in api_rule["from"]
+               for expr in peer.get("namespaceSelector", {}).get("matchExpressions", []))
     # Stores: the OrderService names the bundled Secret and Services.
     (secret,) = [o for o in objs if o["kind"] == "Secret"]
     assert osvc["spec"]["mysql"]["adminSecretRef"]["name"] == secret["metadata"]["name"]

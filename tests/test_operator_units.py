@@ -334,3 +334,17 @@ def test_local_stack_runs_the_example():
     assert services.EXAMPLE == ROOT / "k8s/examples/orderservice.yaml"
     assert services.INSTANCE == EXAMPLE["metadata"]["name"]
     assert EXAMPLE["spec"]["mysql"]["adminSecretRef"]["name"] == services.ADMIN_SECRET
+
+
+def test_network_policy_admits_only_the_ingress_controller_labelled_clients_and_monitoring():
+    o = osvc(networkPolicy={"ingressNamespaces": ["ingress-nginx", "traefik"], "monitoringNamespaces": ["prom"]})
+    api_rule, metrics_rule = children.network_policy(o)["spec"]["ingress"]
+    assert [p["port"] for p in api_rule["ports"]] == [children.API_PORT]
+    namespaces = [peer["namespaceSelector"]["matchExpressions"][0]["values"]
+                  for peer in api_rule["from"] if "namespaceSelector" in peer]
+    assert namespaces == [["ingress-nginx", "traefik"], ["prom"]]
+    assert {"podSelector": {"matchLabels": {children.API_CLIENT_LABEL: "true"}}} in api_rule["from"]
+    assert [p["port"] for p in metrics_rule["ports"]] == [children.RELAY_PORT, children.METRICS_PORT]
+    assert [peer["namespaceSelector"]["matchExpressions"][0]["values"] for peer in metrics_rule["from"]] == [["prom"]]
+    defaults = children.network_policy(osvc())["spec"]["ingress"][0]["from"][0]
+    assert defaults["namespaceSelector"]["matchExpressions"][0]["values"] == ["ingress-nginx"]

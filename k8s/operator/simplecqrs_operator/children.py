@@ -167,14 +167,29 @@ def pdb(osvc: OrderService, component: str) -> dict[str, Any]:
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": osvc.selector(component)}}}
 
 
+API_CLIENT_LABEL = "simplecqrs.io/api-client"
+
+
 def network_policy(osvc: OrderService) -> dict[str, Any]:
-    """Only the API port and the relay's and consumer's metrics ports are reachable; the stores are outside."""
+    """The API port: from the ingress controller's namespaces, labelled clients of this namespace and
+    the monitoring namespaces; the relay's and consumer's metrics ports: from the monitoring namespaces.
+    Nothing else reaches the pods (the stores are the pods' own outbound connections)."""
+    def namespaces(names) -> dict[str, Any]:
+        return {"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}}
+
+    monitoring = namespaces(osvc.monitoring_namespaces)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": _meta(osvc, osvc.name, "network-policy"), "spec": {
                 "podSelector": {"matchLabels": osvc.instance_selector},
                 "policyTypes": ["Ingress"],
-                "ingress": [{"ports": [{"protocol": "TCP", "port": port}
-                                       for port in (API_PORT, RELAY_PORT, METRICS_PORT)]}]}}
+                "ingress": [
+                    {"ports": [{"protocol": "TCP", "port": API_PORT}],
+                     "from": [namespaces(osvc.ingress_namespaces),
+                              {"podSelector": {"matchLabels": {API_CLIENT_LABEL: "true"}}}, monitoring]},
+                    {"ports": [{"protocol": "TCP", "port": port} for port in (RELAY_PORT, METRICS_PORT)],
+                     "from": [monitoring]},
+                ]}}
 
 
 def workloads(osvc: OrderService, credentials_hash: str) -> tuple[list[dict], list[tuple[str, str]]]:

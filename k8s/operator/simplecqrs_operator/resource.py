@@ -103,6 +103,8 @@ class OrderService:
     api: Workload
     consumer: Workload
     status: dict[str, Any] = field(default_factory=dict)
+    ingress_namespaces: tuple[str, ...] = ("ingress-nginx",)
+    monitoring_namespaces: tuple[str, ...] = ("monitoring",)
 
     @classmethod
     def from_body(cls, body: dict) -> "OrderService":
@@ -132,6 +134,8 @@ class OrderService:
             consumer=Workload(image=consumer["image"], replicas=consumer["replicas"],
                               resources=consumer.get("resources", {}), autoscaling=consumer.get("autoscaling")),
             status=body.get("status") or {},
+            ingress_namespaces=tuple((spec.get("networkPolicy") or {}).get("ingressNamespaces", ["ingress-nginx"])),
+            monitoring_namespaces=tuple((spec.get("networkPolicy") or {}).get("monitoringNamespaces", ["monitoring"])),
         )
 
     # ------------------------------------------------------------ names of the children
