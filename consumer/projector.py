@@ -69,7 +69,11 @@ class Projector:
 
     # ---------------------------------------------------------------- rebalance
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.commit({tp: off for tp, off in self.processed.items() if tp in revoked})
+        # kafka-python 3 runs the listener on its IO thread, where a blocking commit() is refused:
+        # commit asynchronously.  If it is lost, the new owner re-projects a few events: idempotent.
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.processed.items() if tp in revoked}
+        if offsets:
+            self.consumer.commit_async(offsets)
         for tp in revoked:
             self.processed.pop(tp, None)
             metrics.LAG.remove_partition(tp)
