@@ -34,13 +34,6 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
-
-
 @dataclass(frozen=True)
 class MySQLSettings:
     host: str = field(default_factory=lambda: _env("MYSQL_HOST", "127.0.0.1"))

@@ -64,7 +64,6 @@ def metrics_endpoint():
     pool = current_app.extensions.get("simplecqrs.mysql")
     if pool is not None:
         from ..outbox import backlog
-        from ..writemodel.db import is_connection_error
 
         try:
             metrics.OUTBOX_BACKLOG.set(backlog(pool)[0])
