@@ -89,6 +89,9 @@ class OutboxSettings:
     max_backoff_s: float = field(default_factory=lambda: _float("OUTBOX_MAX_BACKOFF_SECONDS", 30.0))
     # /readyz of the API reports publishing as degraded once the oldest unpublished event is this old.
     degraded_after_s: float = field(default_factory=lambda: _float("OUTBOX_DEGRADED_AFTER_SECONDS", 30.0))
+    # /healthz fails after this long without publishing while a backlog waits and Kafka answers
+    # (app/liveness.py).  Keep it above the 15 s flush timeout and OUTBOX_MAX_BACKOFF_SECONDS.
+    stall_s: float = field(default_factory=lambda: _float("OUTBOX_STALL_SECONDS", 60.0))
     metrics_port: int = field(default_factory=lambda: _int("OUTBOX_METRICS_PORT", 9101))
     metrics_host: str = field(default_factory=lambda: _env("OUTBOX_METRICS_HOST", "127.0.0.1"))
 
@@ -97,6 +100,8 @@ class OutboxSettings:
 class ConsumerSettings:
     max_in_flight: int = field(default_factory=lambda: _int("CONSUMER_MAX_IN_FLIGHT", 128))
     max_poll_records: int = field(default_factory=lambda: _int("CONSUMER_MAX_POLL_RECORDS", 500))
+    # /healthz fails after this long without projecting while partitions lag and Kafka answers.
+    stall_s: float = field(default_factory=lambda: _float("CONSUMER_STALL_SECONDS", 60.0))
     metrics_port: int = field(default_factory=lambda: _int("CONSUMER_METRICS_PORT", 9102))
     metrics_host: str = field(default_factory=lambda: _env("CONSUMER_METRICS_HOST", "127.0.0.1"))
 

@@ -22,6 +22,8 @@ HTTP_LATENCY = Histogram("simplecqrs_http_request_duration_seconds", "HTTP reque
 ORDERS_PLACED = Counter("simplecqrs_orders_placed_total", "Orders committed with their outbox event")
 PUBLISHED = Counter("simplecqrs_outbox_published_total", "Outbox events acknowledged by Kafka")
 PUBLISH_FAILURES = Counter("simplecqrs_outbox_publish_failures_total", "Outbox events Kafka did not acknowledge")
+PRODUCER_REPLACED = Counter("simplecqrs_outbox_producer_replaced_total",
+                            "Kafka producers the relay closed and replaced after a batch was not acknowledged")
 PUBLISH_LATENCY = Histogram("simplecqrs_outbox_publish_duration_seconds",
                             "Time from send to acknowledgement of one outbox batch", buckets=LATENCY_BUCKETS)
 COMMIT_TO_PUBLISH = Histogram("simplecqrs_outbox_commit_to_publish_seconds",

@@ -22,6 +22,17 @@ before marking leaves the rows unpublished: the next drain sends them again
 with the same eventId and sequence, and the projection ignores the duplicate.
 While Kafka is down the relay backs off (to OUTBOX_MAX_BACKOFF_SECONDS) and
 the API keeps accepting orders; the backlog drains by itself when Kafka returns.
+
+A batch Kafka did not acknowledge (a flush timeout, a failed or expired send)
+closes the producer and the next attempt starts a new one.  kafka-python
+3.0.12's idempotent producer cannot recover by itself once a batch it had
+already sent expires (a broker down for longer than delivery_timeout_ms): the
+sender resets its producer id to -1 but stays in state READY, so it never asks
+for a new id and never sends again (Java's producer returns to UNINITIALIZED
+there, KAFKA-7737).  A new producer gets a new id.  Re-sends carry the same
+eventId and sequence, so the duplicates are harmless, and counted.
+Liveness (app/liveness.py): /healthz fails when a backlog waits, Kafka answers,
+and nothing was published for OUTBOX_STALL_SECONDS.
 """
 from __future__ import annotations
 
@@ -34,8 +45,11 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from kafka.errors import KafkaError
+
 from . import broker, events, metrics
 from .config import Settings, load
+from .liveness import Progress
 from .writemodel.db import ConnectionPool, is_connection_error
 
 log = logging.getLogger(__name__)
@@ -58,7 +72,8 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._last_prune = time.monotonic()
         self.last_error: str | None = None  # set while Kafka (or MySQL) is failing
-        self.last_loop = time.monotonic()
+        self.progress = Progress(settings.outbox.stall_s)
+        self.producers_replaced = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -73,7 +88,7 @@ class OutboxRelay:
         out = self.settings.outbox
         backoff = 0.0
         while not self._stop.is_set():
-            self.last_loop = time.monotonic()
+            self.progress.turned()
             try:
                 while self.drain_once() == out.batch_size and not self._stop.is_set():
                     pass  # a full batch: there may be more right away
@@ -86,17 +101,31 @@ class OutboxRelay:
                 log.warning("outbox relay failed; retrying", extra={"error": self.last_error, "retry_in_s": backoff})
                 if is_connection_error(e):
                     self.pool.discard()
+                    self.progress.blocked_elsewhere()  # MySQL is down: nothing a restart would cure
             self._stop.wait(backoff or out.poll_interval_s)
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except Exception:  # noqa: BLE001
-                pass
+        self._close_producer(timeout=5)
 
     def producer(self):
         if self._producer is None:
-            self._producer = broker.producer(self.settings.kafka)
+            self._producer = broker.producer(self.settings.kafka)  # bootstraps: raises if Kafka is down
+            self.progress.kafka_answered()
         return self._producer
+
+    def _close_producer(self, timeout: float) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=timeout)
+            except Exception:  # noqa: BLE001 - a wedged producer may fail to close cleanly; it is dropped anyway
+                pass
+
+    def replace_producer(self, why: str) -> None:
+        """Drop a producer that failed to deliver; the next batch starts a new one (see the module doc)."""
+        self.producers_replaced += 1
+        metrics.PRODUCER_REPLACED.inc()
+        log.warning("closing the Kafka producer after a failed batch; the next attempt opens a new one",
+                    extra={"error": why[:250], "replaced": self.producers_replaced})
+        self._close_producer(timeout=0)
 
     def drain_once(self) -> int:
         """Publish one batch of unpublished rows, oldest first; returns how many rows were claimed."""
@@ -108,6 +137,7 @@ class OutboxRelay:
                 rows = cur.fetchall()
                 if not rows:
                     conn.rollback()
+                    self.progress.moved()  # nothing waiting
                     return 0
                 sent, failed = self._publish_and_wait(rows)
                 if sent and FAILPOINT == "relay-exit-after-publish":
@@ -119,6 +149,8 @@ class OutboxRelay:
                     cur.execute("UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE seq = %s",
                                 (err[:500], seq))
             conn.commit()
+            if sent:
+                self.progress.moved()
         except Exception:
             try:
                 conn.rollback()
@@ -134,10 +166,14 @@ class OutboxRelay:
         topic = self.settings.kafka.topic
         started = time.monotonic()
         futures = []
-        for seq, payload, _created in rows:
-            ev = message_for(seq, payload)
-            futures.append((seq, producer.send(topic, key=ev.key(), value=ev.encode(), headers=ev.headers())))
-        producer.flush(timeout=FLUSH_TIMEOUT_S)
+        try:
+            for seq, payload, _created in rows:
+                ev = message_for(seq, payload)
+                futures.append((seq, producer.send(topic, key=ev.key(), value=ev.encode(), headers=ev.headers())))
+            producer.flush(timeout=FLUSH_TIMEOUT_S)
+        except KafkaError as e:  # send() blocked past max_block_ms, or flush() timed out
+            self.replace_producer(f"{type(e).__name__}: {e}")
+            raise
         metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
         sent, failed = [], []
         now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -148,8 +184,11 @@ class OutboxRelay:
             else:
                 failed.append((seq, repr(fut.exception) if fut.is_done else "not acknowledged within flush timeout"))
         metrics.PUBLISHED.inc(len(sent))
+        if sent:
+            self.progress.kafka_answered()
         if failed:
             metrics.PUBLISH_FAILURES.inc(len(failed))
+            self.replace_producer(failed[0][1])
         return sent, failed
 
     def prune_if_due(self) -> None:
@@ -182,9 +221,6 @@ def backlog(pool: ConnectionPool) -> tuple[int, float]:
     return int(n), (age_us or 0) / 1e6
 
 
-STALL_S = 120.0
-
-
 def main() -> int:
     """The relay process: drain until SIGTERM, with /healthz, /readyz and /metrics on OUTBOX_METRICS_PORT."""
     from . import healthserver, logs
@@ -195,7 +231,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: relay.stop())
     signal.signal(signal.SIGINT, lambda *_: relay.stop())
     server = healthserver.serve(settings.outbox.metrics_host, settings.outbox.metrics_port,
-                                alive=lambda: time.monotonic() - relay.last_loop < STALL_S,
+                                alive=relay.progress.alive,
                                 ready=lambda: relay.publishing)
     log.info("outbox relay started", extra={"topic": settings.kafka.topic, "metrics_port": settings.outbox.metrics_port})
     relay.run()

@@ -1,6 +1,6 @@
 """`python -m consumer.main` (or `simplecqrs-consumer`): one projector process.
 
-Serves GET /healthz (the poll loop is turning), GET /readyz (Cassandra answers)
+Serves GET /healthz (the loop turns and moves work: app/liveness.py), GET /readyz (Cassandra answers)
 and GET /metrics on CONSUMER_METRICS_HOST:CONSUMER_METRICS_PORT.
 """
 from __future__ import annotations
@@ -9,7 +9,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 
 from app import healthserver, logs
 from app.config import load
@@ -20,7 +19,6 @@ from app.readmodel.store import ReadModel
 from .projector import Projector
 
 log = logging.getLogger("consumer")
-STALL_S = 60.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     model = ReadModel(session, settings.cassandra.keyspace)
     projector = Projector(settings, model)
     server = healthserver.serve(settings.consumer.metrics_host, settings.consumer.metrics_port,
-                                alive=lambda: time.monotonic() - projector.last_loop < STALL_S,
+                                alive=projector.progress.alive,
                                 ready=lambda: model.ping() is None)
 
     def stop(signum, _frame):

@@ -28,11 +28,13 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 
 from app import broker, events
 from app.config import Settings
+from app.liveness import Progress
 from app.readmodel.store import ReadModel
 
 from . import metrics
 
 log = logging.getLogger(__name__)
+PROGRESS_CHECK_S = 5.0  # how often the loop asks Kafka for end offsets (liveness, app/liveness.py)
 
 
 @dataclass
@@ -64,7 +66,8 @@ class Projector:
         self.running = True
         self.retrying = False
         self.processed: dict[TopicPartition, int] = {}  # next offset to commit, per partition
-        self.last_loop = time.monotonic()
+        self.progress = Progress(settings.consumer.stall_s)
+        self._progress_checked = 0.0
         self.consumer.subscribe([settings.kafka.topic], listener=_Rebalance(self))
 
     # ---------------------------------------------------------------- rebalance
@@ -87,11 +90,13 @@ class Projector:
     # ---------------------------------------------------------------- loop
     def run(self) -> None:
         while self.running:
-            self.last_loop = time.monotonic()
+            self.progress.turned()
             batch = self.consumer.poll(timeout_ms=500)
             if batch:
                 self.process(batch)
+                self.progress.moved()
             self.observe_lag()
+            self.check_progress()
         self.commit(self.processed)
 
     def stop(self) -> None:
@@ -123,7 +128,7 @@ class Projector:
             metrics.RETRIES.inc(len(failed))
             log.warning("read store write failed; retrying", extra={
                 "events": len(failed), "order_id": failed[0].event.orderId, "retry_in_s": backoff})
-            self._wait_paused(backoff)
+            self._wait_paused(backoff, cassandra_down=True)
             backoff = min(backoff * 2, 30.0)
             # A rebalance during the wait may have moved partitions away: their new owner re-reads them.
             owned = self.consumer.assignment()
@@ -170,15 +175,19 @@ class Projector:
             settle(in_flight.popleft())
         return failed
 
-    def _wait_paused(self, seconds: float) -> None:
-        """Keep the group membership alive without fetching while the read store is down."""
+    def _wait_paused(self, seconds: float, *, cassandra_down: bool = False) -> None:
+        """Keep the group membership alive without fetching while the read store (or, for a
+        dead letter, Kafka) is down."""
         self.retrying = True
         assigned = self.consumer.assignment()
         self.consumer.pause(*assigned)
         deadline = time.monotonic() + seconds
         try:
             while time.monotonic() < deadline and self.running:
-                self.last_loop = time.monotonic()
+                if cassandra_down:
+                    self.progress.blocked_elsewhere()  # /readyz reports it; a restart would not help
+                else:
+                    self.progress.turned()
                 stray = self.consumer.poll(timeout_ms=200)
                 for tp, records in stray.items():  # cannot happen while paused; never skip them if it does
                     self.consumer.seek(tp, records[0].offset)
@@ -222,6 +231,26 @@ class Projector:
             # Not fatal: the partition's new owner re-reads from the last committed
             # offset, and re-projecting is idempotent.
             log.warning("offset commit failed", extra={"error": str(e)[:200]})
+
+    def check_progress(self) -> None:
+        """Every few seconds: does Kafka answer, and is anything waiting for this consumer?"""
+        now = time.monotonic()
+        if now - self._progress_checked < PROGRESS_CHECK_S:
+            return
+        self._progress_checked = now
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            self.progress.moved()  # nothing assigned (more consumers than partitions, or a rebalance)
+            return
+        try:
+            end = self.consumer.end_offsets(assigned, timeout_ms=2000)  # a real ListOffsets request
+            lag = sum(max(0, end[tp] - self.consumer.position(tp, timeout_ms=500)) for tp in assigned)
+        except Exception as e:  # noqa: BLE001 - Kafka not answering: not a stall a restart would cure
+            log.debug("end offsets unavailable", extra={"error": str(e)[:200]})
+            return
+        self.progress.kafka_answered()
+        if lag == 0:
+            self.progress.moved()
 
     def observe_lag(self) -> None:
         for tp in self.consumer.assignment():

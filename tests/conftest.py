@@ -30,6 +30,48 @@ from scripts.stack.instance import (  # noqa: E402,F401 - tests import these hel
 RUN_ID = os.environ.get("SIMPLECQRS_TEST_RUN_ID") or secrets.token_hex(3)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Soak tests (marker `soak`: the same fault again and again) run only when asked for by
+    `-m soak` (`make test-soak`); `make test` and `make test-faults` leave them out."""
+    if "soak" in (config.option.markexpr or ""):
+        return
+    keep = [i for i in items if i.get_closest_marker("soak") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("soak")])
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request):
+    """After every test, whatever its outcome: the processes it started are stopped, and the
+    stores it stopped are running again.  Either left over is an error of that test."""
+    stack = request.getfixturevalue("stack") if "stack" in request.fixturenames else None
+    first = len(Proc.started)
+    yield
+    problems = []
+    leaked = [p for p in Proc.started[first:] if p.alive() and not p.outlives_test]
+    for p in leaked:
+        p.stop()
+    if leaked:
+        problems.append(f"left {len(leaked)} process(es) running (now stopped): {[p.name for p in leaked]}")
+    for c in (stack or {}).values():
+        if not c.running():
+            c.up()
+            problems.append(f"left {c.name} stopped (now started again)")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test process survives the run (fixtures of every scope have been torn down by now)."""
+    alive = [p for p in Proc.started if p.alive()]
+    for p in alive:
+        p.stop()
+    if alive:
+        print(f"\nERROR processes still running at the end of the run (stopped now): {[p.name for p in alive]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def stack():
     """The infrastructure, started if needed."""

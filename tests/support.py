@@ -63,3 +63,40 @@ def mysql(s: Settings, sql: str, args=()) -> list[tuple]:
             return list(cur.fetchall())
     finally:
         conn.close()
+
+
+def pipeline_stages(s: Settings) -> dict:
+    """Where each order is in the pipeline right now: the figures that name a stalled stage.
+
+    write model -> outbox backlog (unpublished rows) -> topic (records at the end offsets)
+    -> consumer group (lag = end - committed) -> read model (the audit's count)."""
+    from kafka import KafkaAdminClient
+
+    orders = mysql(s, "SELECT COUNT(*) FROM orders")[0][0]
+    unpublished = mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")[0][0]
+    c = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None)
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+    try:
+        tps = [TopicPartition(s.kafka.topic, p) for p in c.partitions_for_topic(s.kafka.topic) or ()]
+        end = c.end_offsets(tps)
+        committed = admin.list_consumer_group_offsets(s.kafka.consumer_group)
+    finally:
+        c.close()
+        admin.close()
+    lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+    return {"orders_in_mysql": orders, "outbox_unpublished": unpublished, "topic_records": sum(end.values()),
+            "group_lag": lag}
+
+
+def stalled_stage(stages: dict, orders_read: int) -> str:
+    """The first stage that holds orders back, in pipeline order."""
+    if stages["outbox_unpublished"]:
+        return f"outbox relay: {stages['outbox_unpublished']} event(s) not published"
+    if stages["topic_records"] < stages["orders_in_mysql"]:
+        return (f"topic: {stages['topic_records']} record(s) for {stages['orders_in_mysql']} orders "
+                "although the outbox is empty")
+    if stages["group_lag"]:
+        return f"consumer group: lag {stages['group_lag']}"
+    if orders_read != stages["orders_in_mysql"]:
+        return f"projection: read model has {orders_read} of {stages['orders_in_mysql']} with no lag"
+    return "none: every stage caught up"

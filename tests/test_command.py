@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -147,7 +148,9 @@ def test_health_ready_metrics_openapi(api):
 @pytest.mark.faults
 def test_kafka_down_orders_still_accepted_then_published_once(settings, stack):
     """Kafka stopped: POST keeps answering 201; after restart each order has its event, without operator action."""
-    proc, url = start_api(settings, "api-kafka-outage", OUTBOX_POLL_INTERVAL_SECONDS="0.5")
+    proc, url = start_api(settings, "api-kafka-outage", OUTBOX_POLL_INTERVAL_SECONDS="0.5",
+                          OUTBOX_STALL_SECONDS="16", OUTBOX_MAX_BACKOFF_SECONDS="2")
+    relay = proc.procs[1]
     kafka = stack["kafka"]
     try:
         kafka.stop()
@@ -158,6 +161,11 @@ def test_kafka_down_orders_still_accepted_then_published_once(settings, stack):
             ids.append(r.json()["id"])
         ready = requests.get(f"{url}/readyz", timeout=10).json()
         assert ready["checks"]["mysql"] == "ok"
+        # A backlog and nothing published for longer than OUTBOX_STALL_SECONDS, but Kafka does not
+        # answer: the relay stays live (a restart would not help), it is only not ready.
+        time.sleep(20)
+        assert requests.get(f"{relay.metrics_url}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{relay.metrics_url}/readyz", timeout=5).status_code == 503
         kafka.up()
         evs = wait_for(lambda: (lambda e: e if set(ids) <= {x["orderId"] for x in e} else None)(
             events_on_topic(settings)), 120, "the backlog to drain")

@@ -12,7 +12,10 @@ After each scenario:
   field; duplicates on the wire are counted and reported, not hidden);
 * clients saw only 201, or 503 with Retry-After while MySQL was down: no 500,
   no request hung past its timeout.
+When a scenario does not converge, the failure names the stage that stalled (outbox
+backlog, topic, consumer group lag, projection) and the health of each process.
 `make test-faults` runs this file alone; the table is printed at the end.
+`make test-soak` repeats the Kafka SIGKILL scenario ten times (marker `soak`: not in `make test`).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 from conftest import start_api, start_consumer, wait_for
-from support import mysql, read_topic
+from support import mysql, pipeline_stages, read_topic, stalled_stage
 
 from scripts.audit import audit
 from scripts.stack import core
@@ -118,6 +121,19 @@ class Instance:
         for p in [self.api, *self.consumers]:
             p.stop()
 
+    def health(self) -> dict:
+        """Each process: alive or exited, and its /healthz answer."""
+        out = {}
+        for p in [*self.api.procs, *self.consumers]:
+            state = "alive" if p.alive() else f"exited {p.proc.returncode}"
+            url = getattr(p, "metrics_url", None) or self.url
+            try:
+                state += f", /healthz {requests.get(f'{url}/healthz', timeout=2).status_code}"
+            except requests.RequestException as e:
+                state += f", /healthz {type(e).__name__}"
+            out[p.name] = state
+        return out
+
 
 def converge(inst: Instance, load: Load, scenario: str) -> dict:
     """Wait until the read model equals the write model, check every promise, record the table row."""
@@ -132,7 +148,11 @@ def converge(inst: Instance, load: Load, scenario: str) -> dict:
         wait_for(equal, 240, "the audit to report equal", interval=1)
     except AssertionError:
         r = last["r"]
-        raise AssertionError(f"{scenario}: {r.summary()}\n" + "\n".join((r.missing + r.extra + r.different)[:10]))
+        stages = pipeline_stages(inst.settings)
+        raise AssertionError(
+            f"{scenario}: stalled at the {stalled_stage(stages, r.orders_read)}\n  stages: {stages}\n"
+            f"  processes: {inst.health()}\n  audit: {r.summary()}\n"
+            + "\n".join((r.missing + r.extra + r.different)[:10])) from None
     took = time.monotonic() - started
     report = last["r"]
     in_mysql = {row[0] for row in mysql(inst.settings, "SELECT id FROM orders")}
@@ -168,13 +188,34 @@ def run_scenario(settings, name: str, fault, *, before: float = 3.0, after: floa
 
 
 def _kill_and_restart(component, down_for: float):
-    core.kill(component.name, signal.SIGKILL)
-    time.sleep(down_for)
-    component.up()
+    """SIGKILL a store and start it again; it is back whatever happens in between."""
+    try:
+        core.kill(component.name, signal.SIGKILL)
+        time.sleep(down_for)
+    finally:
+        component.up()  # waits for the old process and its ports (scripts/stack/core.py)
 
 
 def test_kafka_killed_for_ten_seconds(fresh_settings, stack):
     row = run_scenario(fresh_settings, "kafka-sigkill", lambda inst: _kill_and_restart(stack["kafka"], 10))
+    assert set(row["statuses"]) <= {201}
+
+
+def test_kafka_down_past_the_producer_delivery_timeout(fresh_settings, stack):
+    """Kafka away for longer than delivery_timeout_ms (30 s): batches the relay had already sent expire.
+
+    kafka-python 3.0.12's producer never sends again after that (app/outbox.py says why); before the
+    relay replaced such a producer this scenario stalled at the outbox every time."""
+    row = run_scenario(fresh_settings, "kafka-sigkill-40s", lambda inst: _kill_and_restart(stack["kafka"], 40))
+    assert set(row["statuses"]) <= {201}
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("attempt", range(1, 11))
+def test_kafka_sigkill_soak(fresh_settings, stack, attempt):
+    """`make test-soak`: the Kafka SIGKILL scenario ten times in a row (not part of `make test`)."""
+    row = run_scenario(fresh_settings, f"kafka-sigkill #{attempt}",
+                       lambda inst: _kill_and_restart(stack["kafka"], 10))
     assert set(row["statuses"]) <= {201}
 
 
@@ -211,9 +252,11 @@ def test_gunicorn_worker_killed_mid_request_then_api_restarted(fresh_settings):
 
 def test_mariadb_stopped_and_restarted(fresh_settings, stack):
     def fault(inst: Instance):
-        stack["mariadb"].stop()
-        time.sleep(8)
-        stack["mariadb"].up()
+        try:
+            stack["mariadb"].stop()
+            time.sleep(8)
+        finally:
+            stack["mariadb"].up()
 
     row = run_scenario(fresh_settings, "mariadb-stop", fault)
     assert row["statuses"].get(503, 0) > 0, "clients should have seen 503 with Retry-After while MySQL was down"
@@ -232,6 +275,50 @@ def test_relay_killed_between_publish_and_marking(fresh_settings):
 
     row = run_scenario(fresh_settings, "relay-exit-after-publish", fault)
     assert row["duplicates_delivered"] > 0, "the crashed batch is re-sent: duplicates on the wire, counted"
+
+
+def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_settings):
+    """The relay's liveness check, on a real wedge: Kafka answers every request but takes no write.
+
+    The topic's min.insync.replicas is raised above its replication factor, so every acks=all
+    produce is refused (NOT_ENOUGH_REPLICAS) while metadata and bootstrap still answer.  After
+    OUTBOX_STALL_SECONDS /healthz answers 503, which makes the pod's liveness probe restart the
+    container (charts and operator: livenessProbe on /healthz).  The test then plays the kubelet:
+    the topic is repaired, the relay restarted, and the backlog drains."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from app import broker
+    from scripts.stack.instance import start_relay
+
+    s = fresh_settings
+    api, url = start_api(s, "api-wedge", relay=False)
+    relay = start_relay(s, "relay-wedge", OUTBOX_STALL_SECONDS="20", OUTBOX_MAX_BACKOFF_SECONDS="2")
+    admin = broker.admin(s.kafka)
+
+    def min_isr(value: str) -> None:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, s.kafka.topic, {"min.insync.replicas": value})])
+
+    try:
+        min_isr("2")
+        ids = [requests.post(f"{url}/orders", json={"description": "wedge", "quantity": 1, "email": f"w{i}@x.test",
+                                                    "firstName": "W", "lastName": "X"}, timeout=10).json()["id"]
+               for i in range(20)]
+        t0 = time.monotonic()
+        wait_for(lambda: requests.get(f"{relay.metrics_url}/healthz", timeout=5).status_code == 503, 90,
+                 "the stalled relay's /healthz to fail")
+        stalled_after = time.monotonic() - t0
+        assert stalled_after >= 20, f"liveness failed after {stalled_after:.0f}s, before OUTBOX_STALL_SECONDS"
+        assert mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(20,)]
+        min_isr("1")
+        relay.stop()
+        relay = start_relay(s, "relay-wedge-restarted")
+        wait_for(lambda: mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(0,)], 60,
+                 "the restarted relay to drain the backlog")
+        assert {json.loads(r.value)["orderId"] for r in read_topic(s)} == set(ids)
+    finally:
+        admin.close()
+        relay.stop()
+        api.stop()
 
 
 def test_zz_print_fault_table():

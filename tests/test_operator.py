@@ -536,6 +536,7 @@ def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restar
     assert not all(condition(mid, t).get("status") == "True" for t in ("TopicReady", "WriteStoreReady",
                                                                        "ReadStoreReady")), "killed too late"
     restarted = Operator(ns, cluster["kubeconfig"], "a2").start()
+    restarted.proc.outlives_test = True  # the module fixture stops it
     cluster["operator"] = restarted
     wait_conditions(ns, names.resource, ("TopicReady", "WriteStoreReady", "ReadStoreReady"))
     assert get("deployment", f"{names.resource}-api", ns) and get("deployment", f"{names.resource}-consumer", ns)

@@ -166,3 +166,47 @@ def _wait(fn, timeout, what):
             return result
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------- restarts: the old process and its ports
+# A process whose main thread has exited while another thread still holds a listening socket, as a
+# SIGKILLed JVM is for a moment: its pid is a zombie, yet the port is still taken.
+HOLDER = """
+import ctypes, socket, sys, threading, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+threading.Thread(target=lambda: time.sleep(float(sys.argv[1]))).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def _holder(seconds: float) -> tuple[subprocess.Popen, int]:
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(seconds)], stdout=subprocess.PIPE, text=True)
+    return p, int(p.stdout.readline())
+
+
+def test_a_process_is_alive_until_its_last_thread_has_exited():
+    p, port = _holder(3)
+    time.sleep(0.5)
+    with open(f"/proc/{p.pid}/stat") as f:
+        assert f.read().split(")")[-1].split()[0] == "Z", "the main thread should have exited"
+    assert core.pid_alive(p.pid) and core.port_open(port)
+    assert core.wait_gone(p.pid, 15)
+    assert not core.port_open(port)
+
+
+def test_a_start_waits_for_its_ports_then_fails_with_a_clear_line():
+    p, port = _holder(2)
+    t0 = time.monotonic()
+    core.require_ports_free("holder", port, timeout=30)  # released when the holder's thread ends
+    assert time.monotonic() - t0 >= 1
+    p.wait(10)
+    p, port = _holder(30)
+    try:
+        with pytest.raises(core.StackError, match=rf"holder: port\(s\) 127.0.0.1:{port} still in use .* after 1s"):
+            core.require_ports_free("holder", port, timeout=1)
+    finally:
+        p.kill()
+        p.wait(10)

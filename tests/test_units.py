@@ -71,3 +71,44 @@ def test_identifiers_and_replication_are_checked():
     assert "NetworkTopologyStrategy" in replication_cql("NetworkTopologyStrategy:dc1=3")
     with pytest.raises(ValueError):
         replication_cql("SimpleStrategy:0")
+
+
+# ---------------------------------------------------------------- liveness (app/liveness.py)
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_liveness_fails_only_when_work_waits_and_kafka_answers():
+    from app.liveness import Progress
+
+    clock = Clock()
+    p = Progress(60, clock)
+    clock.t += 61
+    assert not p.alive(), "a loop that has not turned for the bound is dead"
+    p.turned()
+    assert p.alive(), "no progress, but Kafka never answered: a restart would not help"
+    p.kafka_answered()
+    clock.t += 1
+    p.turned()
+    assert p.stalled_for() == 62 and not p.alive(), "backlog, Kafka answering, nothing moved: stalled"
+    p.moved()
+    assert p.alive() and p.stalled_for() is None
+
+
+def test_liveness_waiting_on_the_other_store_is_not_a_stall():
+    from app.liveness import Progress
+
+    clock = Clock()
+    p = Progress(60, clock)
+    for _ in range(10):
+        clock.t += 30
+        p.kafka_answered()
+        p.blocked_elsewhere()  # MySQL (relay) or Cassandra (consumer) failing
+        assert p.alive()
+    clock.t += 61
+    p.turned()
+    assert p.alive(), "Kafka last answered a bound ago: not stalled"

@@ -120,8 +120,7 @@ class Cassandra(core.Component):
         install_jars("Cassandra", POM, HOME)
 
     def start(self) -> None:
-        for port in (PORT, STORAGE_PORT, JMX_PORT):
-            core.require_port_free(self.name, port)
+        core.require_ports_free(self.name, PORT, STORAGE_PORT, JMX_PORT)
         if not LIB.is_dir():
             raise core.StackError(self.name, "not installed (run install first)")
         CONF.mkdir(parents=True, exist_ok=True)

@@ -119,12 +119,26 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours still answers kill(0); treat it as gone.
+    # A zombie child of ours still answers kill(0); treat it as gone, but only once every thread
+    # has exited: a JVM's main thread can be a zombie while its other threads still hold the
+    # process's sockets (a restart then found Cassandra's JMX port in use).
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
+            if f.read().split(")")[-1].split()[0] != "Z":
+                return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until the process and all its threads are gone; False if still there after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def spawn(name: str, argv: list[str], *, env: dict | None = None, cwd: Path | None = None) -> int:
@@ -148,23 +162,22 @@ def stop(name: str, timeout: float = 30) -> bool:
         pid_file(name).unlink(missing_ok=True)
         return False
     _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.2)
-    if pid_alive(pid):
+    if not wait_gone(pid, timeout):
         _signal_group(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and pid_alive(pid):
-            time.sleep(0.1)
+        if not wait_gone(pid, 30):
+            raise StackError(name, f"process {pid} still there 30s after SIGKILL")
     pid_file(name).unlink(missing_ok=True)
     return True
 
 
 def kill(name: str, sig: int = signal.SIGKILL) -> int | None:
-    """Send `sig` to a recorded process (fault tests); returns the pid or None."""
+    """Send `sig` to a recorded process (fault tests); returns the pid or None.
+    After SIGKILL, returns once the process is gone (so a restart finds its ports free)."""
     pid = read_pid(name)
     if pid is not None:
         _signal_group(pid, sig)
+        if sig == signal.SIGKILL and not wait_gone(pid, 30):
+            raise StackError(name, f"process {pid} still there 30s after SIGKILL")
     return pid
 
 
@@ -220,9 +233,19 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def require_port_free(component: str, port: int) -> None:
-    if port_open(port):
-        raise StackError(component, f"port 127.0.0.1:{port} is already in use by another process")
+def require_ports_free(component: str, *ports: int, timeout: float = 30) -> None:
+    """Before a start: wait (bounded) for the ports to be free, e.g. released by a process that
+    just exited; then fail with one clear line naming the ports still in use."""
+    deadline = time.monotonic() + timeout
+    noted = False
+    while busy := [p for p in ports if port_open(p)]:
+        if time.monotonic() > deadline:
+            raise StackError(component, f"port(s) {', '.join(f'127.0.0.1:{p}' for p in busy)} still in use by "
+                                        f"another process after {timeout:.0f}s")
+        if not noted:
+            detail(f"{component}: waiting for port(s) {busy} to be released (at most {timeout:.0f}s)")
+            noted = True
+        time.sleep(0.5)
 
 
 def which(tool: str) -> str | None:

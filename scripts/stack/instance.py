@@ -112,19 +112,26 @@ def settings_env(s: Settings, **extra: str) -> dict[str, str]:
 
 
 class Proc:
-    """A real simplecqrs process started by a test, with its log under .local/logs/tests/."""
+    """A real simplecqrs process started by a test, with its log under .local/logs/tests/.
+
+    Every start is recorded in Proc.started, so the test suite can stop (and report) any
+    process a test left running, whatever the outcome (tests/conftest.py)."""
+
+    started: list["Proc"] = []
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]):
         self.name, self.argv, self.env = name, argv, env
         self.log = core.LOGS / "tests" / f"{name}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
+        self.outlives_test = False  # set by a test that hands its process to a longer-lived fixture
 
     def start(self) -> "Proc":
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
+        Proc.started.append(self)
         return self
 
     def alive(self) -> bool:

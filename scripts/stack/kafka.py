@@ -182,8 +182,7 @@ class Kafka(core.Component):
         ]
 
     def start(self) -> None:
-        for port in (PORT, CONTROLLER_PORT):
-            core.require_port_free(self.name, port)
+        core.require_ports_free(self.name, PORT, CONTROLLER_PORT)
         if not LIB.is_dir():
             raise core.StackError(self.name, "not installed (run install first)")
         CONF.mkdir(parents=True, exist_ok=True)

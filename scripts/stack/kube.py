@@ -214,8 +214,7 @@ class Etcd(core.Component):
         gotools.build_all()
 
     def start(self) -> None:
-        core.require_port_free(self.name, ETCD_PORT)
-        core.require_port_free(self.name, ETCD_PEER_PORT)
+        core.require_ports_free(self.name, ETCD_PORT, ETCD_PEER_PORT)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)  # etcd warns about (and 3.6 refuses) looser permissions
         peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
@@ -258,7 +257,7 @@ class KubeApiserver(core.Component):
     def start(self) -> None:
         if not Etcd().running():
             raise core.StackError(self.name, "etcd is not running (start it first)")
-        core.require_port_free(self.name, APISERVER_PORT)
+        core.require_ports_free(self.name, APISERVER_PORT)
         ensure_pki()
         cert_dir = core.DATA / "kube-apiserver"  # unused with --tls-* files, but defaults to /var/run/kubernetes
         cert_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +314,7 @@ class KubeControllerManager(core.Component):
     def start(self) -> None:
         if not KubeApiserver().running():
             raise core.StackError(self.name, "kube-apiserver is not running (start it first)")
-        core.require_port_free(self.name, KCM_PORT)
+        core.require_ports_free(self.name, KCM_PORT)
         ensure_pki()
         # Right after the apiserver's first start, RBAC may not yet allow this user to
         # read the authentication ConfigMap; kube-controller-manager would exit on that.

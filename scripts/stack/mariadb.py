@@ -47,7 +47,7 @@ class MariaDB(core.Component):
                  "mariadb-server mariadb-client", "MariaDB apt-get install mariadb-server", shell=True)
 
     def start(self) -> None:
-        core.require_port_free(self.name, PORT)
+        core.require_ports_free(self.name, PORT)
         if not (DATADIR / "mysql").is_dir():
             DATADIR.mkdir(parents=True, exist_ok=True)
             core.run(["mariadb-install-db", "--no-defaults", f"--datadir={DATADIR}", "--user=root",

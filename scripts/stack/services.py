@@ -118,7 +118,7 @@ class Operator(core.Component):
     start_timeout = 60
 
     def start(self) -> None:
-        core.require_port_free(self.name, OPERATOR_PORT)
+        core.require_ports_free(self.name, OPERATOR_PORT)
         kubectl("apply", "-f", str(CRD))
         kubectl("wait", "--for=condition=Established", "crd/orderservices.simplecqrs.io", "--timeout=60s")
         # One local process: no peering (and no peering CRD) needed.
@@ -194,7 +194,7 @@ class Api(core.Component):
     requires = ("orderservice",)
 
     def start(self) -> None:
-        core.require_port_free(self.name, int(API_BIND.rsplit(":", 1)[1]))
+        core.require_ports_free(self.name, int(API_BIND.rsplit(":", 1)[1]))
         core.spawn(self.name, [str(core.ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf",
                                "app.wsgi:app"], cwd=core.ROOT, env=app_env(
             "api", API_BIND=API_BIND, PROMETHEUS_MULTIPROC_DIR=str(core.RUN / "api-metrics")))
@@ -216,7 +216,7 @@ class Relay(core.Component):
     requires = ("orderservice",)
 
     def start(self) -> None:
-        core.require_port_free(self.name, 9101)
+        core.require_ports_free(self.name, 9101)
         core.spawn(self.name, [str(VENV_PY), "-m", "app.outbox"], cwd=core.ROOT,
                    env=app_env("relay", OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT="9101"))
 
@@ -238,7 +238,7 @@ class Consumer(core.Component):
         self.address = f"127.0.0.1:{self.port} (metrics)"
 
     def start(self) -> None:
-        core.require_port_free(self.name, self.port)
+        core.require_ports_free(self.name, self.port)
         core.spawn(self.name, [str(VENV_PY), "-m", "consumer.main"], cwd=core.ROOT,
                    env=app_env("consumer", CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=str(self.port)))
 
