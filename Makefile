@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: up down status test test-faults clean venv help
+.PHONY: up down status test test-faults test-soak clean venv help
 
 help:
 	@echo "make up          install + start MariaDB, Kafka, Cassandra, etcd, kube-apiserver,"
 	@echo "                 kube-controller-manager, then the simplecqrs processes"
 	@echo "make test        run the full test suite (starts what it needs)"
 	@echo "make test-faults run only the fault-injection suite"
+	@echo "make test-soak   the Kafka SIGKILL scenario ten times in a row (not part of make test)"
 	@echo "make status      table of components"
 	@echo "make down        stop what make up started"
 	@echo "make clean       remove local data (asks first; FORCE=1 to skip)"
@@ -41,6 +42,9 @@ test: venv
 
 test-faults: venv
 	@$(PY) -m scripts.stack test -- -m faults $(PYTEST_ARGS)
+
+test-soak: venv
+	@$(PY) -m scripts.stack test -- -m soak $(PYTEST_ARGS)
 
 clean:
 	@$(PYTHON) -m scripts.stack clean $(if $(FORCE),--yes,)

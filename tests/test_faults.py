@@ -278,10 +278,11 @@ def test_relay_killed_between_publish_and_marking(fresh_settings):
 
 
 def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_settings):
-    """The relay's liveness check, on a real wedge: Kafka answers every request but takes no write.
+    """The relay's liveness check, on a real stall: Kafka answers every request but takes no write.
 
-    The topic's min.insync.replicas is raised above its replication factor, so every acks=all
-    produce is refused (NOT_ENOUGH_REPLICAS) while metadata and bootstrap still answer.  After
+    The topic's max.message.bytes is set below one event's size, so every produce is refused
+    (MESSAGE_TOO_LARGE) while metadata and bootstrap still answer.  (Raising min.insync.replicas
+    above the replication factor does not do it: Kafka 4.1 caps it at the replication factor.)  After
     OUTBOX_STALL_SECONDS /healthz answers 503, which makes the pod's liveness probe restart the
     container (charts and operator: livenessProbe on /healthz).  The test then plays the kubelet:
     the topic is repaired, the relay restarted, and the backlog drains."""
@@ -295,21 +296,23 @@ def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_se
     relay = start_relay(s, "relay-wedge", OUTBOX_STALL_SECONDS="20", OUTBOX_MAX_BACKOFF_SECONDS="2")
     admin = broker.admin(s.kafka)
 
-    def min_isr(value: str) -> None:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, s.kafka.topic, {"min.insync.replicas": value})])
+    def max_message_bytes(value: str) -> None:
+        result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, s.kafka.topic,
+                                                     {"max.message.bytes": value})])
+        assert result["topic"][s.kafka.topic] == "OK", result
 
     try:
-        min_isr("2")
+        max_message_bytes("100")
+        t0 = time.monotonic()  # the relay's last empty poll, its last progress, is just before this
         ids = [requests.post(f"{url}/orders", json={"description": "wedge", "quantity": 1, "email": f"w{i}@x.test",
                                                     "firstName": "W", "lastName": "X"}, timeout=10).json()["id"]
                for i in range(20)]
-        t0 = time.monotonic()
         wait_for(lambda: requests.get(f"{relay.metrics_url}/healthz", timeout=5).status_code == 503, 90,
                  "the stalled relay's /healthz to fail")
         stalled_after = time.monotonic() - t0
-        assert stalled_after >= 20, f"liveness failed after {stalled_after:.0f}s, before OUTBOX_STALL_SECONDS"
+        assert stalled_after >= 19, f"liveness failed after {stalled_after:.1f}s, before OUTBOX_STALL_SECONDS"
         assert mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(20,)]
-        min_isr("1")
+        max_message_bytes("1048588")  # Kafka's default
         relay.stop()
         relay = start_relay(s, "relay-wedge-restarted")
         wait_for(lambda: mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(0,)], 60,

@@ -196,12 +196,12 @@ def drop_leftovers(admin, names: Names) -> None:
 class Operator:
     """`python -m simplecqrs_operator` as a real process, with the ServiceAccount's kubeconfig."""
 
-    def __init__(self, ns: str, kubeconfig: Path, tag: str):
+    def __init__(self, ns: str, kubeconfig: Path, tag: str, **env: str):
         self.port = free_port()
         self.proc = Proc(f"operator-{ns}-{tag}", [
             sys.executable, "-m", "simplecqrs_operator", "--namespace", ns, "--peering", SA,
             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
-            {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), **OPERATOR_ENV})
+            {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), **OPERATOR_ENV, **env})
 
     def start(self) -> "Operator":
         self.proc.log.unlink(missing_ok=True)
@@ -492,6 +492,71 @@ def test_unreachable_mysql_is_reported_retried_and_does_not_wedge_deletion(clust
     assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == [(names.database,)]
 
 
+class SilentServer:
+    """A TCP port that accepts connections and never answers (a Cassandra that hangs on its handshake).
+    `connections` counts the clients that came: each is a reconcile pass blocked in its connect."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    @property
+    def connections(self) -> int:
+        return len(self.held)
+
+    def close(self) -> None:
+        for c in self.held:
+            c.close()
+        self.sock.close()
+
+
+def test_a_delete_during_a_resync_pass_completes_promptly(cluster):
+    """A resync pass cannot be cancelled (a sync timer handler, in a thread); a deletion must wait
+    for that pass, not for kopf's default 60 s re-check (a Retain delete hung past kubectl's 60 s
+    timeout before).  A replica of its own, with a 3 s resync and a 60 s retry backoff, makes every
+    blocked pass after the first one a resync pass."""
+    ns = cluster["ns"]
+    names = Names(cluster["run_id"], "hang")
+    cluster["leftovers"].append(names)
+    silent = SilentServer()
+    op = cluster["operator"]
+    before = len(op.log())
+    timer_op = Operator(ns, cluster["kubeconfig"], "timer", SIMPLECQRS_OPERATOR_RESYNC_SECONDS="3",
+                        SIMPLECQRS_OPERATOR_BACKOFF_SECONDS="60", SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS="60").start()
+    try:
+        wait_for(lambda: "Pausing operations in favour of" in op.log()[before:], 30, "the fixture's replica to pause")
+        # The driver gives up on a silent contact point after its 5 s connect timeout: each pass blocks that long.
+        apply(orderservice(ns, names, deletionPolicy="Retain", cassandra__port=silent.port))
+        wait_conditions(ns, names.resource, ("ReadStoreReady",), status="False", timeout=60)
+        seen = silent.connections
+        wait_for(lambda: silent.connections > seen, 60, "a reconcile pass blocked on the silent Cassandra")
+        t0 = time.monotonic()
+        kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=45s")
+        took = time.monotonic() - t0
+        assert get("orderservice", names.resource, ns) is None
+        assert has_event(ns, names.resource, "DataRetained")
+        print(f"deleted {took:.1f}s after the delete request, during a blocked pass")
+    finally:
+        timer_op.proc.stop()
+        silent.close()
+    wait_for(lambda: "Resuming operations after the pause" in op.log()[before:], 60, "the fixture's replica to resume")
+
+
 def kafka_admin_topics() -> list[str]:
     client = kafka_admin()
     try:
@@ -552,14 +617,34 @@ def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restar
 
 
 # ---------------------------------------------------------------- Strimzi
+TEST_OWNED = "simplecqrs.io/test-owned"
+
+
 def strimzi_crd(variant: str) -> dict:
+    """Strimzi's KafkaTopic CRD (shared/ref), labelled as this suite's so a later run may remove it."""
     if variant == "v1 (Strimzi 1.2)":
-        return yaml.safe_load((REF / "strimzi-kafkatopic.yaml").read_text())
-    crd = yaml.safe_load((REF / "strimzi-0.51-kafkatopic.yaml").read_text())
+        crd = yaml.safe_load((REF / "strimzi-kafkatopic.yaml").read_text())
+    else:
+        crd = yaml.safe_load((REF / "strimzi-0.51-kafkatopic.yaml").read_text())
     if variant == "v1beta2 only (Strimzi 0.51, v1 not served)":
         for v in crd["spec"]["versions"]:
             v["served"] = v["name"] != "v1"
+    crd["metadata"].setdefault("labels", {})[TEST_OWNED] = "true"
     return crd
+
+
+def remove_test_kafkatopic_crd() -> None:
+    """Remove the KafkaTopic CRD this suite installed (by an earlier, interrupted run too) and wait
+    until it is gone; refuse to touch one that someone else installed (a real Strimzi)."""
+    out = kubectl("get", "crd", STRIMZI_CRD, "-o", "json", check=False)
+    if out.returncode != 0:
+        return
+    labels = json.loads(out.stdout)["metadata"].get("labels") or {}
+    assert labels.get(TEST_OWNED) == "true", (
+        f"{STRIMZI_CRD} is served but was not installed by this suite (a real Strimzi?): this test replaces "
+        "the CRD with variants of its own, so it needs an apiserver without it")
+    kubectl("delete", "crd", STRIMZI_CRD, "--timeout=90s")
+    wait_for(lambda: kubectl("get", "crd", STRIMZI_CRD, check=False).returncode != 0, 60, f"{STRIMZI_CRD} gone")
 
 
 @pytest.mark.parametrize("variant, version", [
@@ -569,8 +654,7 @@ def strimzi_crd(variant: str) -> dict:
 ])
 def test_strimzi_kafkatopic_when_the_kind_is_served(cluster, admin_mysql, variant, version):
     ns, kafka_ns = cluster["ns"], cluster["kafka_ns"]
-    if kubectl("get", "crd", STRIMZI_CRD, check=False).returncode == 0:
-        pytest.skip("a KafkaTopic CRD is installed already (by someone else): not touching it")
+    remove_test_kafkatopic_crd()
     # The Kafka cluster lives in another namespace: the operator's ServiceAccount gets a Role there.
     meta = {"name": "simplecqrs-operator-topics", "namespace": kafka_ns}
     apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
@@ -609,7 +693,7 @@ def test_strimzi_kafkatopic_when_the_kind_is_served(cluster, admin_mysql, varian
         assert get(f"kafkatopics.{version}.kafka.strimzi.io", topic_name, kafka_ns) is None
         assert cassandra_tables(names.keyspace) == set()
     finally:
-        kubectl("delete", "crd", STRIMZI_CRD, "--timeout=60s", check=False)
+        remove_test_kafkatopic_crd()
 
 
 # ---------------------------------------------------------------- RBAC

@@ -38,6 +38,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 270
     settings.watching.connect_timeout = 30
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # A deletion waits for the resync timer to stop, and a pass in progress cannot be cancelled (a sync
+    # handler, in a thread).  kopf re-checks every 60 s by default: a delete arriving during a pass
+    # then hung for a minute (a Retain delete timed out in the suite).  Wait for the pass itself, and
+    # re-check often.
+    settings.background.instant_exit_timeout = 10
+    settings.background.cancellation_polling = 2
     # Events: the explicit ones (reconcile.event) plus kopf's warnings and errors, not its chatter.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = MANAGER
