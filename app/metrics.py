@@ -29,8 +29,11 @@ PUBLISH_LATENCY = Histogram("simplecqrs_outbox_publish_duration_seconds",
 COMMIT_TO_PUBLISH = Histogram("simplecqrs_outbox_commit_to_publish_seconds",
                               "Time from an order's commit to its event's acknowledgement by Kafka",
                               buckets=LATENCY_BUCKETS + (30, 60, 300))
+# Set by whichever gunicorn worker serves a scrape.  "livemostrecent": the latest value of a live
+# worker (child_exit in app/gunicorn_conf.py drops a dead worker's file); "max" kept reporting the
+# highest value any worker ever set, a dead one's included, so the gauge could stick.
 OUTBOX_BACKLOG = Gauge("simplecqrs_outbox_backlog", "Outbox events not yet published (read at scrape time)",
-                       multiprocess_mode="max")
+                       multiprocess_mode="livemostrecent")
 
 
 _request_children: dict[tuple[str, str, str], tuple] = {}

@@ -110,15 +110,23 @@ class Projector:
                     work.append(Work(tp, rec.offset, events.decode(rec.value)))
                 except events.PoisonEvent as e:
                     self.dead_letter(rec, str(e))
-        self.project(work)
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        dropped = self.project(work)
+        # Commit only what was projected, and only for partitions this consumer still owns: the
+        # group coordinator accepts a commit from a member for a partition it lost (it checks the
+        # generation and the member, not ownership), and a commit past work the new owner has not
+        # projected yet would skip those events for good if that owner died before committing.
+        owned = self.consumer.assignment()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()
+                   if records and tp in owned and tp not in dropped}
         self.processed.update(offsets)
         self.commit(offsets)
 
-    def project(self, work: list[Work]) -> None:
-        """Write every event of the batch; on failure pause, back off and retry only what failed."""
+    def project(self, work: list[Work]) -> set[TopicPartition]:
+        """Write every event of the batch; on failure pause, back off and retry only what failed.
+        Returns the partitions whose failed work was dropped because a rebalance moved them away."""
         backoff = 0.5
         pending = work
+        dropped: set[TopicPartition] = set()
         while pending:
             failed = self._write(pending)
             if not failed:
@@ -132,7 +140,9 @@ class Projector:
             backoff = min(backoff * 2, 30.0)
             # A rebalance during the wait may have moved partitions away: their new owner re-reads them.
             owned = self.consumer.assignment()
+            dropped |= {w.tp for w in failed if w.tp not in owned}
             pending = [w for w in failed if w.tp in owned]
+        return dropped
 
     def _write(self, work: list[Work]) -> list[Work]:
         """Project each event with at most CONSUMER_MAX_IN_FLIGHT writes outstanding; return the failures."""

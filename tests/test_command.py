@@ -201,3 +201,34 @@ def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, sta
     assert set(readiness_burst()) == {200}
     r = wait_for(lambda: (lambda x: x if x.status_code == 201 else None)(post(api, order())), 30, "a 201 again")
     assert r.status_code == 201
+
+
+def test_the_relay_prunes_until_caught_up(fresh_settings):
+    """Old published rows and idempotency keys beyond one batch (and beyond the former cap of
+    10,000 per 300 s) are all pruned by one relay; recent and unpublished rows stay."""
+    from scripts.stack.instance import start_relay
+
+    s = fresh_settings
+    old, n = "UTC_TIMESTAMP(3) - INTERVAL 2 DAY", 12000
+    conn = __import__("pymysql").connect(host=s.mysql.host, port=s.mysql.port, user=s.mysql.admin_user,
+                                         password=s.mysql.admin_password, database=s.mysql.database)
+    try:
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at, published_at)"
+                            f" VALUES (%s, 'OnNewOrder', %s, '{{}}', {old}, {old})",
+                            [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(n)])
+            cur.executemany(f"INSERT INTO idempotency_keys (idem_key, request_hash, order_id, created_at)"
+                            f" VALUES (%s, %s, %s, {old})", [(f"k{i}", "0" * 64, str(uuid.uuid4())) for i in range(n)])
+            cur.execute("INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at, published_at)"
+                        " VALUES (%s, 'OnNewOrder', %s, '{}', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+                        (str(uuid.uuid4()), str(uuid.uuid4())))
+        conn.commit()
+    finally:
+        conn.close()
+    relay = start_relay(s, "relay-prune")
+    try:
+        wait_for(lambda: mysql(s, "SELECT COUNT(*) FROM outbox") == [(1,)]
+                 and mysql(s, "SELECT COUNT(*) FROM idempotency_keys") == [(0,)], 60, "the relay to prune everything old")
+    finally:
+        relay.stop()
+    assert "caught_up" in relay.tail(20)

@@ -263,18 +263,29 @@ def test_mariadb_stopped_and_restarted(fresh_settings, stack):
 
 
 def test_relay_killed_between_publish_and_marking(fresh_settings):
-    """The relay dies (failpoint: exit right after Kafka acknowledged, before marking the rows)."""
-    from scripts.stack.instance import start_relay
+    """The relay is SIGKILLed after Kafka acknowledged a batch and before the rows were marked.
+
+    The fault comes from the test, not from product code: a trigger (created with the admin account)
+    holds the relay's marking UPDATE in MySQL; the test sees that UPDATE in the process list, kills
+    the relay, then the statement, drops the trigger and restarts the relay as a Deployment would."""
 
     def fault(inst: Instance):
         relay = inst.api.procs[1]
-        relay.stop()
-        crashing = start_relay(inst.settings, "relay-failpoint", SIMPLECQRS_FAILPOINT="relay-exit-after-publish")
-        wait_for(lambda: not crashing.alive(), 30, "the relay to hit its failpoint")
-        relay.start()  # restarted as a Deployment would, without the failpoint
+        mysql(inst.settings, "CREATE TRIGGER hold_marking BEFORE UPDATE ON outbox FOR EACH ROW SET @held = SLEEP(60)")
+        try:
+            marking = wait_for(lambda: mysql(inst.settings, "SELECT id FROM information_schema.processlist"
+                                                            " WHERE info LIKE 'UPDATE outbox SET published_at%%'"),
+                               30, "the relay's marking UPDATE, held by the trigger")
+            relay.signal(signal.SIGKILL)
+            relay.proc.wait(10)
+            for (conn_id,) in marking:
+                mysql(inst.settings, f"KILL {int(conn_id)}")
+        finally:
+            mysql(inst.settings, "DROP TRIGGER IF EXISTS hold_marking")
+        relay.start()
 
-    row = run_scenario(fresh_settings, "relay-exit-after-publish", fault)
-    assert row["duplicates_delivered"] > 0, "the crashed batch is re-sent: duplicates on the wire, counted"
+    row = run_scenario(fresh_settings, "relay-killed-before-marking", fault)
+    assert row["duplicates_delivered"] > 0, "the killed batch is re-sent: duplicates on the wire, counted"
 
 
 def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_settings):

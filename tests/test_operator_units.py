@@ -348,3 +348,21 @@ def test_network_policy_admits_only_the_ingress_controller_labelled_clients_and_
     assert [peer["namespaceSelector"]["matchExpressions"][0]["values"] for peer in metrics_rule["from"]] == [["prom"]]
     defaults = children.network_policy(osvc())["spec"]["ingress"][0]["from"][0]
     assert defaults["namespaceSelector"]["matchExpressions"][0]["values"] == ["ingress-nginx"]
+
+
+def test_the_watch_on_deployments_carries_the_managed_by_selector():
+    """kopf computes each watch request's labelSelector with this same call (its watching module):
+    the operator's own Deployments only, filtered by the apiserver, not every Deployment in scope."""
+    import kopf
+    from kopf._cogs.structs import references
+
+    from simplecqrs_operator import handlers
+
+    settings = kopf.OperatorSettings()
+    with mock.patch.object(handlers.kube_api, "client"):
+        handlers.configure(settings=settings, memo=kopf.Memo())
+    deployments = references.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(deployments)) == [
+        ",".join(f"{k}={v}" for k, v in handlers.MANAGED.items())]
+    orderservices = references.Resource("simplecqrs.io", "v1alpha1", "orderservices", kind="OrderService")
+    assert list(settings.watching.label_selectors.collect(orderservices)) == []

@@ -112,3 +112,112 @@ def test_liveness_waiting_on_the_other_store_is_not_a_stall():
     clock.t += 61
     p.turned()
     assert p.alive(), "Kafka last answered a bound ago: not stalled"
+
+
+# ---------------------------------------------------------------- the projector's commits (consumer/projector.py)
+# A scripted consumer and read model: pure logic of which offsets get committed when writes fail
+# and partitions move.  The real-stack tests of the same paths are in tests/test_query.py.
+def _projector_parts(fail_first: int, on_wait=None):
+    import uuid as _uuid
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from app import events
+    from app.config import Settings
+    from consumer.projector import Projector
+
+    tps = [TopicPartition("t", 0), TopicPartition("t", 1)]
+
+    class Consumer:
+        def __init__(self):
+            self.assigned, self.commits, self.paused = set(tps), [], set()
+
+        def subscribe(self, topics, listener):
+            self.listener = listener
+
+        def assignment(self):
+            return set(self.assigned)
+
+        def pause(self, *p):
+            self.paused |= set(p)
+
+        def resume(self, *p):
+            self.paused -= set(p)
+
+        def poll(self, timeout_ms=0):
+            if on_wait:
+                on_wait(self)
+            return {}
+
+        def commit(self, offsets):
+            self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+        commit_async = commit
+
+    class Model:
+        calls = 0
+
+        def state(self):
+            return 1, frozenset({1})
+
+        def project_async(self, ev, generations):
+            Model.calls += 1
+            f = Future()
+            if Model.calls <= fail_first:
+                f.set_exception(RuntimeError("read store down"))
+            else:
+                f.set_result(None)
+            return [f]
+
+    def record(tp, offset):
+        ev = events.OnNewOrder(eventId=str(_uuid.uuid4()), sequence=offset + 1, occurredAt="2026-11-30T00:00:00.000Z",
+                               orderId=str(_uuid.uuid4()), description="d", quantity=1, email="a@b.c",
+                               firstName="A", lastName="B")
+        return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset, key=ev.key(),
+                               value=ev.encode(), headers=[])
+
+    consumer = Consumer()
+    projector = Projector(Settings(), Model(), consumer=consumer, dlq_producer=object())
+    projector._wait_paused = lambda seconds, **kw: on_wait and on_wait(consumer)  # no real sleeping
+    batch = {tps[0]: [record(tps[0], 0), record(tps[0], 1)], tps[1]: [record(tps[1], 5)]}
+    return projector, consumer, batch, tps
+
+
+def test_projector_commits_the_batch_after_its_writes_succeed():
+    projector, consumer, batch, tps = _projector_parts(fail_first=2)  # two failures, then success
+    projector.process(batch)
+    assert consumer.commits == [{tps[0]: 2, tps[1]: 6}]
+
+
+def test_projector_commits_nothing_for_a_partition_revoked_while_its_writes_were_retried():
+    def rebalance(consumer):  # partition 0 moves to another member during the retry wait
+        if tps[0] in consumer.assigned:
+            consumer.assigned.discard(tps[0])
+            consumer.listener.on_partitions_revoked({tps[0]})
+
+    projector, consumer, batch, tps = _projector_parts(fail_first=3, on_wait=rebalance)
+    projector.process(batch)
+    committed = {tp: off for c in consumer.commits for tp, off in c.items()}
+    assert tps[0] not in committed, "never commit past events this consumer did not project"
+    assert committed == {tps[1]: 6}
+
+
+def test_backlog_gauge_reports_the_latest_value_of_a_live_worker(tmp_path):
+    """Two API workers set the backlog at scrape time; the first then exits (gunicorn's child_exit marks
+    it dead).  The gauge must say the live worker's latest value, not the dead worker's higher one."""
+    import subprocess
+    import sys
+
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": "."}
+    worker = "import os, sys; from app import metrics; metrics.OUTBOX_BACKLOG.set(int(sys.argv[1])); print(os.getpid())"
+    dead = int(subprocess.run([sys.executable, "-c", worker, "5000"], env=env, capture_output=True, text=True,
+                              check=True).stdout)
+    subprocess.run([sys.executable, "-c", worker, "3"], env=env, capture_output=True, check=True)
+    scrape = ("import sys; from prometheus_client import multiprocess; from app import metrics; "
+              "multiprocess.mark_process_dead(int(sys.argv[1])); print(metrics.render()[0].decode())")
+    out = subprocess.run([sys.executable, "-c", scrape, str(dead)], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    value = next(float(line.split()[-1]) for line in out.splitlines() if line.startswith("simplecqrs_outbox_backlog"))
+    assert value == 3

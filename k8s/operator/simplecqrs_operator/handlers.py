@@ -48,7 +48,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = MANAGER
     # Only our own Deployments are watched, filtered by the apiserver.
-    settings.watching.label_selectors["apps/v1/deployments"] = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    # (The key is kopf's selector tuple: a "apps/v1/deployments" string matched no resource, and the
+    # operator streamed every Deployment in its scope.)
+    settings.watching.label_selectors["apps", "v1", "deployments"] = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     # Namespaced mode needs no cluster-wide permissions: no CRD or namespace watching
     # (the CRD must exist before the operator starts, as the chart and k8s/ install it).
     settings.scanning.disabled = not settings.peering.clusterwide
