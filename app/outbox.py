@@ -42,7 +42,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kafka.errors import KafkaError
 
@@ -173,8 +173,8 @@ class OutboxRelay:
             raise
         metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
         sent, failed = [], []
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        for (seq, fut), (_s, _p, created) in zip(futures, rows):
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for (seq, fut), (_s, _p, created) in zip(futures, rows, strict=True):
             if fut.is_done and fut.succeeded():
                 sent.append(seq)
                 metrics.COMMIT_TO_PUBLISH.observe(max(0.0, (now - created).total_seconds()))

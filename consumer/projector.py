@@ -45,7 +45,7 @@ class Work:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, projector: "Projector"):
+    def __init__(self, projector: Projector):
         self.p = projector
 
     def on_partitions_revoked(self, revoked):

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 
 from cassandra.query import SimpleStatement
 
@@ -47,7 +47,7 @@ class Report:
 
 
 def _ts(dt) -> str:
-    return format_time(dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt)
+    return format_time(dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt)
 
 
 def write_model(s: Settings) -> tuple[dict, dict]:

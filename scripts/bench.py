@@ -43,8 +43,18 @@ from app.readmodel.store import ReadModel
 from app.writemodel.db import connect as mysql_connect
 from app.writemodel.orders import insert_order
 from scripts.stack import core
-from scripts.stack.instance import (Proc, admin_mysql, deprovision, free_port, make_settings, provision,
-                                    settings_env, start_api, start_consumer, wait_for)
+from scripts.stack.instance import (
+    Proc,
+    admin_mysql,
+    deprovision,
+    free_port,
+    make_settings,
+    provision,
+    settings_env,
+    start_api,
+    start_consumer,
+    wait_for,
+)
 
 OUT = core.LOCAL / "bench"
 PERCENTILES = (50, 75, 90, 95, 99, 99.9)

@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC
 
 from kafka import TopicPartition
 
@@ -116,9 +117,8 @@ def mysql_events(s: Settings):
 
 
 def _ts(dt) -> str:
-    from datetime import timezone
 
-    return events.format_time(dt.replace(tzinfo=timezone.utc))
+    return events.format_time(dt.replace(tzinfo=UTC))
 
 
 def rebuild(s: Settings, source: str = "auto", keep_old: bool = False, log=print) -> dict:

@@ -38,7 +38,7 @@ def post(url: str, body: dict, retries: int = 5) -> int:
     data = json.dumps(body).encode()
     key = str(uuid.uuid4())
     for attempt in range(retries):
-        req = urllib.request.Request(f"{url}/orders", data=data, method="POST", headers={
+        req = urllib.request.Request(f"{url}/orders", data=data, method="POST", headers={  # noqa: S310 - the user's own API
             "Content-Type": "application/json", "Idempotency-Key": key})
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - the user's own API

@@ -25,7 +25,15 @@ sys.path.insert(0, str(ROOT))
 from app.config import MySQLSettings, Settings  # noqa: E402
 from scripts.stack import instance  # noqa: E402
 from scripts.stack.instance import (  # noqa: E402,F401 - tests import these helpers from here
-    Proc, deprovision, make_settings, provision, settings_env, start_api, start_consumer, wait_for)
+    Proc,
+    deprovision,
+    make_settings,
+    provision,
+    settings_env,
+    start_api,
+    start_consumer,
+    wait_for,
+)
 
 RUN_ID = os.environ.get("SIMPLECQRS_TEST_RUN_ID") or secrets.token_hex(3)
 

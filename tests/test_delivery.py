@@ -584,7 +584,7 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            raise AssertionError(f"no graceful exit within {timeout}s of SIGTERM")
+            raise AssertionError(f"no graceful exit within {timeout}s of SIGTERM") from None
     return proc.returncode
 
 

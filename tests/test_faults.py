@@ -55,7 +55,7 @@ class Load:
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(CLIENTS)]
         for t in self.threads:
             t.start()
@@ -342,8 +342,8 @@ def test_zz_print_fault_table():
     cols = ["scenario", "sent", "acknowledged", "in_write_model", "in_read_model", "duplicates_delivered",
             "converged_s"]
     widths = [max(len(c), *(len(str(r[c])) for r in TABLE)) for c in cols]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)) for r in TABLE]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)) for r in TABLE]
     text = "\n".join(lines)
     print("\n" + text)
     out = core.LOCAL / "faults" / "latest.json"

@@ -28,7 +28,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from app import broker
 from app.config import KafkaSettings
 from scripts.stack import core
-from scripts.stack.instance import ProcessDied, Proc, free_port, wait_for
+from scripts.stack.instance import Proc, ProcessDied, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +203,7 @@ class Operator:
             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
             {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), **OPERATOR_ENV, **env})
 
-    def start(self) -> "Operator":
+    def start(self) -> Operator:
         self.proc.log.unlink(missing_ok=True)
         self.proc.start()
         wait_for(lambda: self.alive() and requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).ok,
@@ -303,7 +303,7 @@ def test_example_provisions_the_stores_within_a_minute(cluster, example, admin_m
     # Events for the significant steps.
     ns = cluster["ns"]
     for reason in ("CredentialsCreated", "TopicCreated", "MigrationsApplied"):
-        assert wait_for(lambda: has_event(ns, names.resource, reason), 20, f"event {reason}")
+        assert wait_for(lambda reason=reason: has_event(ns, names.resource, reason), 20, f"event {reason}")
 
 
 def test_children_have_the_right_specs_owners_and_security(cluster, example):

@@ -12,12 +12,12 @@ from unittest import mock
 
 import pytest
 import yaml
-
-from app.config import load as load_settings
-from app.readmodel.schema import replication_cql
 from simplecqrs_operator import children, conditions
 from simplecqrs_operator.handlers import backoff
 from simplecqrs_operator.resource import OrderService
+
+from app.config import load as load_settings
+from app.readmodel.schema import replication_cql
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = yaml.safe_load((ROOT / "k8s/crd/orderservice.yaml").read_text())
@@ -355,7 +355,6 @@ def test_the_watch_on_deployments_carries_the_managed_by_selector():
     the operator's own Deployments only, filtered by the apiserver, not every Deployment in scope."""
     import kopf
     from kopf._cogs.structs import references
-
     from simplecqrs_operator import handlers
 
     settings = kopf.OperatorSettings()

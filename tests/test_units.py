@@ -221,3 +221,15 @@ def test_backlog_gauge_reports_the_latest_value_of_a_live_worker(tmp_path):
                          check=True).stdout
     value = next(float(line.split()[-1]) for line in out.splitlines() if line.startswith("simplecqrs_outbox_backlog"))
     assert value == 3
+
+
+def test_ruff_is_clean():
+    """The linter configured in pyproject.toml ([tool.ruff]) passes on the whole tree."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(root)], capture_output=True,
+                         text=True, cwd=root)
+    assert out.returncode == 0, out.stdout[-3000:]

@@ -12,8 +12,8 @@ import threading
 import time
 
 from cassandra import DriverException, InvalidRequest
-from cassandra.protocol import ProtocolException
 from cassandra.cluster import NoHostAvailable
+from cassandra.protocol import ProtocolException
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from ..config import Settings

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
@@ -45,7 +45,7 @@ def decode_token(token: str | None, *types) -> list | None:
         key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if not isinstance(key, list) or len(key) != len(types):
             raise ValueError
-        return [t(v) for t, v in zip(types, key)]
+        return [t(v) for t, v in zip(types, key, strict=True)]
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError, OSError):
         raise BadPageToken("page_token is not valid") from None
 
@@ -63,11 +63,11 @@ def _email(v) -> str:
 def _millis(v) -> datetime:
     if not isinstance(v, int) or isinstance(v, bool):
         raise ValueError
-    return datetime.fromtimestamp(v / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(v / 1000, tz=UTC)
 
 
 def _order_json(row) -> dict:
-    created = row.created_at.replace(tzinfo=timezone.utc) if row.created_at.tzinfo is None else row.created_at
+    created = row.created_at.replace(tzinfo=UTC) if row.created_at.tzinfo is None else row.created_at
     return {
         "id": str(row.order_id), "description": row.description, "quantity": row.quantity,
         "customer": {"email": row.email, "firstName": row.first_name, "lastName": row.last_name},
@@ -189,5 +189,5 @@ class ReadModel:
 
 
 def _to_millis(dt: datetime) -> int:
-    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
     return int(round(dt.timestamp() * 1000))

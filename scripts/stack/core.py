@@ -14,9 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = Path(os.environ.get("SIMPLECQRS_LOCAL", ROOT / ".local"))
@@ -340,7 +340,7 @@ def print_table(rows: list[Status]) -> None:
     data = [headers] + [(r.name, r.state, r.address, r.version, r.log) for r in rows]
     widths = [max(len(str(row[i])) for row in data) for i in range(len(headers))]
     for i, row in enumerate(data):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
     sys.stdout.flush()

@@ -117,7 +117,7 @@ class Proc:
     Every start is recorded in Proc.started, so the test suite can stop (and report) any
     process a test left running, whatever the outcome (tests/conftest.py)."""
 
-    started: list["Proc"] = []
+    started: list[Proc] = []
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]):
         self.name, self.argv, self.env = name, argv, env
@@ -126,7 +126,7 @@ class Proc:
         self.proc: subprocess.Popen | None = None
         self.outlives_test = False  # set by a test that hands its process to a longer-lived fixture
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -161,7 +161,7 @@ class ProcessDied(AssertionError):
     pass
 
 
-def _alive_or_die(p: "Proc") -> bool:
+def _alive_or_die(p: Proc) -> bool:
     if not p.alive():
         raise ProcessDied(f"{p.name} exited with {p.proc.returncode}")
     return True

@@ -13,6 +13,8 @@ import urllib.request
 import uuid
 
 URL = os.environ["SIMPLECQRS_API_URL"].rstrip("/")
+if not URL.startswith(("http://", "https://")):
+    sys.exit(f"SIMPLECQRS_API_URL must be an http(s) URL, got {URL!r}")
 DEADLINE = time.monotonic() + float(os.environ.get("SIMPLECQRS_TEST_TIMEOUT", "120"))
 KEY = uuid.uuid4().hex
 ORDER = {"description": "helm test order", "quantity": 1, "email": f"helm-test-{KEY[:12]}@example.com",
@@ -21,10 +23,10 @@ ORDER = {"description": "helm test order", "quantity": 1, "email": f"helm-test-{
 
 def call(method, path, body=None, headers=None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(URL + path, data=data, method=method, headers={
+    req = urllib.request.Request(URL + path, data=data, method=method, headers={  # noqa: S310 - http(s), checked above
         "Accept": "application/json", **({"Content-Type": "application/json"} if data else {}), **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
+        with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - http(s), checked above
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")

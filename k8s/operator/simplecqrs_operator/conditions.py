@@ -58,7 +58,7 @@ def from_deployment(type_: str, name: str, deployment: dict | None) -> tuple[Con
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def overall(current: dict[str, dict]) -> Condition:

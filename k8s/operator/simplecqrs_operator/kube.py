@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from .resource import MANAGER, PLURAL, VERSION, GROUP
+from .resource import GROUP, MANAGER, PLURAL, VERSION
 
 # kind -> (API path prefix, plural) for everything the operator reads or writes.
 KINDS = {

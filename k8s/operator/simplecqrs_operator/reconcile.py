@@ -25,7 +25,6 @@ from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, WRITE_STORE
 from .kube import Kube, path
 from .resource import OrderService, SecretRef
 
-
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 

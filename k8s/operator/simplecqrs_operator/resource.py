@@ -28,7 +28,7 @@ class SecretRef:
     password_key: str = "password"
 
     @classmethod
-    def from_spec(cls, spec: dict | None) -> "SecretRef | None":
+    def from_spec(cls, spec: dict | None) -> SecretRef | None:
         if not spec:
             return None
         return cls(spec["name"], spec.get("usernameKey", "username"), spec.get("passwordKey", "password"))
@@ -107,7 +107,7 @@ class OrderService:
     monitoring_namespaces: tuple[str, ...] = ("monitoring",)
 
     @classmethod
-    def from_body(cls, body: dict) -> "OrderService":
+    def from_body(cls, body: dict) -> OrderService:
         meta, spec = body["metadata"], body["spec"]
         k, m, c = spec["kafka"], spec["mysql"], spec["cassandra"]
         api, consumer = spec.get("api", {}), spec.get("consumer", {})
