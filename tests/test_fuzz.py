@@ -32,7 +32,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_api_conforms_to_its_openapi_document(case):
     """Hundreds of generated requests per route (valid and invalid): no 5xx, every response as documented.
 
-    A page_token is opaque (Cassandra's paging state): any string matches its schema, yet only tokens
+    A page_token is opaque (a keyset cursor): any string matches its schema, yet only tokens
     the API handed out are accepted (400 otherwise, as documented), so for requests carrying one the
     "schema-valid data is accepted" check does not apply; every other check does."""
     excluded = [schemathesis.checks.positive_data_acceptance] if "page_token" in (case.query or {}) else []

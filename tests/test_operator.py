@@ -443,14 +443,15 @@ def test_scale_partitions_config_ingress_and_autoscaling_converge(cluster, examp
 def test_deleted_or_edited_children_are_restored(cluster, example):
     ns, names = cluster["ns"], example["names"]
     api = f"{names.resource}-api"
+    want = get("orderservice", names.resource, ns)["spec"]["api"]["replicas"]  # whatever earlier tests set
     uid = get("deployment", api, ns)["metadata"]["uid"]
     kubectl("-n", ns, "delete", "deployment", api)
     restored = wait_for(lambda: (d := get("deployment", api, ns)) and d["metadata"]["uid"] != uid and d, 20,
                         "the API Deployment back")
-    assert restored["spec"]["replicas"] == 3
+    assert restored["spec"]["replicas"] == want
     # A hand edit of a field the operator owns is reverted.
-    kubectl("-n", ns, "scale", "deployment", api, "--replicas=7")
-    wait_for(lambda: get("deployment", api, ns)["spec"]["replicas"] == 3, 20, "replicas back to 3")
+    kubectl("-n", ns, "scale", "deployment", api, f"--replicas={want + 4}")
+    wait_for(lambda: get("deployment", api, ns)["spec"]["replicas"] == want, 20, f"replicas back to {want}")
     kubectl("-n", ns, "set", "env", f"deployment/{api}", "API_ROLE=query")
     wait_for(lambda: {e["name"]: e.get("value") for e in get("deployment", api, ns)["spec"]["template"]["spec"][
         "containers"][0]["env"]}["API_ROLE"] == "both", 20, "API_ROLE back to both")
@@ -742,12 +743,13 @@ def test_cluster_mode_manifests_are_accepted(cluster):
 # ---------------------------------------------------------------- deletion with Retain (last: uses the example)
 def test_retain_keeps_the_data_and_the_resource_goes(cluster, example, admin_mysql):
     ns, names = cluster["ns"], example["names"]
+    partitions = get("orderservice", names.resource, ns)["spec"]["kafka"]["partitions"]  # whatever earlier tests set
     kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
     assert get("orderservice", names.resource, ns) is None
     retained = wait_for(lambda: has_event(ns, names.resource, "DataRetained"), 20, "the DataRetained event")
     assert names.database in retained["message"] and names.keyspace in retained["message"]
     assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == [(names.database,)]
     assert "orders_by_id_g1" in cassandra_tables(names.keyspace)
-    assert topic_partitions(names.topic) == 5
+    assert topic_partitions(names.topic) == partitions
     # The children go with their owner (garbage collector).
     wait_for(lambda: get("deployment", f"{names.resource}-api", ns) is None, 60, "children garbage-collected")

@@ -36,7 +36,6 @@ class IdempotencyConflict(ValueError):
 @dataclass(frozen=True)
 class Placed:
     order_id: str
-    created_at: datetime | None
     replayed: bool = False
 
 
@@ -63,20 +62,20 @@ def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | No
             sent = True
             with conn.cursor() as cur:
                 try:
-                    created = insert_order(cur, order_id, order, idempotency=(idempotency_key, digest))
+                    insert_order(cur, order_id, order, idempotency=(idempotency_key, digest))
                 except pymysql.err.IntegrityError as e:
                     # Only the idempotency key can collide: the other keys are fresh UUIDs.
                     if not idempotency_key or error_code(e) != 1062:
                         raise
                     conn.rollback()
                     return _replay(cur, idempotency_key, digest)
-            return Placed(order_id, created)
+            return Placed(order_id)
         except Exception as e:  # noqa: BLE001 - classified below
             last_error = e
             if is_connection_error(e):
                 pool.discard()
                 if sent and _order_exists(pool, order_id):
-                    return Placed(order_id, None)
+                    return Placed(order_id)
                 continue
             _rollback(pool)
             if isinstance(e, pymysql.err.MySQLError) and error_code(e) in RETRYABLE_TXN_ERRORS:
@@ -151,7 +150,7 @@ def _replay(cur, key: str, digest: str) -> Placed:
         raise pymysql.err.OperationalError(1213, "idempotency key released concurrently")
     if row[0] != digest:
         raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
-    return Placed(row[1], None, replayed=True)
+    return Placed(row[1], replayed=True)
 
 
 def _order_exists(pool: ConnectionPool, order_id: str) -> bool:

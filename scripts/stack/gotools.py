@@ -133,8 +133,3 @@ def build_all() -> dict[str, Path]:
         core.link_tool(paths[tool.name], tool.name)
     return paths
 
-
-def tool_path(name: str) -> Path:
-    """The cached binary of a tool (whether built or not)."""
-    return next(t.path for t in TOOLS if t.name == name)
-

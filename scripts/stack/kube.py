@@ -351,8 +351,3 @@ class KubeControllerManager(core.Component):
 
     def version(self) -> str:
         return _binary_version("kube-controller-manager", gotools.K8S_VERSION)
-
-
-def components() -> list[core.Component]:
-    """In start order; stop in reverse."""
-    return [Etcd(), KubeApiserver(), KubeControllerManager()]

@@ -95,7 +95,6 @@ class OrderService:
     namespace: str
     uid: str
     generation: int
-    deleting: bool
     deletion_policy: str
     kafka: Kafka
     mysql: MySQL
@@ -114,7 +113,7 @@ class OrderService:
         strimzi = k.get("strimzi") or {}
         return cls(
             name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
-            generation=meta.get("generation", 0), deleting=bool(meta.get("deletionTimestamp")),
+            generation=meta.get("generation", 0),
             deletion_policy=spec.get("deletionPolicy", "Retain"),
             kafka=Kafka(
                 bootstrap_servers=k["bootstrapServers"], topic=k["topic"], partitions=k["partitions"],
