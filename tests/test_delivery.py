@@ -946,6 +946,7 @@ def test_app_chart_wires_to_the_operators_children(helm_bin, crds, namespace, cl
     (secret,) = [o for o in objs if o["kind"] == "Secret"]
     assert osvc["spec"]["mysql"]["adminSecretRef"]["name"] == secret["metadata"]["name"]
     assert set(secret["data"]) == {"username", "password"}
+    assert secret["metadata"]["labels"]["simplecqrs.io/credentials"] == "true", "the operator uses labelled Secrets only"
     services = {o["metadata"]["name"] for o in objs if o["kind"] == "Service"}
     assert osvc["spec"]["mysql"]["host"].split(".")[0] in services
     assert osvc["spec"]["cassandra"]["contactPoints"][0].split(".")[0] in services
@@ -1057,6 +1058,7 @@ def test_kustomize_overlay_renders_objects_the_apiserver_accepts(crds, namespace
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}, "KRaft: no ZooKeeper"
     (secret,) = [o for o in objs if o["kind"] == "Secret"]
     assert set(secret["data"]) == {"username", "password"}
+    assert secret["metadata"]["labels"]["simplecqrs.io/credentials"] == "true", "the operator uses labelled Secrets only"
     dry_run(objs, namespace, cluster_scoped)
     for where, pod in pod_specs(objs):
         assert_restricted(where, pod)

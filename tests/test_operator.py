@@ -24,6 +24,7 @@ import pytest
 import requests
 import yaml
 from kafka.admin import ConfigResource, ConfigResourceType
+from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
 from app.config import KafkaSettings
@@ -230,7 +231,8 @@ def cluster(stack, run_id, admin_mysql, tmp_path_factory):
             "--timeout=60s")
     for n in (ns, kafka_ns):
         kubectl("create", "namespace", n)
-    apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "simplecqrs-mysql-admin", "namespace": ns},
+    apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "simplecqrs-mysql-admin", "namespace": ns,
+                                                              "labels": {CREDENTIALS_LABEL: "true"}},
            "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
     sa = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/deployment.yaml").read_text())
               if d["kind"] == "ServiceAccount")
@@ -556,6 +558,25 @@ def test_a_delete_during_a_resync_pass_completes_promptly(cluster):
         timer_op.proc.stop()
         silent.close()
     wait_for(lambda: "Resuming operations after the pause" in op.log()[before:], 60, "the fixture's replica to resume")
+
+
+def test_a_secret_without_the_credentials_label_is_refused(cluster, admin_mysql):
+    """Whoever may create an OrderService must not make the operator read any Secret of the namespace
+    and send its values to a store of their choosing: only Secrets labelled for it are used."""
+    ns = cluster["ns"]
+    names = Names(cluster["run_id"], "nolabel")
+    cluster["leftovers"].append(names)
+    apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "someone-elses", "namespace": ns},
+           "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
+    apply(orderservice(ns, names, deletionPolicy="Delete", mysql__adminSecretRef={"name": "someone-elses"}))
+    obj = wait_conditions(ns, names.resource, ("WriteStoreReady",), status="False")
+    refused = condition(obj, "WriteStoreReady")
+    assert refused["reason"] == "SecretNotLabelled" and CREDENTIALS_LABEL in refused["message"]
+    assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == [], "the Secret was used"
+    # Labelling the Secret is the owner's consent: then it is used.
+    kubectl("-n", ns, "label", "secret", "someone-elses", f"{CREDENTIALS_LABEL}=true")
+    wait_conditions(ns, names.resource, ("WriteStoreReady",), timeout=60)
+    kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
 
 
 def kafka_admin_topics() -> list[str]:

@@ -71,7 +71,7 @@ def test_example_gets_the_crd_defaults_and_derived_names():
     assert o.kafka.dead_letter_topic == "OnNewOrder.DLQ"
     assert o.kafka.consumer_group == "simplecqrs-projector"
     assert o.mysql.app_user == "simplecqrs_w_app" and len(o.mysql.app_user) <= 32
-    assert o.mysql.admin_secret.username_key == "username"
+    assert o.mysql.admin_secret.name == body()["spec"]["mysql"]["adminSecretRef"]["name"]
     assert o.cassandra.replication_setting == "SimpleStrategy:1"
     assert o.api.resources["requests"]["cpu"] == "100m"
     assert OrderService.from_body(body(kafka__consumerGroup=None)).kafka.consumer_group == "simplecqrs-projector"
@@ -99,7 +99,7 @@ def containers(o: OrderService) -> dict[str, dict]:
 
 def test_workload_environment_is_read_back_by_app_config():
     """The Deployments set exactly the names app/config.py reads, with the spec's values."""
-    o = osvc(cassandra__credentialsSecretRef={"name": "cass", "usernameKey": "u", "passwordKey": "p"})
+    o = osvc(cassandra__credentialsSecretRef={"name": "cass"})
     api, relay, consumer = (containers(o)[n] for n in ("api", "relay", "consumer"))
     for container in (api, relay, consumer):
         with mock.patch.dict(os.environ, env_of(container), clear=True):
@@ -112,7 +112,7 @@ def test_workload_environment_is_read_back_by_app_config():
         assert s.kafka.consumer_group == "simplecqrs-projector"
         assert (s.cassandra.hosts, s.cassandra.port, s.cassandra.local_dc) == (["127.0.0.1"], 9042, "datacenter1")
         assert (s.cassandra.keyspace, s.cassandra.replication) == ("simplecqrs_r", "SimpleStrategy:1")
-        assert (s.cassandra.username, s.cassandra.password) == ("cass/u", "cass/p")
+        assert (s.cassandra.username, s.cassandra.password) == ("cass/username", "cass/password")
     for container in (api, relay):
         with mock.patch.dict(os.environ, env_of(container), clear=True):
             s = load_settings()

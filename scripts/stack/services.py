@@ -151,7 +151,8 @@ class Instance(core.Component):
         creds = credentials()
         # The admin account as a Secret (stdin, never on a command line or in the output).
         kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE},
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE,
+                                                                "labels": {"simplecqrs.io/credentials": "true"}},
             "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"],
                                              "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
         if orderservice() is None:  # created once; later edits (kubectl edit/patch) are kept

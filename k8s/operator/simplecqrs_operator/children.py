@@ -48,8 +48,8 @@ def cassandra_env(osvc: OrderService) -> list[dict[str, Any]]:
                 "CASSANDRA_REPLICATION": c.replication_setting})
     if c.credentials_secret:
         ref = c.credentials_secret
-        env += [_secret_env("CASSANDRA_USERNAME", ref.name, ref.username_key),
-                _secret_env("CASSANDRA_PASSWORD", ref.name, ref.password_key)]
+        env += [_secret_env("CASSANDRA_USERNAME", ref.name, "username"),
+                _secret_env("CASSANDRA_PASSWORD", ref.name, "password")]
     return env
 
 

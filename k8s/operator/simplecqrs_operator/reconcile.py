@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from . import children, conditions, stores
 from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, WRITE_STORE, Condition, false, true
 from .kube import Kube, path
-from .resource import OrderService, SecretRef
+from .resource import CREDENTIALS_LABEL, OrderService, SecretRef
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -82,18 +82,15 @@ def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> d
 
 def provision(kube: Kube, osvc: OrderService, app_password: str) -> list[Condition]:
     results = [stores.ensure_topic(kube, osvc)]
-    admin = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret)
+    admin, reason, why = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret)
     if admin is None:
-        ref = osvc.mysql.admin_secret
-        results.append(stores.Result(false(WRITE_STORE, "AdminSecretMissing", f"Secret {ref.name} with keys "
-                                           f"{ref.username_key} and {ref.password_key} not found")))
+        results.append(stores.Result(false(WRITE_STORE, reason or "AdminSecretMissing", why)))
     else:
         results.append(stores.ensure_write_store(osvc, admin, app_password))
     ref = osvc.cassandra.credentials_secret
-    cassandra_credentials = read_credentials(kube, osvc.namespace, ref) if ref else None
+    cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref) if ref else (None, "", "")
     if ref and cassandra_credentials is None:
-        results.append(stores.Result(false(READ_STORE, "CredentialsSecretMissing", f"Secret {ref.name} with keys "
-                                           f"{ref.username_key} and {ref.password_key} not found")))
+        results.append(stores.Result(false(READ_STORE, reason or "CredentialsSecretMissing", why)))
     else:
         results.append(stores.ensure_read_store(osvc, cassandra_credentials))
     for result in results:
@@ -175,9 +172,9 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
 
 
 def _required(kube: Kube, osvc: OrderService, ref: SecretRef) -> tuple[str, str]:
-    creds = read_credentials(kube, osvc.namespace, ref)
+    creds, _reason, why = read_credentials(kube, osvc.namespace, ref)
     if creds is None:
-        raise LookupError(f"Secret {ref.name} with keys {ref.username_key} and {ref.password_key} not found")
+        raise LookupError(why)
     return creds
 
 
@@ -190,12 +187,20 @@ def decode(secret: dict, key: str) -> str:
     return base64.b64decode(secret["data"][key]).decode()
 
 
-def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[str, str] | None:
+def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[tuple[str, str] | None, str, str]:
+    """((username, password), "", "") from a Secret made for OrderServices, else (None, reason, message).
+
+    The label check comes before any value is read (resource.SecretRef says why)."""
     secret = kube.get(path("Secret", namespace, ref.name))
-    data = (secret or {}).get("data") or {}
-    if ref.username_key not in data or ref.password_key not in data:
-        return None
-    return decode(secret, ref.username_key), decode(secret, ref.password_key)
+    if secret is None:
+        return None, "", f"Secret {ref.name} not found"
+    if ((secret.get("metadata") or {}).get("labels") or {}).get(CREDENTIALS_LABEL) != "true":
+        return None, "SecretNotLabelled", (f"Secret {ref.name} lacks the label {CREDENTIALS_LABEL}=true, which marks "
+                                           "the Secrets an OrderService may use: label it to allow this")
+    data = secret.get("data") or {}
+    if "username" not in data or "password" not in data:
+        return None, "", f"Secret {ref.name} lacks the keys username and password"
+    return (decode(secret, "username"), decode(secret, "password")), "", ""
 
 
 def credentials_hash(secret: dict) -> str:

@@ -23,15 +23,20 @@ MANAGER = "simplecqrs-operator"  # field manager, managed-by label, event source
 
 @dataclass(frozen=True)
 class SecretRef:
+    """A Secret of the OrderService's namespace holding `username` and `password` (fixed keys).
+
+    The Secret must carry the label CREDENTIALS_LABEL=true: whoever may create an OrderService
+    must not be able to make the operator read an arbitrary Secret of the namespace and send its
+    values to an address of their choosing (Strimzi and cert-manager guard similar references)."""
+
     name: str
-    username_key: str = "username"
-    password_key: str = "password"
 
     @classmethod
     def from_spec(cls, spec: dict | None) -> SecretRef | None:
-        if not spec:
-            return None
-        return cls(spec["name"], spec.get("usernameKey", "username"), spec.get("passwordKey", "password"))
+        return cls(spec["name"]) if spec else None
+
+
+CREDENTIALS_LABEL = f"{GROUP}/credentials"
 
 
 @dataclass(frozen=True)
