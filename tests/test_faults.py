@@ -7,7 +7,7 @@ Idempotency-Key on a connection error or a 503, as a well-behaved client does.
 
 After each scenario:
 * every order a client saw acknowledged with 201 is in MySQL;
-* scripts/audit reports the read model equal to the write model;
+* the audit (app/audit.py) reports the read model equal to the write model;
 * every event id was projected once in effect (the audit compares every
   field; duplicates on the wire are counted and reported, not hidden);
 * clients saw only 201, or 503 with Retry-After while MySQL was down: no 500,
@@ -33,7 +33,7 @@ import requests
 from conftest import start_api, start_consumer, wait_for
 from support import mysql, pipeline_stages, read_topic, stalled_stage
 
-from scripts.audit import audit
+from app.audit import audit
 from scripts.stack import core
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]

@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 from support import order, post, read_topic
 
 from app import events
-from scripts.audit import audit
-from scripts.rebuild_read_model import rebuild
+from app.audit import audit
+from app.readmodel.rebuild import rebuild
 
 
 def audit_equal(s, timeout=90):

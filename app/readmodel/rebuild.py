@@ -1,6 +1,7 @@
 """Rebuild the read model from scratch into fresh tables, then switch reads to them without downtime.
 
-    scripts/rebuild-read-model [--source auto|topic|mysql] [--keep-old]
+    python -m app.readmodel.rebuild [--source auto|topic|mysql] [--keep-old]
+        (in the image: simplecqrs-rebuild-read-model; locally: scripts/rebuild-read-model)
 
 1. create generation N+1 of the read-model tables beside the active N;
 2. mark N+1 as written too: the running consumers write every new event to
@@ -159,7 +160,7 @@ def rebuild(s: Settings, source: str = "auto", keep_old: bool = False, log=print
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/rebuild-read-model", description=__doc__,
+    p = argparse.ArgumentParser(prog="simplecqrs-rebuild-read-model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", choices=("auto", "topic", "mysql"), default="auto")
     p.add_argument("--keep-old", action="store_true", help="keep the previous generation's tables")

@@ -1,6 +1,6 @@
 """Compare the write model (MySQL) and the read model (Cassandra), order by order.
 
-    scripts/audit [--json] [--show N]
+    python -m app.audit [--json] [--show N]     (in the image: simplecqrs-audit; locally: scripts/audit)
 
 For every order: present in both, and every field equal (description,
 quantity, customer email and names as given with the order, creation time),
@@ -112,7 +112,7 @@ def audit(s: Settings) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/audit", description=__doc__,
+    p = argparse.ArgumentParser(prog="simplecqrs-audit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--show", type=int, default=10, help="how many differences of each kind to list")
