@@ -1,0 +1,69 @@
+"""The HTTP contract that needs no store: validation, malformed bodies, 404/405, JSON errors.
+
+Flask's test client on the real application (create_app), in seconds.  No connection is made at
+factory time and these requests are answered before any store is touched; everything that reaches
+MySQL, Kafka or Cassandra is tested on the real stack (tests/test_command.py, tests/test_query.py).
+"""
+from __future__ import annotations
+
+import pytest
+from support import order
+
+from app.api import create_app
+from app.config import MySQLSettings, Settings
+
+
+@pytest.fixture(scope="module")
+def client():
+    # A port nothing listens on: a request that touched MySQL would fail loudly, not pass by accident.
+    return create_app(Settings(mysql=MySQLSettings(host="127.0.0.1", port=9, user="nobody", password="x"))).test_client()
+
+
+@pytest.mark.parametrize("body,field,status", [
+    ({"quantity": True}, "quantity", 422),
+    ({"quantity": 0}, "quantity", 422),
+    ({"quantity": -3}, "quantity", 422),
+    ({"quantity": 2.5}, "quantity", 422),
+    ({"quantity": "6"}, "quantity", 422),
+    ({"quantity": 10**9}, "quantity", 422),
+    ({"email": "not-an-email"}, "email", 422),
+    ({"email": ""}, "email", 422),
+    ({"firstName": ""}, "firstName", 422),
+    ({"lastName": None}, "lastName", 422),
+    ({"description": "x" * 501}, "description", 422),
+    ({"firstName": "\u0000nul"}, "firstName", 422),
+    ({"coupon": "FREE"}, "coupon", 422),
+])
+def test_invalid_fields_are_named(client, body, field, status):
+    r = client.post("/orders", json=order(**body))
+    assert r.status_code == status, r.text
+    err = r.get_json()
+    assert err["error"] == "validation_failed" and field in err["fields"]
+
+
+def test_missing_fields_are_each_named(client):
+    r = client.post("/orders", json={"description": "x"})
+    assert r.status_code == 422
+    assert set(r.get_json()["fields"]) == {"quantity", "email", "firstName", "lastName"}
+
+
+@pytest.mark.parametrize("data,ctype,status", [
+    (b'{"description": ', "application/json", 400),
+    (b'{"a":1,"a":2}', "application/json", 400),
+    (b"\xff\xfe\x00", "application/json", 400),
+    (b"[" * 5000 + b"]" * 5000, "application/json", 400),
+    (b"description=x", "application/x-www-form-urlencoded", 415),
+    (b"{}", "text/plain", 415),
+    (b'{"description": "' + b"x" * 40000 + b'"}', "application/json", 413),
+])
+def test_malformed_requests(client, data, ctype, status):
+    r = client.post("/orders", data=data, headers={"Content-Type": ctype})
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/json") and r.get_json()["error"]
+
+
+def test_unknown_route_and_wrong_method_answer_json(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.get_json()["error"] == "not_found"
+    r = client.delete("/orders")
+    assert r.status_code == 405 and r.get_json()["error"] == "method_not_allowed" and "POST" in r.headers["Allow"]
