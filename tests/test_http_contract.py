@@ -67,3 +67,27 @@ def test_unknown_route_and_wrong_method_answer_json(client):
     assert r.status_code == 404 and r.get_json()["error"] == "not_found"
     r = client.delete("/orders")
     assert r.status_code == 405 and r.get_json()["error"] == "method_not_allowed" and "POST" in r.headers["Allow"]
+
+
+@pytest.mark.parametrize("key", ["k", "x" * 255, "x" * 256, "with space", "é", "a!~"])
+def test_idempotency_key_rule_is_the_published_one(client, key):
+    """The route and /openapi.json take the rule from one constant: they agree on every key."""
+    import re
+
+    doc = client.get("/openapi.json").get_json()
+    (param,) = [p for p in doc["paths"]["/orders"]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+    published_ok = re.fullmatch(param["schema"]["pattern"], key) is not None
+    try:
+        r = client.post("/orders", json={"description": "x"}, headers={"Idempotency-Key": key})
+    except ValueError:  # a header value that HTTP itself cannot carry (non-Latin-1)
+        assert not published_ok
+        return
+    assert (r.status_code != 400) == published_ok, r.get_json()
+
+
+def test_page_limit_rule_is_the_published_one(client):
+    doc = client.get("/openapi.json").get_json()
+    (limit,) = [p for p in doc["paths"]["/orders"]["get"]["parameters"] if p["name"] == "limit"]
+    top = limit["schema"]["maximum"]
+    r = client.get(f"/orders?limit={top + 1}")
+    assert r.status_code == 400 and "limit" in r.get_json()["message"]

@@ -16,11 +16,11 @@ from ..config import Settings
 from ..writemodel.db import ConnectionPool
 from ..writemodel.orders import IdempotencyConflict, StoreUnavailable, place_order
 from .errors import error, unavailable
-from .validation import ValidationFailed, validate_order
+from .validation import IDEMPOTENCY_KEY_PATTERN, ValidationFailed, validate_order
 
 log = logging.getLogger(__name__)
 bp = Blueprint("command", __name__)
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def init(app: Flask, settings: Settings) -> None:

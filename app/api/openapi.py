@@ -5,7 +5,17 @@ response against it, so it must say exactly what the API does.
 """
 from __future__ import annotations
 
-from .validation import DESCRIPTION_PATTERN, EMAIL_PATTERN, LIMITS, MAX_QUANTITY, NAME_PATTERN
+from .validation import (
+    DESCRIPTION_PATTERN,
+    EMAIL_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    LIMITS,
+    MAX_PAGE_LIMIT,
+    MAX_QUANTITY,
+    MAX_WAIT_MS,
+    NAME_PATTERN,
+    REQUIRED,
+)
 
 _ERROR = {
     "type": "object",
@@ -27,7 +37,7 @@ _RETRY = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds 
 _NEW_ORDER = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["description", "quantity", "email", "firstName", "lastName"],
+    "required": list(REQUIRED),
     "properties": {
         "description": {"type": "string", "minLength": 1, "maxLength": LIMITS["description"],
                         "pattern": DESCRIPTION_PATTERN},
@@ -72,7 +82,7 @@ def _page(item_ref: str) -> dict:
 
 
 _PAGING = [
-    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT}},
     {"name": "page_token", "in": "query", "required": False, "schema": {"type": "string"}},
 ]
 
@@ -81,7 +91,7 @@ _COMMAND_PATHS = {
         "post": {
             "summary": "Place an order (writes MySQL; the OnNewOrder event follows through the outbox)",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}],
+                            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}}],
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewOrder"}}}},
             "responses": {
@@ -118,7 +128,7 @@ _QUERY_PATHS = {
             "parameters": [
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "wait", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 0, "maximum": 60000},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS},
                  "description": "milliseconds to wait for the order to appear (capped by API_MAX_WAIT_MS)"},
             ],
             "responses": {"200": {"description": "the order", "content": {"application/json": {

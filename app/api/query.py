@@ -19,11 +19,11 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from ..config import Settings
 from ..readmodel.store import BadPageToken, ReadModel
 from .errors import error, unavailable
+from .validation import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("query", __name__)
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
+DEFAULT_LIMIT, MAX_LIMIT = DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 
 
 class LazyReader:
@@ -105,7 +105,7 @@ def list_orders():
 @_guarded
 def get_order(order_id: str):
     settings: Settings = current_app.extensions["simplecqrs.settings"]
-    wait_ms = min(_int_param("wait", 0, 0, 60000), settings.api.max_wait_ms)
+    wait_ms = min(_int_param("wait", 0, 0, MAX_WAIT_MS), settings.api.max_wait_ms)
     deadline = time.monotonic() + wait_ms / 1000
     reader = _reader()
     delay = 0.005  # fine-grained at first: a fresh order usually appears within milliseconds

@@ -15,9 +15,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# The request contract, in one place: the routes check these and the OpenAPI document
+# (app/api/openapi.py) publishes them, so the two cannot drift.
 MAX_QUANTITY = 10_000
 LIMITS = {"description": 500, "firstName": 100, "lastName": 100, "email": 254}
 REQUIRED = ("description", "quantity", "email", "firstName", "lastName")
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"   # 1 to 255 printable ASCII characters
+DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT = 50, 500  # ?limit= of the list routes
+MAX_WAIT_MS = 60_000                          # ?wait= of GET /orders/<id> (API_MAX_WAIT_MS caps it further)
 # The same patterns are published in the OpenAPI document (app/api/openapi.py), so a
 # client or a fuzzer knows exactly what is accepted.  They avoid \s, whose meaning
 # differs between Python and ECMA-262 (JSON Schema) regexes.  Text: no C0/C1 control
