@@ -384,11 +384,26 @@ def test_api_and_consumer_readiness_is_reported_honestly(cluster, example):
     ({"consumer__autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, "spec.consumer.autoscaling"),
     ({"cassandra__replication": {"strategy": "NetworkTopologyStrategy", "replicationFactor": 3}},
      "spec.cassandra.replication"),
+    # Consumers beyond the partition count (3 here) would sit idle; the HPA needs a CPU request.
+    ({"consumer__replicas": 4}, "consumer.replicas must not exceed kafka.partitions"),
+    ({"consumer__autoscaling": {"maxReplicas": 4}}, "consumer.autoscaling.maxReplicas must not exceed kafka.partitions"),
+    ({"consumer__autoscaling": {"maxReplicas": 2}, "consumer__resources": {"requests": {"memory": "1Gi"}}},
+     "autoscaling needs resources.requests.cpu"),
 ])
 def test_invalid_resources_are_refused_naming_the_field(cluster, patch, field):
     body = orderservice(cluster["ns"], Names(cluster["run_id"], "bad"), **patch)
     out = apply(body, "--dry-run=server", check=False)
     assert out.returncode != 0 and field in out.stderr, out.stderr
+
+
+def test_resources_defaults_merge_with_what_the_user_sets(cluster):
+    """Setting only limits keeps the default requests (the HPA scales on the CPU request)."""
+    body = orderservice(cluster["ns"], Names(cluster["run_id"], "res"),
+                        consumer__resources={"limits": {"memory": "1Gi"}}, api__resources={"requests": {"cpu": "1"}})
+    out = apply(body, "--dry-run=server", "-o", "json")
+    spec = json.loads(out.stdout)["spec"]
+    assert spec["consumer"]["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+    assert spec["api"]["resources"] == {"requests": {"cpu": "1"}, "limits": {"memory": "512Mi"}}
 
 
 @pytest.mark.parametrize("name", ["Shop_1", "shop.v2", "s" * 41])
