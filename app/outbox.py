@@ -199,8 +199,20 @@ class OutboxRelay:
         if now - self._last_prune < PRUNE_EVERY_S:
             return
         seconds = int(self.settings.outbox.retention_hours * 3600)
-        started, pruned, keys = now, 0, 0
-        caught_up = False
+        try:
+            caught_up, pruned, keys = self._prune(seconds, started=now)
+        except Exception as e:  # noqa: BLE001 - pruning can wait; publishing must not stop for it
+            log.warning("pruning the outbox failed; trying again later", extra={"error": str(e)[:250]})
+            self.pool.discard()  # whatever state its connection was left in
+            self._last_prune = time.monotonic()  # next try after PRUNE_EVERY_S
+            return
+        if caught_up:
+            self._last_prune = time.monotonic()
+        if pruned or keys:
+            log.info("pruned the outbox", extra={"rows": pruned, "idempotency_keys": keys, "caught_up": caught_up})
+
+    def _prune(self, seconds: int, started: float) -> tuple[bool, int, int]:
+        pruned = keys = 0
         while time.monotonic() - started < PRUNE_SLICE_S and not self._stop.is_set():
             conn = self.pool.get()
             with conn.cursor() as cur:
@@ -213,12 +225,8 @@ class OutboxRelay:
             conn.commit()
             pruned, keys = pruned + rows, keys + rows_keys
             if rows < PRUNE_BATCH and rows_keys < PRUNE_BATCH:
-                caught_up = True
-                break
-        if caught_up:
-            self._last_prune = time.monotonic()
-        if pruned or keys:
-            log.info("pruned the outbox", extra={"rows": pruned, "idempotency_keys": keys, "caught_up": caught_up})
+                return True, pruned, keys
+        return False, pruned, keys
 
 
 def backlog(pool: ConnectionPool) -> tuple[int, float]:
