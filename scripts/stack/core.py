@@ -138,6 +138,10 @@ def wait_gone(pid: int, timeout: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
+    try:  # reap it if it is our child: orphaned zombies are not reaped by every init (this sandbox's is not)
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     return True
 
 
