@@ -266,22 +266,35 @@ def test_relay_killed_between_publish_and_marking(fresh_settings):
     """The relay is SIGKILLed after Kafka acknowledged a batch and before the rows were marked.
 
     The fault comes from the test, not from product code: a trigger (created with the admin account)
-    holds the relay's marking UPDATE in MySQL; the test sees that UPDATE in the process list, kills
-    the relay, then the statement, drops the trigger and restarts the relay as a Deployment would."""
+    holds the relay's marking UPDATE in MySQL; the test sees the trigger's SLEEP in the process list
+    (which shows the trigger's statement, not the UPDATE), kills the relay and then the held statement,
+    drops the trigger and restarts the relay as a Deployment would."""
+    import pymysql
 
     def fault(inst: Instance):
-        relay = inst.api.procs[1]
-        mysql(inst.settings, "CREATE TRIGGER hold_marking BEFORE UPDATE ON outbox FOR EACH ROW SET @held = SLEEP(60)")
+        relay, m = inst.api.procs[1], inst.settings.mysql
+        admin = pymysql.connect(host=m.host, port=m.port, user=m.admin_user, password=m.admin_password,
+                                database=m.database, autocommit=True)
+
+        def sql(statement: str) -> list:
+            with admin.cursor() as cur:
+                cur.execute(statement)
+                return list(cur.fetchall())
+
+        def held() -> list:
+            return sql("SELECT id FROM information_schema.processlist WHERE info LIKE 'SET @hold_marking%'")
+
         try:
-            marking = wait_for(lambda: mysql(inst.settings, "SELECT id FROM information_schema.processlist"
-                                                            " WHERE info LIKE 'UPDATE outbox SET published_at%%'"),
-                               30, "the relay's marking UPDATE, held by the trigger")
-            relay.signal(signal.SIGKILL)
-            relay.proc.wait(10)
-            for (conn_id,) in marking:
-                mysql(inst.settings, f"KILL {int(conn_id)}")
+            sql("SET SESSION lock_wait_timeout = 30")  # DROP TRIGGER never waits for ever
+            sql("CREATE TRIGGER hold_marking BEFORE UPDATE ON outbox FOR EACH ROW SET @hold_marking = SLEEP(60)")
+            wait_for(held, 30, "the relay's marking UPDATE held by the trigger", interval=0.1)
         finally:
-            mysql(inst.settings, "DROP TRIGGER IF EXISTS hold_marking")
+            relay.signal(signal.SIGKILL)  # between Kafka's acknowledgement and the marking
+            relay.proc.wait(10)
+            for (conn_id,) in held():
+                sql(f"KILL {int(conn_id)}")
+            sql("DROP TRIGGER IF EXISTS hold_marking")
+            admin.close()
         relay.start()
 
     row = run_scenario(fresh_settings, "relay-killed-before-marking", fault)
