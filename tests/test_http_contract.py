@@ -91,3 +91,10 @@ def test_page_limit_rule_is_the_published_one(client):
     top = limit["schema"]["maximum"]
     r = client.get(f"/orders?limit={top + 1}")
     assert r.status_code == 400 and "limit" in r.get_json()["message"]
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "٣", "1²", "-1", " 1", "1e3"])
+def test_integer_parameters_accept_ascii_digits_only(client, value):
+    """"²".isdigit() is True yet int("²") fails: the fuzzer got a 500 from ?wait=² before."""
+    r = client.get("/orders", query_string={"limit": value})
+    assert r.status_code == 400 and "limit" in r.get_json()["message"]
