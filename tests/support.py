@@ -54,9 +54,14 @@ def events_on_topic(s: Settings) -> list[dict]:
     return [json.loads(r.value) for r in read_topic(s)]
 
 
+def admin_connection(s: Settings, autocommit: bool = True) -> pymysql.connections.Connection:
+    """A connection to the instance's database with the admin account."""
+    return pymysql.connect(host=s.mysql.host, port=s.mysql.port, user=s.mysql.admin_user,
+                           password=s.mysql.admin_password, database=s.mysql.database, autocommit=autocommit)
+
+
 def mysql(s: Settings, sql: str, args=()) -> list[tuple]:
-    conn = pymysql.connect(host=s.mysql.host, port=s.mysql.port, user=s.mysql.admin_user,
-                           password=s.mysql.admin_password, database=s.mysql.database, autocommit=True)
+    conn = admin_connection(s)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)

@@ -7,11 +7,10 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import pymysql
 import pytest
 import requests
 from conftest import start_api, wait_for
-from support import events_on_topic, mysql, order, post
+from support import admin_connection, events_on_topic, mysql, order, post
 
 
 def test_post_creates_one_order_one_customer_one_event(api, settings):
@@ -161,8 +160,7 @@ def test_the_relay_prunes_until_caught_up(fresh_settings):
 
     s = fresh_settings
     old, n = "UTC_TIMESTAMP(3) - INTERVAL 2 DAY", 12000
-    conn = pymysql.connect(host=s.mysql.host, port=s.mysql.port, user=s.mysql.admin_user,
-                                         password=s.mysql.admin_password, database=s.mysql.database)
+    conn = admin_connection(s, autocommit=False)
     try:
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at, published_at)"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 from conftest import start_api, start_consumer, wait_for
-from support import mysql, pipeline_stages, read_topic, stalled_stage
+from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage
 
 from app.audit import audit
 from scripts.stack import core
@@ -269,12 +269,9 @@ def test_relay_killed_between_publish_and_marking(fresh_settings):
     holds the relay's marking UPDATE in MySQL; the test sees the trigger's SLEEP in the process list
     (which shows the trigger's statement, not the UPDATE), kills the relay and then the held statement,
     drops the trigger and restarts the relay as a Deployment would."""
-    import pymysql
-
     def fault(inst: Instance):
-        relay, m = inst.api.procs[1], inst.settings.mysql
-        admin = pymysql.connect(host=m.host, port=m.port, user=m.admin_user, password=m.admin_password,
-                                database=m.database, autocommit=True)
+        relay = inst.api.procs[1]
+        admin = admin_connection(inst.settings)
 
         def sql(statement: str) -> list:
             with admin.cursor() as cur:

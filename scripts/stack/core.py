@@ -167,9 +167,7 @@ def stop(name: str, timeout: float = 30) -> bool:
         return False
     _signal_group(pid, signal.SIGTERM)
     if not wait_gone(pid, timeout):
-        _signal_group(pid, signal.SIGKILL)
-        if not wait_gone(pid, 30):
-            raise StackError(name, f"process {pid} still there 30s after SIGKILL")
+        _sigkill_and_wait(name, pid)
     pid_file(name).unlink(missing_ok=True)
     return True
 
@@ -179,10 +177,17 @@ def kill(name: str, sig: int = signal.SIGKILL) -> int | None:
     After SIGKILL, returns once the process is gone (so a restart finds its ports free)."""
     pid = read_pid(name)
     if pid is not None:
-        _signal_group(pid, sig)
-        if sig == signal.SIGKILL and not wait_gone(pid, 30):
-            raise StackError(name, f"process {pid} still there 30s after SIGKILL")
+        if sig == signal.SIGKILL:
+            _sigkill_and_wait(name, pid)
+        else:
+            _signal_group(pid, sig)
     return pid
+
+
+def _sigkill_and_wait(name: str, pid: int) -> None:
+    _signal_group(pid, signal.SIGKILL)
+    if not wait_gone(pid, 30):
+        raise StackError(name, f"process {pid} still there 30s after SIGKILL")
 
 
 def _signal_group(pid: int, sig: int) -> None:
