@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # simplecqrs: ONE image, four entry points (API, outbox relay, consumer, operator).
 #
 # Why one image and not four: the API, the relay, the consumer and the operator share one
@@ -16,9 +14,25 @@
 #   operator  python -m simplecqrs_operator
 #
 # The labels io.simplecqrs.entrypoint.* below name the same commands; the test
-# suite (tests/test_delivery.py) starts each one from a fresh virtual
-# environment built by the RUN steps of the `deps` stage, so keep them runnable
-# outside Docker: paths through $VIRTUAL_ENV and WORKDIR, no shell tricks.
+# suite (tests/test_delivery.py) builds this image for real and runs each one.
+#
+# No `# syntax=` line: it would make BuildKit pull a Dockerfile frontend image
+# (docker/dockerfile) from Docker Hub before anything else, and builds must
+# also work where no registry is reachable.  The frontend built into Docker
+# 20.10+ already supports everything used here (RUN --mount=type=cache and
+# type=secret).
+#
+# Base image: PYTHON_IMAGE, the public python image by default.  Without a
+# registry, `python -m scripts.stack.images build` passes
+# --build-arg PYTHON_IMAGE=simplecqrs-base:bookworm, a Debian bookworm minbase
+# root with Debian's python3 (3.11) and python3-venv made by debootstrap and
+# `docker import`ed (see scripts/stack/images.py).  Both provide `python`,
+# groupadd/useradd and a Python 3.11 that the venv links to in either stage.
+#
+# HTTPS behind an intercepting proxy: give the proxy's CA bundle as the build
+# secret `ca` (`--secret id=ca,src=/etc/ssl/certs/ca-certificates.crt`); pip
+# then uses it for that one step.  It is mounted, never copied into a layer.
+# Without the secret (a normal machine) pip uses its own certificates.
 #
 # Signals: every entry point is exec-form, so the Python process is PID 1 and
 # receives SIGTERM itself.  gunicorn's master stops its workers gracefully
@@ -36,7 +50,8 @@
 # and Kubernetes ignores it; the pod specs carry the probes.
 
 # A slim Debian base pinned to a patch release; bump deliberately (and pin by
-# digest in a registry mirror if you need byte-for-byte rebuilds).
+# digest in a registry mirror if you need byte-for-byte rebuilds).  Override
+# with --build-arg PYTHON_IMAGE=... (see above).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---------------------------------------------------------------- dependencies
@@ -57,8 +72,11 @@ RUN python -m venv "$VIRTUAL_ENV"
 # Wheels only: every dependency ships manylinux wheels for amd64 and arm64, so
 # no compiler is needed in this stage either, and a missing wheel fails the
 # build loudly instead of silently compiling.
+# PIP_CERT only when the optional `ca` secret was given (see above).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    "$VIRTUAL_ENV/bin/python" -m pip install --only-binary=:all: -r requirements.txt
+    --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+ && "$VIRTUAL_ENV/bin/python" -m pip install --only-binary=:all: -r requirements.txt
 RUN "$VIRTUAL_ENV/bin/python" -m pip check
 
 # ---------------------------------------------------------------- runtime

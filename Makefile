@@ -8,11 +8,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: up down status test test-faults test-soak clean venv help
+.PHONY: up down status test test-faults test-soak clean venv help dev
 
 help:
-	@echo "make up          install + start MariaDB, Kafka, Cassandra, etcd, kube-apiserver,"
-	@echo "                 kube-controller-manager, then the simplecqrs processes"
+	@echo "make up          install + start the stores, a Kubernetes control plane and a node,"
+	@echo "                 then simplecqrs as pods (Helm charts); API on http://127.0.0.1:8080"
+	@echo "make dev         skaffold dev on the local node (profile local; Ctrl-C cleans up)"
 	@echo "make test        run the full test suite (starts what it needs)"
 	@echo "make test-faults run only the fault-injection suite"
 	@echo "make test-soak   the Kafka SIGKILL scenario ten times in a row (not part of make test)"
@@ -45,6 +46,10 @@ test-faults: venv
 
 test-soak: venv
 	@$(PY) -m scripts.stack test -- -m soak $(PYTEST_ARGS)
+
+dev: venv
+	@DOCKER_HOST=unix://$(CURDIR)/.local/run/docker.sock KUBECONFIG=$(CURDIR)/.local/kubeconfig \
+	  .local/bin/skaffold dev -p local $(SKAFFOLD_ARGS)
 
 clean:
 	@$(PYTHON) -m scripts.stack clean $(if $(FORCE),--yes,)

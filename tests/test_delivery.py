@@ -15,6 +15,9 @@ installed.  The CRDs are cluster-scoped and other tests use them too: they are
 applied idempotently (server-side apply) and never deleted.  Namespaced objects
 are moved into one namespace of this run, deleted at the end.
 
+The image is built for real (scripts/stack/images.py: BuildKit on this
+checkout's dockerd, FROM a debootstrapped Debian base, no registry) and its
+containers run with `docker run --network host` against the local stores.
 There is no kubelet: pods never run, so what the suite cannot prove here (images
 pull, stores start, the API answers through the Ingress) is listed in
 the README.
@@ -26,7 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +39,7 @@ import pytest
 import yaml
 from conftest import settings_env
 
-from scripts.stack import core, gotools
+from scripts.stack import core, gotools, images
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("SIMPLECQRS_REF_DIR", ROOT.parent / "shared" / "ref"))
@@ -348,6 +350,26 @@ def test_dockerfile_final_stage_runtime_contract(dockerfile):
     assert not any(i.cmd == "ENTRYPOINT" and not i.args.startswith("[") for i in final["instrs"])
 
 
+def test_dockerfile_builds_without_a_registry_and_takes_the_ca_as_a_secret(dockerfile):
+    """No `# syntax=` directive (BuildKit would pull the frontend image from Docker Hub); the base
+    is a build argument (images.py passes the local one); pip gets the proxy's CA only from the
+    optional build secret, never from a COPY or an ENV."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"(?im)^#\s*syntax\s*=", text), "a syntax directive pulls a frontend image"
+    assert "PYTHON_IMAGE" in dockerfile["args"]
+    assert all(re.search(r"\bFROM \$\{?PYTHON_IMAGE\}?\b", text) for _ in dockerfile["stages"])
+    pip = [i for st in dockerfile["stages"] for i in st["instrs"] if i.cmd == "RUN" and "pip install" in i.args]
+    assert len(pip) == 1, pip
+    flags = re.findall(r"--mount=(\S+)", pip[0].args)
+    secret = [f for f in flags if "type=secret" in f]
+    assert secret and f"id={images.CA_SECRET_ID}" in secret[0] and "required=false" in secret[0], flags
+    assert f"PIP_CERT=/run/secrets/{images.CA_SECRET_ID}" in pip[0].args
+    for st in dockerfile["stages"]:
+        assert "PIP_CERT" not in stage_env(st), "PIP_CERT in ENV would outlive the build step"
+        for i in st["instrs"]:
+            assert not (i.cmd in ("COPY", "ADD") and ("ca-certificates" in i.args or ".crt" in i.args)), i
+
+
 def test_dockerfile_copies_exist_and_context_excludes_local_state(dockerfile):
     patterns = dockerignore_patterns()
     for st in dockerfile["stages"]:
@@ -368,149 +390,158 @@ def test_dockerfile_copies_exist_and_context_excludes_local_state(dockerfile):
         assert not dockerignored(rel, patterns), f".dockerignore excludes {rel}, which the image needs"
 
 
-# ================================================================ image: install steps and entry points
-class ImageEmulation:
-    """The Dockerfile's stages replayed on this machine, in a temporary directory.
+# ================================================================ image: built and run for real
+# The image is built by scripts/stack/images.py: a BuildKit `docker build` of the Dockerfile on this
+# checkout's dockerd (started here if it is not running, stopped at the end if so), FROM a Debian
+# bookworm root made by debootstrap and `docker import`ed (no registry is reachable here), with the
+# host's CA bundle as the build secret pip needs behind the intercepting proxy.  Every test below
+# runs the real image: `docker run --rm --network host` (dockerd has no bridge), root filesystem
+# read-only and /tmp a tmpfs, as the pods run it.
+IMAGE_TAG = os.environ.get("SIMPLECQRS_TEST_IMAGE", images.DEFAULT_TAG)
 
-    Paths the image owns (WORKDIRs, COPY destinations, $VIRTUAL_ENV) live under
-    `root`; the deps stage's RUN steps run as written (BuildKit --mount flags
-    dropped, pip's cache is the user's), from the same pyproject.toml, with a
-    Python of the base image's minor version.  The final stage's COPYs lay out
-    /app; its ENV is the entry points' environment.  Not replayed: the final
-    stage's groupadd/useradd (the test process is not the image's user)."""
 
-    def __init__(self, root: Path, dockerfile: dict):
-        self.root, self.df = root, dockerfile
-        self.owned: set[str] = set()
-        for st in dockerfile["stages"]:
-            for i in st["instrs"]:
-                if i.cmd == "WORKDIR":
-                    self.owned.add(i.args)
-                elif i.cmd == "COPY":
-                    dest = shlex.split(i.flags()[1])[-1]
-                    if dest.startswith("/"):
-                        self.owned.add(dest.rstrip("/"))
-            venv = stage_env(st).get("VIRTUAL_ENV")
-            if venv:
-                self.owned.add(venv)
-        self.hostbin = root / ".hostbin"
-        self.hostbin.mkdir()
-        base = Path(getattr(sys, "_base_executable", sys.executable))
-        (self.hostbin / "python").symlink_to(base)
-        self.log: list[str] = []
-
-    def mapped(self, text: str) -> str:
-        """Image paths in `text` (a path, a PATH list, a command) -> paths under root."""
-        for prefix in sorted(self.owned, key=len, reverse=True):
-            text = re.sub(rf"(?<![\w/.]){re.escape(prefix)}(?=/|\b|$)", str(self.root) + prefix, text)
-        return text
-
-    def expand(self, value: str, env: dict) -> str:
-        return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
-
-    def base_env(self) -> dict:
-        keep = {k: os.environ[k] for k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_INDEX_URL", "PIP_CACHE_DIR")
-                if k in os.environ}
-        return dict(keep, PATH=f"{self.hostbin}{os.pathsep}/usr/local/bin:/usr/bin:/bin")
-
-    def run_stage(self, stage: dict, *, run_steps: bool) -> dict:
-        env, cwd = self.base_env(), self.root
-        args = {}
-        for i in stage["instrs"]:
-            if i.cmd == "ARG":
-                k, _, v = i.args.partition("=")
-                args[k] = v
-            elif i.cmd == "ENV":
-                for word in shlex.split(i.args):
-                    k, _, v = word.partition("=")
-                    env[k] = self.mapped(self.expand(v, {**env, **args}))
-            elif i.cmd == "WORKDIR":
-                cwd = Path(self.mapped(i.args))
-                cwd.mkdir(parents=True, exist_ok=True)
-            elif i.cmd == "COPY":
-                flags, rest = i.flags()
-                *srcs, dest = shlex.split(rest)
-                dest_path = Path(self.mapped(dest)) if dest.startswith("/") else cwd / dest
-                for src in srcs:
-                    if "from" in flags:
-                        assert Path(self.mapped(src)).exists(), f"COPY --from: {src} was not built"
-                        assert Path(self.mapped(src)) == dest_path, "only same-path copies between stages"
-                        continue
-                    self.copy(ROOT / src, dest_path if not dest.endswith("/") and not (ROOT / src).is_file()
-                              else (dest_path / Path(src).name if dest.endswith("/") else dest_path))
-            elif i.cmd == "RUN" and run_steps:
-                _, command = i.flags()
-                self.log.append(command)
-                argv = json.loads(command) if command.startswith("[") else ["sh", "-c", self.mapped(command)]
-                proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-                assert proc.returncode == 0, (f"Dockerfile line {i.line} failed ({proc.returncode}): {command}\n"
-                                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            elif i.cmd == "RUN":
-                assert re.match(r"(groupadd|useradd)\b", i.args), f"unexpected RUN in the final stage: {i}"
-        return {"env": env, "cwd": cwd}
-
-    def copy(self, src: Path, dest: Path) -> None:
-        patterns = dockerignore_patterns()
-        if src.is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-            return
-        for path in src.rglob("*"):
-            rel = path.relative_to(ROOT).as_posix()
-            if path.is_file() and not dockerignored(rel, patterns):
-                target = dest / path.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+@pytest.fixture(scope="session")
+def built_image():
+    started = images.ensure_dockerd()
+    try:
+        t0 = time.monotonic()
+        archive = images.build_image(IMAGE_TAG)
+        print(f"\n{IMAGE_TAG} built in {time.monotonic() - t0:.0f}s: {archive}")
+        yield {"tag": IMAGE_TAG, "archive": archive}
+    finally:
+        if started:
+            images.Dockerd().stop()
 
 
 @pytest.fixture(scope="module")
-def image(dockerfile, tmp_path_factory):
-    """The image, emulated: the deps stage's install steps in a fresh venv, the final stage's layout."""
-    base_minor = re.search(r"python:(\d+\.\d+)", dockerfile["final"]["from"]).group(1)
-    assert f"{sys.version_info.major}.{sys.version_info.minor}" == base_minor, "need the base image's Python"
-    emu = ImageEmulation(tmp_path_factory.mktemp("image"), dockerfile)
-    for st in dockerfile["stages"][:-1]:
-        emu.run_stage(st, run_steps=True)
-    final = emu.run_stage(dockerfile["final"], run_steps=False)
-    labels = {}
-    for i in dockerfile["final"]["instrs"]:
-        if i.cmd == "LABEL":
-            for word in shlex.split(i.args):
-                k, _, v = word.partition("=")
-                labels[k] = v
-    (cmd,) = [json.loads(i.args) for i in dockerfile["final"]["instrs"] if i.cmd == "CMD"]
+def image(built_image):
+    """The built image's configuration (docker image inspect)."""
+    (info,) = json.loads(images.docker("image", "inspect", built_image["tag"]).stdout)
+    config = info["Config"]
+    labels = config.get("Labels") or {}
+    env = dict(e.split("=", 1) for e in config.get("Env") or [])
     entrypoints = {k.rsplit(".", 1)[1]: shlex.split(v) for k, v in labels.items()
                    if k.startswith("io.simplecqrs.entrypoint.")}
-    return {"emu": emu, "env": final["env"], "cwd": final["cwd"], "cmd": cmd, "entrypoints": entrypoints}
+    return {**built_image, "info": info, "env": env, "cmd": config["Cmd"], "user": config.get("User"),
+            "workdir": config.get("WorkingDir"), "labels": labels, "entrypoints": entrypoints}
+
+
+def docker_run_argv(image, argv: list[str], *, env: dict | None = None, name: str | None = None,
+                    mounts: dict[Path, str] | None = None) -> list[str]:
+    """`docker run` as the pods run the image: host network (no bridge here), read-only root, /tmp a
+    tmpfs (the charts' emptyDir).  Environment values travel through the CLI's own environment
+    (`-e NAME`), never on its command line."""
+    out = [images.DOCKER, "run", "--rm", "--network=host", "--read-only", "--tmpfs=/tmp:mode=1777",
+           "--stop-timeout=30"]
+    if name:
+        out += ["--name", name]
+    for k in env or {}:
+        out += ["-e", k]
+    for src, dest in (mounts or {}).items():
+        out += ["-v", f"{src}:{dest}:ro"]
+    return [*out, image["tag"], *argv]
+
+
+def docker_run(image, argv: list[str], *, env: dict | None = None, timeout: float = 120,
+               check: bool = True) -> subprocess.CompletedProcess:
+    return run(docker_run_argv(image, argv, env=env), env={**images.docker_env(), **(env or {})},
+               timeout=timeout, check=check)
+
+
+IMAGE_CHECK = r"""
+import importlib.util, json, os, shutil, sys
+labels = json.loads(sys.argv[1])
+out = {}
+for name, argv in labels.items():
+    exe = shutil.which(argv[0])
+    mods = [argv[i + 1] for i, a in enumerate(argv) if a == "-m"]
+    mods += [a.split(":")[0] for a in argv[1:] if ":" in a and not a.startswith("python:")]
+    mods += [a.split(":", 1)[1] for a in argv[1:] if a.startswith("python:")]
+    out[name] = {"exe": exe and os.path.realpath(exe), "missing": [m for m in mods if importlib.util.find_spec(m) is None]}
+print(json.dumps(out))
+"""
+
+
+def test_image_builds_from_the_local_base_and_saves_an_importable_archive(image):
+    """A real build: the runtime stage is the local base (Debian's Python 3.11), the archive is a
+    `docker save` of the tag (what `ctr -n k8s.io images import` reads)."""
+    import tarfile
+
+    assert image["info"]["Os"] == "linux" and image["info"]["Architecture"] in ("amd64", "arm64")
+    version = docker_run(image, ["python", "-c", "import sys; print(sys.version_info[:2])"]).stdout.strip()
+    assert version == "(3, 11)", version
+    with tarfile.open(image["archive"]) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+    tags = [t for m in manifest for t in m.get("RepoTags") or []]
+    assert image["tag"] in tags or f"docker.io/library/{image['tag']}" in tags, tags
 
 
 def test_image_install_steps_from_pyproject_in_fresh_venv(image):
     """The deps stage installed exactly pyproject's pinned runtime dependencies, wheels only."""
     import tomllib
 
-    emu = image["emu"]
-    venv = Path(image["env"]["VIRTUAL_ENV"])
-    assert venv.is_relative_to(emu.root) and (venv / "bin" / "python").exists()
+    assert image["env"].get("VIRTUAL_ENV") == "/opt/venv"
+    assert image["env"]["PATH"].startswith("/opt/venv/bin:"), image["env"]["PATH"]
     pinned = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert all("==" in d for d in pinned), "the runtime dependencies must be pinned exactly"
-    frozen = run([venv / "bin" / "python", "-m", "pip", "freeze", "--all"]).stdout.lower().replace("_", "-")
+    frozen = docker_run(image, ["python", "-m", "pip", "freeze", "--all"]).stdout.lower().replace("_", "-")
     for dep in pinned:
         assert dep.lower().replace("_", "-") in frozen.splitlines(), f"{dep} not installed as pinned"
-    assert any("--only-binary=:all:" in c for c in emu.log), "wheels only: no compiler needed in any stage"
+    assert "--only-binary=:all:" in DOCKERFILE.read_text(), "wheels only: no compiler needed in any stage"
     # The project itself is not installed into the venv: its code is copied to /app.
     assert "simplecqrs" not in frozen
-    # The layout of the final stage.
-    app = Path(image["cwd"])
-    for rel in ("app/wsgi.py", "app/writemodel/migrations/0001_initial.sql", "consumer/main.py",
-                "simplecqrs_operator/__main__.py"):
-        assert (app / rel).is_file(), rel
-    assert not list(app.rglob("__pycache__")), "caches leaked into the image"
+    # The layout of the final stage, and no caches leaked into it.
+    assert image["workdir"] == "/app"
+    layout = docker_run(image, ["python", "-c", (
+        "import os, sys; rels = sys.argv[1:]; print([r for r in rels if not os.path.isfile(r)]);"
+        "print([d for d, _, _ in os.walk('/app') if d.endswith('__pycache__')])"),
+        "app/wsgi.py", "app/writemodel/migrations/0001_initial.sql", "consumer/main.py",
+        "simplecqrs_operator/__main__.py"]).stdout.splitlines()
+    assert layout == ["[]", "[]"], layout
+
+
+def test_image_runs_as_the_numeric_non_root_user(image):
+    assert image["user"] == "10001:10001", image["user"]
+    ids = docker_run(image, ["python", "-c", "import os; print(os.getuid(), os.getgid(), os.access('/app', os.W_OK))"])
+    assert ids.stdout.split() == ["10001", "10001", "False"], ids.stdout
+
+
+def test_image_does_not_contain_the_build_ca_secret(image):
+    """The proxy CA reached pip as a build secret: no file in the image is the host's bundle, and
+    neither the config nor the history names it."""
+    host = images.CA_BUNDLE.read_bytes() if images.CA_BUNDLE.is_file() else b""
+    if not host:
+        pytest.skip(f"no {images.CA_BUNDLE} on this machine")
+    assert "PIP_CERT" not in image["env"] and "/run/secrets" not in json.dumps(image["info"]["Config"])
+    history = images.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image["tag"]).stdout
+    assert "ca-certificates.crt" not in history
+    import hashlib
+
+    found = docker_run(image, ["python", "-c", (
+        "import hashlib, os, sys; size, digest = int(sys.argv[1]), sys.argv[2]\n"
+        "for top in ('/etc', '/opt', '/app', '/usr', '/root', '/run'):\n"
+        "    for d, _, files in os.walk(top):\n"
+        "        for f in files:\n"
+        "            p = os.path.join(d, f)\n"
+        "            try:\n"
+        "                if os.path.isfile(p) and os.path.getsize(p) == size and "
+        "hashlib.sha256(open(p, 'rb').read()).hexdigest() == digest: print(p)\n"
+        "            except OSError: pass"), str(len(host)), hashlib.sha256(host).hexdigest()]).stdout
+    assert not found.strip(), f"the host CA bundle is in the image: {found}"
 
 
 def test_image_entrypoints_are_named_and_match_the_workloads(image):
     eps = image["entrypoints"]
     assert set(eps) == {"api", "relay", "consumer", "operator"}, eps
     assert eps["api"] == image["cmd"], "the default CMD is the API"
+    assert not image["info"]["Config"].get("Entrypoint"), "no ENTRYPOINT: the pods' `command` picks the process"
+    # Every label names a command that exists in the image: the executable on the image's PATH,
+    # inside the venv or the base, and every module it runs importable from /app.
+    found = json.loads(docker_run(image, ["python", "-c", IMAGE_CHECK, json.dumps(eps)]).stdout)
+    for name, argv in eps.items():
+        assert found[name]["exe"], f"{name}: {argv[0]} is not on the image's PATH"
+        assert found[name]["exe"].startswith(("/opt/venv/", "/usr/")), (name, found[name])
+        assert not found[name]["missing"], f"{name}: modules not importable in the image: {found[name]}"
     # The commands the workloads run are the image's entry points.
     sys.path.insert(0, str(ROOT / "k8s" / "operator"))
     from simplecqrs_operator import children
@@ -526,23 +557,12 @@ def test_image_entrypoints_are_named_and_match_the_workloads(image):
     assert manifest[0]["spec"]["template"]["spec"]["containers"][0]["command"] == eps["operator"]
 
 
-def entry_env(image, **extra) -> dict:
-    env = dict(image["env"])
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def resolve(image, argv: list[str]) -> list[str]:
-    exe = shutil.which(argv[0], path=image["env"]["PATH"])
-    assert exe, f"{argv[0]} is not on the image's PATH"
-    assert Path(exe).is_relative_to(image["emu"].root), f"{argv[0]} resolved outside the image: {exe}"
-    return [exe, *argv[1:]]
-
-
-@pytest.mark.parametrize("name", ["consumer", "operator"])
+@pytest.mark.parametrize("name", ["api", "consumer", "operator"])  # the relay has no options
 def test_image_entrypoint_answers_help(image, name):
-    argv = resolve(image, image["entrypoints"][name])
-    proc = run([*argv, "--help"], env=entry_env(image), cwd=Path(image["cwd"]), timeout=120)
+    argv = image["entrypoints"][name]
+    if name == "api":  # gunicorn's own --help; the app's settings are read only when it loads
+        argv = argv[:1]
+    proc = docker_run(image, [*argv, "--help"], timeout=120)
     assert "usage:" in proc.stdout.lower(), proc.stdout
 
 
@@ -552,7 +572,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+class Container:
+    """An attached `docker run` of the image (the CLI process lives as long as the container)."""
+
+    def __init__(self, image, name: str, argv: list[str], env: dict, tmp_path: Path,
+                 mounts: dict[Path, str] | None = None):
+        self.name = f"simplecqrs-test-{name}-{os.getpid()}-{free_port()}"
+        self.log = tmp_path / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(docker_run_argv(image, argv, env=env, name=self.name, mounts=mounts),
+                                         env={**images.docker_env(), **env}, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM to the container's PID 1 (as the kubelet sends it), then wait for its exit code."""
+        if self.proc.poll() is None:
+            images.docker("kill", "--signal=TERM", self.name, check=False)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                images.docker("kill", self.name, check=False)
+                self.proc.wait(30)
+                raise AssertionError(f"{self.name}: no graceful exit within {timeout}s of SIGTERM") from None
+        return self.proc.returncode
+
+
+def wait_http(url: str, timeout: float, proc, log: Path) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
@@ -567,54 +619,35 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
     raise AssertionError(f"{url} did not answer 200 in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def start(image, name: str, env: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    log = tmp_path / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(resolve(image, image["entrypoints"][name]), env=env, cwd=image["cwd"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, log
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
-    """SIGTERM to the process (PID 1 in the container receives it the same way), then wait."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            raise AssertionError(f"no graceful exit within {timeout}s of SIGTERM") from None
-    return proc.returncode
-
-
 def test_image_processes_round_trip_and_stop_gracefully(image, settings, tmp_path):
-    """The API (default CMD), the relay and the consumer, from the emulated image, on the real
-    stores: health endpoints answer, the helm test script (charts/simplecqrs/files/roundtrip.py)
-    posts an order and reads it back, and every process exits 0 on SIGTERM."""
+    """The API (default CMD), the relay and the consumer, each in a container of the real image,
+    on the real stores (127.0.0.1, host network): health endpoints answer, the helm test script
+    (charts/simplecqrs/files/roundtrip.py) posts an order and reads it back from a container too,
+    and every process exits 0 on SIGTERM."""
     stores = {k: v for k, v in settings_env(settings).items()
               if k.startswith(("MYSQL_", "KAFKA_", "CASSANDRA_"))}
     api_port, relay_port, consumer_port = free_port(), free_port(), free_port()
-    api, api_log = start(image, "api", entry_env(
-        image, **stores, API_BIND=f"127.0.0.1:{api_port}", GUNICORN_WORKERS=2, GUNICORN_THREADS=4,
-        PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics", XDG_RUNTIME_DIR=tmp_path), tmp_path)
-    relay, relay_log = start(image, "relay", entry_env(
-        image, **stores, OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT=relay_port), tmp_path)
-    consumer, consumer_log = start(image, "consumer", entry_env(
-        image, **stores, CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=consumer_port), tmp_path)
+    api = Container(image, "api", image["cmd"], dict(
+        stores, API_BIND=f"127.0.0.1:{api_port}", GUNICORN_WORKERS="2", GUNICORN_THREADS="4",
+        PROMETHEUS_MULTIPROC_DIR="/tmp/metrics"), tmp_path)
+    relay = Container(image, "relay", image["entrypoints"]["relay"], dict(
+        stores, OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT=str(relay_port)), tmp_path)
+    consumer = Container(image, "consumer", image["entrypoints"]["consumer"], dict(
+        stores, CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=str(consumer_port)), tmp_path)
+    procs = {"api": api, "relay": relay, "consumer": consumer}
     try:
-        wait_http(f"http://127.0.0.1:{api_port}/healthz", 60, api, api_log)
-        wait_http(f"http://127.0.0.1:{api_port}/readyz", 60, api, api_log)
-        wait_http(f"http://127.0.0.1:{relay_port}/healthz", 60, relay, relay_log)
-        wait_http(f"http://127.0.0.1:{consumer_port}/healthz", 90, consumer, consumer_log)
-        wait_http(f"http://127.0.0.1:{consumer_port}/readyz", 30, consumer, consumer_log)
+        wait_http(f"http://127.0.0.1:{api_port}/healthz", 90, api, api.log)
+        wait_http(f"http://127.0.0.1:{api_port}/readyz", 60, api, api.log)
+        wait_http(f"http://127.0.0.1:{relay_port}/healthz", 60, relay, relay.log)
+        wait_http(f"http://127.0.0.1:{consumer_port}/healthz", 90, consumer, consumer.log)
+        wait_http(f"http://127.0.0.1:{consumer_port}/readyz", 30, consumer, consumer.log)
         script = (APP_CHART / "files" / "roundtrip.py").read_text()
         # As the helm test pod runs it: `python -c <script>` in the image, standard library only.
-        proc = run([*resolve(image, ["python"]), "-c", script], cwd=Path(image["cwd"]), timeout=120, check=False,
-                   env=entry_env(image, SIMPLECQRS_API_URL=f"http://127.0.0.1:{api_port}", SIMPLECQRS_TEST_TIMEOUT=90))
+        proc = docker_run(image, ["python", "-c", script], timeout=120, check=False, env={
+            "SIMPLECQRS_API_URL": f"http://127.0.0.1:{api_port}", "SIMPLECQRS_TEST_TIMEOUT": "90"})
         assert proc.returncode == 0 and "read back order" in proc.stdout, (
-            f"{proc.stdout}{proc.stderr}\n--- api\n{api_log.read_text()[-3000:]}\n"
-            f"--- relay\n{relay_log.read_text()[-3000:]}\n--- consumer\n{consumer_log.read_text()[-3000:]}")
+            f"{proc.stdout}{proc.stderr}\n" + "\n".join(f"--- {n}\n{p.log.read_text()[-3000:]}"
+                                                      for n, p in procs.items()))
         import requests
 
         metrics = requests.get(f"http://127.0.0.1:{api_port}/metrics", timeout=5).text
@@ -622,10 +655,9 @@ def test_image_processes_round_trip_and_stop_gracefully(image, settings, tmp_pat
         cmetrics = requests.get(f"http://127.0.0.1:{consumer_port}/metrics", timeout=5).text
         assert "simplecqrs_consumer_projection_delay_seconds" in cmetrics
     finally:
-        rcs = {name: (stop(p), log) for name, p, log in (("api", api, api_log), ("relay", relay, relay_log),
-                                                        ("consumer", consumer, consumer_log))}
-    for name, (rc, log) in rcs.items():
-        assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{log.read_text()[-3000:]}"
+        rcs = {name: p.stop() for name, p in procs.items()}
+    for name, rc in rcs.items():
+        assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{procs[name].log.read_text()[-3000:]}"
 
 
 # ================================================================ Helm charts
@@ -1199,17 +1231,23 @@ def test_delivery_docs_name_existing_files_and_say_what_is_not_verified():
 
 
 def test_image_operator_starts_and_answers_liveness(image, crds, namespace, tmp_path):
-    """The operator entry point, from the emulated image, on the local apiserver: namespaced to this
-    run's namespace (no OrderService there; other tests' instances stay untouched), standalone."""
+    """The operator entry point, in a container of the real image, on the local apiserver (host
+    network): namespaced to this run's namespace (no OrderService there; other tests' instances
+    stay untouched), standalone.  The kubeconfig (certificates embedded) is mounted read-only,
+    readable by the image's user."""
     port = free_port()
-    env = entry_env(image, KUBECONFIG=KUBECONFIG, WATCH_NAMESPACE=namespace, SIMPLECQRS_OPERATOR_STANDALONE="1",
-                    SIMPLECQRS_OPERATOR_LIVENESS=f"http://127.0.0.1:{port}/healthz")
-    proc, log = start(image, "operator", env, tmp_path)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG.read_text())
+    kubeconfig.chmod(0o644)
+    proc = Container(image, "operator", image["entrypoints"]["operator"], {
+        "KUBECONFIG": "/etc/simplecqrs/kubeconfig", "WATCH_NAMESPACE": namespace,
+        "SIMPLECQRS_OPERATOR_STANDALONE": "1", "SIMPLECQRS_OPERATOR_LIVENESS": f"http://127.0.0.1:{port}/healthz"},
+        tmp_path, mounts={kubeconfig: "/etc/simplecqrs/kubeconfig"})
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", 60, proc, log)
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60, proc, proc.log)
     finally:
-        rc = stop(proc)
-    assert rc == 0, log.read_text()[-3000:]
+        rc = proc.stop()
+    assert rc == 0, proc.log.read_text()[-3000:]
 
 
 def test_store_network_policies_admit_only_the_instance_and_the_operator(helm_bin, crds, namespace):

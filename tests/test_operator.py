@@ -149,6 +149,14 @@ def orderservice(ns: str, names: Names, **spec_patch) -> dict:
     body = yaml.safe_load((ROOT / "k8s/examples/orderservice.yaml").read_text())
     body["metadata"] = {"name": names.resource, "namespace": ns}
     spec = body["spec"]
+    # This module runs the operator as a process on the host (kopf in a subprocess, so tests can
+    # kill and restart it at will): the stores at the host's addresses.  Their pods would run on the
+    # local node and could not reach 127.0.0.1, so they get an image that never resolves (cheap:
+    # ErrImagePull, then back-off); tests/test_cluster.py runs the real thing as pods.
+    spec["kafka"]["bootstrapServers"] = "127.0.0.1:9092"
+    spec["mysql"]["host"] = "127.0.0.1"
+    spec["cassandra"]["contactPoints"] = ["127.0.0.1"]
+    spec["api"]["image"] = spec["consumer"]["image"] = "image.invalid/simplecqrs:not-for-pods"
     spec["kafka"].update(topic=names.topic, consumerGroup=names.group, partitions=3)
     spec["mysql"]["database"] = names.database
     spec["cassandra"]["keyspace"] = names.keyspace
@@ -333,7 +341,7 @@ def test_children_have_the_right_specs_owners_and_security(cluster, example):
     containers = {c["name"]: c for c in pod["containers"]}
     assert set(containers) == {"api", "relay"}  # gunicorn and the outbox relay beside it
     for c in containers.values():
-        assert c["image"] == "simplecqrs:0.1.0"
+        assert c["image"] == "image.invalid/simplecqrs:not-for-pods"
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}

@@ -328,12 +328,17 @@ def test_module_help_runs():
     assert "--namespace" in out and "--liveness" in out
 
 
-def test_local_stack_runs_the_example():
-    from scripts.stack import services
+def test_local_stack_installs_the_chart_with_the_local_values():
+    from scripts.stack import network, services
 
-    assert services.EXAMPLE == ROOT / "k8s/examples/orderservice.yaml"
-    assert services.INSTANCE == EXAMPLE["metadata"]["name"]
-    assert EXAMPLE["spec"]["mysql"]["adminSecretRef"]["name"] == services.ADMIN_SECRET
+    local = yaml.safe_load(services.LOCAL_VALUES.read_text())
+    defaults = yaml.safe_load((services.APP_CHART / "values.yaml").read_text())
+    assert local["orderService"]["name"] == services.INSTANCE
+    assert defaults["mysql"]["adminSecret"]["name"] == services.ADMIN_SECRET
+    # the stores as pods on the local node reach them (scripts/stack/network.py)
+    assert local["mysql"]["host"] == network.GATEWAY == local["cassandra"]["contactPoints"][0]
+    assert local["kafka"]["bootstrapServers"] == f"{network.GATEWAY}:{network.KAFKA_POD_PORT}"
+    assert EXAMPLE["spec"]["mysql"]["host"] == network.GATEWAY
 
 
 def test_network_policy_admits_only_the_ingress_controller_labelled_clients_and_monitoring():

@@ -15,19 +15,33 @@ from . import core
 
 
 def infrastructure() -> list[core.Component]:
-    """Start order: slow starters first so their boot overlaps the others'."""
+    """Start order: slow starters first so their boot overlaps the others'; stopped in reverse."""
+    from .addons import CoreDNS, MetricsServer
     from .cassandra import Cassandra
+    from .images import Dockerd
     from .kafka import Kafka
     from .kube import Etcd, KubeApiserver, KubeControllerManager
     from .mariadb import MariaDB
+    from .node import node_components
 
-    return [Cassandra(), MariaDB(), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager()]
+    return [Cassandra(), MariaDB(), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
+            Dockerd(), *node_components(), CoreDNS(), MetricsServer()]
+
+
+def stop_all(comps: list[core.Component]) -> None:
+    from .node import remove_leftovers
+
+    for c in reversed(comps):
+        if c.running():
+            core.say(f"stopping {c.name}")
+        c.stop()
+    remove_leftovers()
 
 
 def services() -> list[core.Component]:
-    from .services import simplecqrs_processes
+    from .services import simplecqrs_components
 
-    return simplecqrs_processes()
+    return simplecqrs_components()
 
 
 def bring_up(components: list[core.Component]) -> None:
@@ -69,13 +83,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     comps = infrastructure()
     try:
-        comps = services() + comps
+        comps += services()
     except ImportError:
         pass
-    for c in comps:  # services first, then the stores they use
-        if c.running():
-            core.say(f"stopping {c.name}")
-        c.stop()
+    stop_all(comps)  # services first, then the node, the control plane and the stores
     return 0
 
 

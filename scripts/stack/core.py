@@ -54,11 +54,13 @@ def detail(msg: str) -> None:
 
 
 def run(cmd: list[str] | str, what: str, *, cwd: Path | None = None, env: dict | None = None,
-        log: Path | None = None, timeout: float = 3600, shell: bool = False) -> None:
+        log: Path | None = None, timeout: float = 3600, shell: bool = False, expected: float | None = None) -> float:
     """Run a long install/build step, echoing a heartbeat so it never looks hung.
 
     Output goes to `log` (default: .local/logs/install-<what>.log); on failure
-    the last lines are printed and StackError raised.
+    the last lines are printed and StackError raised.  `expected`: the seconds the same step
+    took last time, shown beside the elapsed time (quiet steps such as `go build` print nothing
+    else).  Returns the seconds it took.
     """
     LOGS.mkdir(parents=True, exist_ok=True)
     log = log or LOGS / f"install-{what.split()[0].lower()}.log"
@@ -76,12 +78,15 @@ def run(cmd: list[str] | str, what: str, *, cwd: Path | None = None, env: dict |
                 raise StackError(what, f"timed out after {timeout:.0f}s", log)
             if now - last >= 15:
                 last = now
-                print(f"    ... {what}: {now - start:.0f}s, {tail(log, 1)[:120]}", flush=True)
+                against = f" of ~{expected:.0f}s last time" if expected else ""
+                print(f"    ... {what}: {now - start:.0f}s{against}, {tail(log, 1)[:100]}", flush=True)
     if proc.returncode != 0:
         for line in tail(log, 15).splitlines():
             detail(line)
         raise StackError(what, f"exited with {proc.returncode}", log)
-    detail(f"done in {time.monotonic() - start:.0f}s")
+    took = time.monotonic() - start
+    detail(f"done in {took:.0f}s")
+    return took
 
 
 def tail(path: Path, n: int) -> str:
@@ -289,6 +294,7 @@ class Component:
     name: str = ""
     address: str = ""
     start_timeout: float = 120
+    process: bool = True    # False: not a daemon of ours (network setup, objects in the cluster)
 
     def install(self) -> None:
         """Idempotent: fetch/build what is missing into CACHE, link tools into .local/bin."""
@@ -322,7 +328,7 @@ class Component:
             say(f"starting {self.name}")
             self.start()
         took = wait_until(self.ready, component=self.name, what="answering", timeout=self.start_timeout,
-                          log=self.log, pid_name=self.name)
+                          log=self.log, pid_name=self.name if self.process else None)
         detail(f"{self.name} answering on {self.address} after {took:.1f}s")
 
     def _ready_quietly(self) -> bool:

@@ -10,7 +10,9 @@ Standard library only.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,15 @@ HELM_K8S_MINOR = "35"                     # minor of k8s.io/client-go (v0.35.1) 
 SKAFFOLD_VERSION = "v2.24.0"
 SKAFFOLD_GIT_COMMIT = "b0d643a5b5944a7d3f82bd5c00d5eaa0902226bd"  # the proxy's .info Origin.Hash
 SKAFFOLD_BUILD_DATE = "2026-07-23T19:48:45Z"                       # the proxy's .info Time
+# Traefik (the ingress controller, scripts/stack/ingress.py): the only Traefik on the proxy that builds
+# (v3.7.x needs module versions the proxy refuses).  Not in TOOLS/build_all(): see build_traefik().
+TRAEFIK_VERSION = "v3.6.12"
+TRAEFIK_CODENAME = "ramequin"             # .github/workflows/release.yaml of v3.6.12
+TRAEFIK_BUILD_DATE = "2026-03-26T09:54:04Z"  # the proxy's .info Time
+
+CRICTL_VERSION = "v1.34.0"
+COREDNS_VERSION = "v1.11.3"
+METRICS_SERVER_VERSION = "v0.8.0"
 
 GOTOOLS = core.ROOT / "scripts" / "gotools"
 CACHE_BIN = core.CACHE / "bin"
@@ -67,6 +78,17 @@ TOOLS = [
            _k8s_ldflags(), tags="selinux,notest"),
     GoTool("kube-controller-manager", K8S_VERSION, "k8s.io/kubernetes/cmd/kube-controller-manager",
            GOTOOLS / "k8s", _k8s_ldflags(), tags="selinux,notest"),
+    # The node (node.py): same wrapper module, same flags.
+    *[GoTool(name, K8S_VERSION, f"k8s.io/kubernetes/cmd/{name}", GOTOOLS / "k8s", _k8s_ldflags(),
+             tags="selinux,notest") for name in ("kube-scheduler", "kubelet", "kube-proxy")],
+    # crictl: the CRI client (cri-tools is not packaged in bookworm; v1.32.0 is not on the proxy).
+    GoTool("crictl", CRICTL_VERSION, f"sigs.k8s.io/cri-tools/cmd/crictl@{CRICTL_VERSION}", None,
+           f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}"),
+    # CoreDNS: the version kubeadm deploys with Kubernetes 1.32 (cmd/kubeadm/app/constants).
+    GoTool("coredns", COREDNS_VERSION, f"github.com/coredns/coredns@{COREDNS_VERSION}", None, ""),
+    GoTool("metrics-server", METRICS_SERVER_VERSION,
+           f"sigs.k8s.io/metrics-server/cmd/metrics-server@{METRICS_SERVER_VERSION}", None,
+           f"-X sigs.k8s.io/metrics-server/pkg/version.gitVersion={METRICS_SERVER_VERSION}"),
     # As helm's Makefile; without these `helm version` says "v3.20" and offline
     # template/lint assume Kubernetes v1.20.
     GoTool("helm", HELM_VERSION, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", None,
@@ -96,6 +118,21 @@ def _go_env() -> dict:
     return env
 
 
+TIMINGS = CACHE_BIN / "build-seconds.json"
+
+
+def _timings(name: str | None = None, seconds: float | None = None) -> dict[str, float]:
+    """How long each tool's last build took (per user, beside the binaries): progress lines show it."""
+    try:
+        data = json.loads(TIMINGS.read_text())
+    except (OSError, ValueError):
+        data = {}
+    if name is not None:
+        data[name] = round(seconds or 0)
+        TIMINGS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data
+
+
 def build(tool: GoTool) -> Path:
     """Build one tool into the cache unless already there; returns the binary path."""
     if tool.path.exists():
@@ -118,8 +155,9 @@ def build(tool: GoTool) -> Path:
         else:
             cmd = [go, "install", *flags, tool.package]
             cwd, env = Path(tmp), dict(_go_env(), GOBIN=tmp)
-        core.run(cmd, f"building {tool.name} {tool.version}", cwd=cwd, env=env,
-                 log=core.LOGS / f"install-{tool.name}.log")
+        took = core.run(cmd, f"building {tool.name} {tool.version}", cwd=cwd, env=env,
+                        log=core.LOGS / f"install-{tool.name}.log", expected=_timings().get(tool.name))
+        _timings(tool.name, took)
         os.replace(Path(tmp) / tool.name, tool.path)
     return tool.path
 
@@ -133,3 +171,36 @@ def build_all() -> dict[str, Path]:
         core.link_tool(paths[tool.name], tool.name)
     return paths
 
+
+
+def build_traefik() -> Path:
+    """Build Traefik into CACHE/bin/traefik-<version> unless there; link it as .local/bin/traefik.
+
+    Its go.mod has `replace` lines, so `go install ...@version` refuses it: build inside the module
+    directory `go mod download -json` gives (read-only, hence -mod=mod: go.sum is not rewritten).
+    """
+    path = CACHE_BIN / f"traefik-{TRAEFIK_VERSION}"
+    if not path.exists():
+        go = core.which("go")
+        if go is None:
+            raise core.StackError("traefik", "the `go` command is not installed (Go >= 1.25 needed)")
+        module = f"github.com/traefik/traefik/v3@{TRAEFIK_VERSION}"
+        CACHE_BIN.mkdir(parents=True, exist_ok=True)
+        env = dict(_go_env(), GOFLAGS="-buildvcs=false -mod=mod")
+        with tempfile.TemporaryDirectory(dir=CACHE_BIN, prefix=".traefik-") as tmp:
+            core.say(f"downloading {module} from the Go module proxy")
+            out = subprocess.run([go, "mod", "download", "-json", module], cwd=tmp, env=env,
+                                 capture_output=True, text=True)
+            info = json.loads(out.stdout or "{}")
+            if out.returncode != 0 or "Dir" not in info:
+                raise core.StackError("traefik", f"go mod download {module}: "
+                                      f"{(info.get('Error') or out.stderr).strip()[-300:]}")
+            pkg = "github.com/traefik/traefik/v3/pkg/version"
+            ldflags = (f"-s -w -X {pkg}.Version={TRAEFIK_VERSION} -X {pkg}.Codename={TRAEFIK_CODENAME}"
+                       f" -X {pkg}.BuildDate={TRAEFIK_BUILD_DATE}")
+            core.run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/traefik", "./cmd/traefik"],
+                     f"building traefik {TRAEFIK_VERSION}", cwd=Path(info["Dir"]), env=env,
+                     log=core.LOGS / "install-traefik.log")
+            os.replace(Path(tmp) / "traefik", path)
+    core.link_tool(path, "traefik")
+    return path

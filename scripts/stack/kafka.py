@@ -19,12 +19,13 @@ import shutil
 import uuid
 from pathlib import Path
 
-from . import core
+from . import core, network
 from .kafkaping import metadata
 
 VERSION = "4.1.1"
 PORT = 9092                 # PLAINTEXT listener (clients)
 CONTROLLER_PORT = 9093      # KRaft controller listener
+POD_PORT = network.KAFKA_POD_PORT  # PODS listener: the broker as pods on the local node reach it
 NODE_ID = 1
 
 POM = core.ROOT / "scripts" / "maven" / "kafka" / "pom.xml"
@@ -109,11 +110,14 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
 controller.quorum.voters={node_id}@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+# PODS: the same broker for pods on the local node.  It listens on loopback too; the node's
+# network (node.py) forwards {pod_host}:{pod_port} from the pod bridge to it, and clients in pods
+# are told to come back to that address (127.0.0.1 would be their own loopback).
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},PODS://127.0.0.1:{pod_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},PODS://{pod_host}:{pod_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PODS:PLAINTEXT
 log.dirs={log_dirs}
 
 # Topics are created explicitly by whoever owns them.
@@ -182,13 +186,14 @@ class Kafka(core.Component):
         ]
 
     def start(self) -> None:
-        core.require_ports_free(self.name, PORT, CONTROLLER_PORT)
+        core.require_ports_free(self.name, PORT, CONTROLLER_PORT, POD_PORT)
         if not LIB.is_dir():
             raise core.StackError(self.name, "not installed (run install first)")
         CONF.mkdir(parents=True, exist_ok=True)
         (DATADIR / "tmp").mkdir(parents=True, exist_ok=True)
         props = CONF / "server.properties"
         props.write_text(SERVER_PROPERTIES.format(node_id=NODE_ID, port=PORT, cport=CONTROLLER_PORT,
+                                                  pod_port=POD_PORT, pod_host=network.GATEWAY,
                                                   log_dirs=LOG_DIRS))
         (CONF / "log4j2.xml").write_text(LOG4J2_XML)
         if not (LOG_DIRS / "meta.properties").exists():

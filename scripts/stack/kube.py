@@ -1,9 +1,7 @@
 """A Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager.
 
-No scheduler and no kubelet: API objects (CRDs, ConfigMaps, Deployments, ...)
-behave as on a real cluster, controllers reconcile them (namespaces finalize,
-ownerReferences cascade, Deployments get ReplicaSets and Pods), but Pods are
-never scheduled and stay Pending.
+The node that runs the pods (containerd, kubelet, kube-scheduler, kube-proxy) is node.py; the
+certificates of every component, node ones included, are made here from one local CA.
 
 Certificates (one local CA) are generated once with the `openssl` CLI into
 .local/etc/pki; .local/kubeconfig holds the admin user (CN=admin,
@@ -19,22 +17,37 @@ import ssl
 import subprocess
 from pathlib import Path
 
-from . import core, gotools
+from . import core, gotools, network
 
 ETCD_PORT = 2379
 ETCD_PEER_PORT = 2380
 APISERVER_PORT = 6443
 KCM_PORT = 10257
 SERVICE_CIDR = "10.0.0.0/24"          # first address, 10.0.0.1, is the `kubernetes` Service
+KUBERNETES_SERVICE_IP = "10.0.0.1"
+NODE_NAME = "simplecqrs-node"         # the one node (node.py)
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 PKI = core.ETC / "pki"
 KCM_KUBECONFIG = core.ETC / "kube-controller-manager.kubeconfig"
 
-# Controllers run by kube-controller-manager: what API clients notice missing on a
-# bare apiserver.  Left out: node/volume/CSR/endpoint controllers (nothing to do
-# without nodes and running pods) and the HPA controller (needs a metrics API).
+# Controllers run by kube-controller-manager.  Left out: node IPAM (the CNI bridge's host-local
+# IPAM owns the pod range), CSR signing/approval (every certificate is made here, none is
+# requested), volume attach/detach and expansion (no volume plugins beyond the node's own),
+# bootstrap tokens, and the cloud/alpha ones.
 KCM_CONTROLLERS = [
+    "endpoints-controller",                     # Services get Endpoints / EndpointSlices of ready pods
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "node-lifecycle-controller",                # NotReady nodes get tainted, their pods evicted
+    "taint-eviction-controller",
+    "pod-garbage-collector-controller",
+    "horizontal-pod-autoscaler-controller",     # reads metrics.k8s.io (metrics-server)
+    "ttl-after-finished-controller",            # finished Jobs (e.g. helm test pods' Jobs) go away
+    "daemonset-controller",
+    "persistentvolume-binder-controller",       # PVCs bind to PVs
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
     "namespace-controller",                     # deleted namespaces go away (finalizer)
     "garbage-collector-controller",             # ownerReference cascade
     "serviceaccount-controller",                # `default` ServiceAccount in each namespace
@@ -115,6 +128,17 @@ LEAF_CERTS = {
     "admin": ("ca", "/O=system:masters/CN=admin", CLIENT_USAGE),
     "kube-controller-manager": ("ca", "/CN=system:kube-controller-manager", CLIENT_USAGE),
     "front-proxy-client": ("front-proxy-ca", "/CN=front-proxy-client", CLIENT_USAGE),
+    # The node (node.py).  The kubelet's user is system:node:<name> in system:nodes: the Node
+    # authorizer and NodeRestriction then limit it to its own node and its pods.
+    "kubelet": ("ca", f"/O=system:nodes/CN=system:node:{NODE_NAME}", CLIENT_USAGE),
+    "kubelet-serving": ("ca", f"/CN={NODE_NAME}", SERVER_USAGE + [
+        f"subjectAltName=IP:{network.GATEWAY},DNS:{NODE_NAME}"]),
+    "kube-scheduler": ("ca", "/CN=system:kube-scheduler", CLIENT_USAGE),
+    "kube-scheduler-serving": ("ca", "/CN=kube-scheduler", SERVER_USAGE + ["subjectAltName=IP:127.0.0.1,DNS:localhost"]),
+    "kube-proxy": ("ca", "/CN=system:kube-proxy", CLIENT_USAGE),
+    # The apiserver's identity towards kubelets (logs, exec, port-forward); the kubelet asks the
+    # apiserver whether it may (webhook authorization): system:kubelet-api-admin is bound to it.
+    "apiserver-kubelet-client": ("ca", "/CN=kube-apiserver-kubelet-client", CLIENT_USAGE),
 }
 
 
@@ -138,7 +162,12 @@ def ensure_pki() -> None:
         _new_key(PKI / "sa.key")
         _openssl("pkey", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))
     _write_kubeconfig(core.KUBECONFIG, "admin")
-    _write_kubeconfig(KCM_KUBECONFIG, "kube-controller-manager")
+    for user in ("kube-controller-manager", "kubelet", "kube-scheduler", "kube-proxy"):
+        _write_kubeconfig(kubeconfig_of(user), user)
+
+
+def kubeconfig_of(user: str) -> Path:
+    return core.ETC / f"{user}.kubeconfig"
 
 
 def _b64(path: Path) -> str:
@@ -271,8 +300,17 @@ class KubeApiserver(core.Component):
             f"--tls-cert-file={PKI / 'apiserver.crt'}",
             f"--tls-private-key-file={PKI / 'apiserver.key'}",
             f"--client-ca-file={PKI / 'ca.crt'}",
-            # RBAC only: the Node authorizer is for kubelets, and there are none.
-            "--authorization-mode=RBAC",
+            # Node: the kubelet may touch only its node and its pods' objects (with NodeRestriction).
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={PKI / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={PKI / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={PKI / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            # Aggregated APIs (metrics-server) are called at their pods' addresses, which the
+            # host routes to; a Service address would need kube-proxy's rules on the host's own
+            # traffic as well.
+            "--enable-aggregator-routing=true",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={PKI / 'sa.pub'}",
             f"--service-account-signing-key-file={PKI / 'sa.key'}",

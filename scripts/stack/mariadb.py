@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from . import core
+from . import core, network
 from .credentials import credentials
 
 PORT = int(os.environ.get("MYSQL_PORT", "3306"))
@@ -79,6 +79,9 @@ class MariaDB(core.Component):
         """The password admin user the migrations, tests and operator use (idempotent)."""
         creds = credentials()
         user, pw = creds["MYSQL_ADMIN_USER"], creds["MYSQL_ADMIN_PASSWORD"]
-        client(f"CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{pw}';"
-               f"ALTER USER '{user}'@'127.0.0.1' IDENTIFIED BY '{pw}';"
-               f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1' WITH GRANT OPTION;")
+        # From the host (tests, scripts) and from the local node's pods (the operator), whose
+        # connections arrive forwarded from the pod bridge with their pod address as source.
+        for host in ("127.0.0.1", f"{network.GATEWAY.rsplit('.', 1)[0]}.0/255.255.255.0"):
+            client(f"CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{pw}';"
+                   f"ALTER USER '{user}'@'{host}' IDENTIFIED BY '{pw}';"
+                   f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'{host}' WITH GRANT OPTION;")

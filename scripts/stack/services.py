@@ -1,15 +1,20 @@
-"""The simplecqrs processes of the local stack: the operator, its OrderService, the API (gunicorn),
-the outbox relay and the consumers.
+"""simplecqrs on the local node, the way a user runs it: pods, installed with the Helm charts.
 
-The operator runs against the local kube-apiserver and serves the `default` namespace; `make up`
-gives it the MySQL admin Secret (from .local/etc/credentials.env) and k8s/examples/orderservice.yaml,
-and waits until it has provisioned the topic, the database with its application user, and the
-keyspace.  The API, the relay and the consumers then run as local processes with the environment the
-operator gives its own Deployments (which stay Pending here: there is no kubelet), the
-secretKeyRefs resolved from the Secret the operator generated: the stores they use are the ones
-the operator provisioned.
+1. `image`: the product image, built by a real `docker build` of the Dockerfile on the base made
+   here (images.py), imported into the node's containerd.  Its tag is `dev-<image id>`, so a
+   source change gives a new tag and the Deployments roll.
+2. `operator`: `helm upgrade --install simplecqrs-operator charts/simplecqrs-operator` into
+   simplecqrs-system (CRDs, ServiceAccount, RBAC, Deployment).
+3. `orderservice`: the MySQL admin Secret (from .local/etc/credentials.env) and
+   `helm upgrade --install simplecqrs charts/simplecqrs -f charts/simplecqrs/values-local.yaml`
+   into simplecqrs; the operator provisions the topic, database and keyspace and creates the API
+   and consumer Deployments, the Service and the Ingress.  Ready when the OrderService says so.
 
-Standard library only at import time (`make status`/`make down` run without the venv).
+The API is served by the stack's Traefik through the Ingress at http://127.0.0.1/ (Host
+simplecqrs.local) and, for scripts and the README's examples, at http://127.0.0.1:8080/ (a
+Traefik entry point that sends everything to the same Service; ingress.py).
+
+Nothing of the product runs as a host process any more.  Standard library only at import time.
 """
 from __future__ import annotations
 
@@ -18,31 +23,26 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 
-from . import core
+from . import core, node
 from .credentials import credentials
 
-API_BIND = os.environ.get("API_BIND", "127.0.0.1:8080")
-CONSUMERS = int(os.environ.get("SIMPLECQRS_CONSUMERS", "2"))
-OPERATOR_PORT = int(os.environ.get("SIMPLECQRS_OPERATOR_PORT", "8090"))
-NAMESPACE = "default"
-EXAMPLE = core.ROOT / "k8s" / "examples" / "orderservice.yaml"
-INSTANCE = "simplecqrs"  # metadata.name in EXAMPLE
-CRD = core.ROOT / "k8s" / "crd" / "orderservice.yaml"
-ADMIN_SECRET = "simplecqrs-mysql-admin"  # the name the example refers to
-VENV_PY = core.ROOT / ".venv" / "bin" / "python"
-STORE_CONDITIONS = ("TopicReady", "WriteStoreReady", "ReadStoreReady")
+NAMESPACE = "simplecqrs"
+OPERATOR_NAMESPACE = "simplecqrs-system"
+INSTANCE = "simplecqrs"                       # orderService.name in values-local.yaml
+ADMIN_SECRET = "simplecqrs-mysql-admin"       # the chart's default mysql.adminSecret.name
+OPERATOR_CHART = core.ROOT / "charts" / "simplecqrs-operator"
+APP_CHART = core.ROOT / "charts" / "simplecqrs"
+LOCAL_VALUES = APP_CHART / "values-local.yaml"
+IMAGE_REPOSITORY = "simplecqrs"
+IMAGE_TAG_FILE = core.RUN / "image.tag"       # the tag `make up` deployed last
+API_URL = "http://127.0.0.1:8080"
+INGRESS_URL = "http://127.0.0.1"
+INGRESS_HOST = "simplecqrs.local"
 
 
-# ---------------------------------------------------------------- kubectl against the local apiserver
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    tool = core.which("kubectl") or str(core.BIN / "kubectl")
-    out = subprocess.run([tool, f"--kubeconfig={core.KUBECONFIG}", "-n", NAMESPACE, *args], input=input,
-                         capture_output=True, text=True, timeout=60)
-    if check and out.returncode != 0:
-        raise core.StackError("kubectl", f"{' '.join(args[:3])}: {out.stderr.strip()[-300:]}")
-    return out
+    return node.kubectl(*args, input=input, check=check)
 
 
 def kube_json(*args: str) -> dict | None:
@@ -50,127 +50,160 @@ def kube_json(*args: str) -> dict | None:
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def orderservice() -> dict | None:
-    return kube_json("orderservice", INSTANCE)
+def orderservice(namespace: str = NAMESPACE, name: str = INSTANCE) -> dict | None:
+    return kube_json("-n", namespace, "orderservice", name)
 
 
-def _conditions(obj: dict | None) -> dict[str, dict]:
+def conditions(obj: dict | None) -> dict[str, dict]:
     return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
 
 
-# ---------------------------------------------------------------- the processes' environment
-def workload_env(container: str) -> dict[str, str]:
-    """The environment the operator gives the `api`, `relay` or `consumer` container of the local
-    OrderService's Deployments, its secretKeyRefs resolved: same names, same values, same credentials."""
-    from simplecqrs_operator import children
-    from simplecqrs_operator.resource import OrderService
-
-    osvc = OrderService.from_body(orderservice())
-    pods = [children.api_deployment(osvc, ""), children.consumer_deployment(osvc)]
-    (spec,) = [c for d in pods for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == container]
-    env = {}
-    for e in spec["env"]:
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        else:
-            ref = e["valueFrom"]["secretKeyRef"]
-            secret = kube_json("secret", ref["name"]) or {}
-            env[e["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
-    return env
+def helm(*args: str, timeout: float = 600) -> None:
+    core.run([str(core.BIN / "helm"), f"--kubeconfig={core.KUBECONFIG}", *args], f"helm {args[0]} {args[1]}",
+             log=core.LOGS / "helm.log", timeout=timeout)
 
 
-def app_env(container: str, **overrides: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(workload_env(container))
-    env["PYTHONPATH"] = str(core.ROOT)
-    env.update(overrides)
-    return env
+def image_ref() -> str:
+    tag = IMAGE_TAG_FILE.read_text().strip() if IMAGE_TAG_FILE.exists() else "dev"
+    return f"{IMAGE_REPOSITORY}:{tag}"
 
 
+# ---------------------------------------------------------------- the settings host scripts use
 ENV_FILE = core.ETC / "app.env"
-_SETTING_PREFIXES = ("MYSQL_", "KAFKA_", "CASSANDRA_", "API_", "OUTBOX_", "CONSUMER_", "GUNICORN_", "LOG_LEVEL")
 
 
 def write_env_file() -> None:
-    """.local/etc/app.env: the local stack's settings for scripts/audit, scripts/bench, a shell (0600)."""
+    """.local/etc/app.env (0600): the instance's settings as seen from the host, for scripts/audit,
+    scripts/bench and a shell: the same stores, database, user, topic and keyspace as the pods,
+    at the host's own addresses (pods reach them through the node's forwards)."""
+    from . import cassandra, kafka, mariadb
+
+    osvc = orderservice() or {}
+    spec = osvc.get("spec", {})
+    app_secret = kube_json("-n", NAMESPACE, "secret", f"{INSTANCE}-mysql-app") or {}
+    data = {k: base64.b64decode(v).decode() for k, v in app_secret.get("data", {}).items()}
     creds = credentials()
-    env = {k: v for k, v in {**workload_env("consumer"), **workload_env("api"), "API_BIND": API_BIND,
-                             "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"],
-                             "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"]}.items()
-           if k.startswith(_SETTING_PREFIXES) and k not in ("CONSUMER_METRICS_HOST", "CONSUMER_METRICS_PORT")}
+    env = {
+        "MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(mariadb.PORT), "MYSQL_DATABASE": spec["mysql"]["database"],
+        "MYSQL_USER": data.get("username", ""), "MYSQL_PASSWORD": data.get("password", ""),
+        "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"], "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"],
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.PORT}", "KAFKA_TOPIC": spec["kafka"]["topic"],
+        "KAFKA_CONSUMER_GROUP": spec["kafka"].get("consumerGroup", "simplecqrs-projector"),
+        "CASSANDRA_CONTACT_POINTS": "127.0.0.1", "CASSANDRA_PORT": str(cassandra.PORT),
+        "CASSANDRA_KEYSPACE": spec["cassandra"]["keyspace"],
+        "CASSANDRA_LOCAL_DC": spec["cassandra"].get("localDatacenter", "datacenter1"),
+        "API_URL": API_URL,
+    }
     fd = os.open(ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("# the local stack's settings (generated by make up; contains credentials)\n")
+        f.write("# the local instance's settings, seen from the host (generated by make up; contains credentials)\n")
         f.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
-def _http_ok(url: str, timeout: float = 3) -> bool:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-        return resp.status == 200
-
-
 # ---------------------------------------------------------------- components
-class Operator(core.Component):
-    """`python -m simplecqrs_operator` against the local apiserver, serving the `default` namespace."""
+class ProductImage(core.Component):
+    """The product image in the node's image store (never pulled: built here)."""
 
-    name = "operator"
-    address = f"127.0.0.1:{OPERATOR_PORT} (liveness)"
-    start_timeout = 60
+    name = "image"
+    address = "containerd k8s.io namespace"
+    process = False
+    start_timeout = 30
+    requires = ("containerd",)
+
+    def running(self) -> bool:
+        return False  # always rebuilt: docker's layer cache makes an unchanged tree a few seconds
 
     def start(self) -> None:
-        core.require_ports_free(self.name, OPERATOR_PORT)
-        kubectl("apply", "-f", str(CRD))
-        kubectl("wait", "--for=condition=Established", "crd/orderservices.simplecqrs.io", "--timeout=60s")
-        # One local process: no peering (and no peering CRD) needed.
-        core.spawn(self.name, [str(VENV_PY), "-m", "simplecqrs_operator", "--namespace", NAMESPACE, "--standalone",
-                               "--liveness", f"http://127.0.0.1:{OPERATOR_PORT}/healthz"], cwd=core.ROOT,
-                   env={**os.environ, "KUBECONFIG": str(core.KUBECONFIG), "PYTHONPATH": str(core.ROOT)})
+        from . import images
+
+        archive = images.build_image(images.DEFAULT_TAG)
+        image_id = images.docker("image", "inspect", "-f", "{{.Id}}", images.DEFAULT_TAG).stdout.strip()
+        tag = f"dev-{image_id.split(':')[-1][:12]}"
+        ref = f"{IMAGE_REPOSITORY}:{tag}"
+        if not node.image_present(ref):
+            # The archive carries the build's tag (simplecqrs:dev, k8s/examples' image); the
+            # content-derived tag makes the Deployments roll when the image changed.
+            node.import_image(archive, images.DEFAULT_TAG)
+            node.tag_image(images.DEFAULT_TAG, ref)
+        IMAGE_TAG_FILE.write_text(tag + "\n")
+        core.detail(f"image {ref} in the node's image store")
 
     def ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{OPERATOR_PORT}/healthz")
+        return node.image_present(image_ref())
 
-    def version(self) -> str:
-        return "0.1.0"
+    def status(self) -> core.Status:
+        try:
+            state = "present" if node.image_present(image_ref()) else "absent"
+        except Exception:  # noqa: BLE001 - containerd stopped
+            state = "unknown"
+        return core.Status(self.name, state, image_ref(), "-", ".local/logs/install-image.log")
+
+
+class OperatorRelease(core.Component):
+    name = "operator"
+    address = f"{OPERATOR_NAMESPACE}/deploy/simplecqrs-operator"
+    process = False
+    start_timeout = 300
+    requires = ("image", "coredns")
+
+    def running(self) -> bool:
+        return False  # `helm upgrade` of an unchanged release is a no-op: always run it
+
+    def start(self) -> None:
+        tag = image_ref().split(":", 1)[1]
+        helm("upgrade", "--install", "simplecqrs-operator", str(OPERATOR_CHART), "-n", OPERATOR_NAMESPACE,
+             "--create-namespace", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+             "--wait", "--timeout=5m")
+
+    def ready(self) -> bool:
+        d = kube_json("-n", OPERATOR_NAMESPACE, "deployment", "simplecqrs-operator") or {}
+        return (d.get("status", {}).get("availableReplicas") or 0) >= 1
+
+    def status(self) -> core.Status:
+        try:
+            state = "running" if self.ready() else "not available"
+        except Exception:  # noqa: BLE001
+            state = "unknown"
+        return core.Status(self.name, state, self.address, image_ref(),
+                           f"kubectl -n {OPERATOR_NAMESPACE} logs deploy/simplecqrs-operator")
 
 
 class Instance(core.Component):
-    """Not a process: the example OrderService, provisioned by the operator."""
+    """The OrderService `simplecqrs` from charts/simplecqrs with values-local.yaml."""
 
     name = "orderservice"
     address = f"{NAMESPACE}/{INSTANCE}"
-    start_timeout = 120
+    process = False
+    start_timeout = 300
     requires = ("operator",)
 
     def running(self) -> bool:
         return False
 
     def start(self) -> None:
-        """Nothing to spawn: the work happens in up(), which bring_up() calls next."""
-
-    def up(self) -> None:
         creds = credentials()
+        kubectl("create", "namespace", NAMESPACE, check=False)
         # The admin account as a Secret (stdin, never on a command line or in the output).
-        kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE,
-                                                                "labels": {"simplecqrs.io/credentials": "true"}},
+        kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE,
+                         "labels": {"simplecqrs.io/credentials": "true"}},
             "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"],
                                              "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
-        if orderservice() is None:  # created once; later edits (kubectl edit/patch) are kept
-            kubectl("create", "-f", str(EXAMPLE))
-            core.detail(f"created OrderService {self.address} from {EXAMPLE.relative_to(core.ROOT)}")
-        start = time.monotonic()
-        while True:
-            conds = _conditions(orderservice())
-            if all(conds.get(t, {}).get("status") == "True" for t in STORE_CONDITIONS):
-                break
-            if time.monotonic() - start > self.start_timeout:
-                why = "; ".join(f"{t}: {conds.get(t, {}).get('message', 'not reported')}" for t in STORE_CONDITIONS
-                                if conds.get(t, {}).get("status") != "True")
-                raise core.StackError(self.name, f"stores not provisioned after {self.start_timeout:.0f}s: {why}",
-                                      core.log_file("operator"))
-            time.sleep(1)
-        core.detail(f"OrderService {self.address}: topic, database and keyspace provisioned by the operator "
-                    f"after {time.monotonic() - start:.1f}s")
+        tag = image_ref().split(":", 1)[1]
+        helm("upgrade", "--install", INSTANCE, str(APP_CHART), "-n", NAMESPACE, "-f", str(LOCAL_VALUES),
+             "--set", f"image.tag={tag}", "--timeout=5m")
+
+    def ready(self) -> bool:
+        cond = conditions(orderservice()).get("Ready", {})
+        return cond.get("status") == "True"
+
+    def up(self) -> None:
+        self.start()
+        t0 = time.monotonic()
+        core.wait_until(self.ready, component=self.name, what="Ready (stores provisioned, pods available)",
+                        timeout=self.start_timeout)
+        core.detail(f"OrderService {self.address} Ready after {time.monotonic() - t0:.0f}s")
         write_env_file()
 
     def status(self) -> core.Status:
@@ -178,77 +211,22 @@ class Instance(core.Component):
             obj = orderservice()
         except Exception:  # noqa: BLE001 - no apiserver, no kubectl
             obj = None
-        conds = _conditions(obj)
         if obj is None:
             state = "absent"
-        elif all(conds.get(t, {}).get("status") == "True" for t in STORE_CONDITIONS):
-            state = "provisioned"
         else:
-            state = "stores not ready"
-        return core.Status(self.name, state, self.address, "-", Operator().status().log)
+            ready = conditions(obj).get("Ready", {})
+            state = "Ready" if ready.get("status") == "True" else f"not ready ({ready.get('reason', '?')})"
+        return core.Status(self.name, state, f"{self.address} via {INGRESS_URL} Host {INGRESS_HOST}", "-",
+                           f"kubectl -n {NAMESPACE} describe orderservice {INSTANCE}")
 
 
-class Api(core.Component):
-    name = "api"
-    address = API_BIND
-    start_timeout = 60
-    requires = ("orderservice",)
-
-    def start(self) -> None:
-        core.require_ports_free(self.name, int(API_BIND.rsplit(":", 1)[1]))
-        core.spawn(self.name, [str(core.ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf",
-                               "app.wsgi:app"], cwd=core.ROOT, env=app_env(
-            "api", API_BIND=API_BIND, PROMETHEUS_MULTIPROC_DIR=str(core.RUN / "api-metrics")))
-
-    def ready(self) -> bool:
-        return _http_ok(f"http://{API_BIND}/readyz")
-
-    def version(self) -> str:
-        return "0.1.0"
+def simplecqrs_components() -> list[core.Component]:
+    return [ProductImage(), OperatorRelease(), Instance()]
 
 
-class Relay(core.Component):
-    """The outbox relay (app/outbox.py): publishes committed orders' events to Kafka
-    (in a cluster: the second container of each API pod)."""
+def api_answers(url: str = API_URL, host: str | None = None) -> bool:
+    import urllib.request
 
-    name = "relay"
-    address = "127.0.0.1:9101 (metrics)"
-    start_timeout = 60
-    requires = ("orderservice",)
-
-    def start(self) -> None:
-        core.require_ports_free(self.name, 9101)
-        core.spawn(self.name, [str(VENV_PY), "-m", "app.outbox"], cwd=core.ROOT,
-                   env=app_env("relay", OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT="9101"))
-
-    def ready(self) -> bool:
-        return _http_ok("http://127.0.0.1:9101/healthz")
-
-    def version(self) -> str:
-        return "0.1.0"
-
-
-class Consumer(core.Component):
-    start_timeout = 60
-    requires = ("orderservice",)
-
-    def __init__(self, index: int):
-        self.index = index
-        self.port = 9101 + index
-        self.name = f"consumer-{index}"
-        self.address = f"127.0.0.1:{self.port} (metrics)"
-
-    def start(self) -> None:
-        core.require_ports_free(self.name, self.port)
-        core.spawn(self.name, [str(VENV_PY), "-m", "consumer.main"], cwd=core.ROOT,
-                   env=app_env("consumer", CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=str(self.port)))
-
-    def ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.port}/readyz")
-
-    def version(self) -> str:
-        return "0.1.0"
-
-
-def simplecqrs_processes() -> list[core.Component]:
-    return [Operator(), Instance(), Api(), Relay(), *[Consumer(i) for i in range(1, CONSUMERS + 1)]]
+    req = urllib.request.Request(f"{url}/readyz", headers={"Host": host} if host else {})  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback only
+        return resp.status == 200

@@ -1,0 +1,331 @@
+"""The product image, built for real without a container registry.
+
+The Dockerfile's default base is the public `python:3.11.x-slim-bookworm`; a
+machine that cannot reach Docker Hub builds on a base made here instead:
+
+1. `base_rootfs()`: a Debian bookworm minbase root with Python 3.11 and the
+   venv module, made by `debootstrap` from Debian's mirror into the per-user
+   cache (~/.cache/simplecqrs/rootfs/bookworm, about 200 MB);
+2. `Dockerd`: Debian's dockerd (docker.io 20.10) started by hand, everything
+   under .local/ (data in .local/data/docker, state in .local/run/docker,
+   socket .local/run/docker.sock), no iptables, no bridge: containers and
+   build steps use the host's network (`--network host`);
+3. `build_image()`: `docker import` of the rootfs as simplecqrs-base:bookworm
+   (once, or again when the rootfs was remade), a real BuildKit `docker build`
+   of the Dockerfile FROM it (the host's CA bundle reaches pip as a build
+   secret, never a layer), then `docker save` to an archive that
+   `ctr -n k8s.io images import` takes.
+
+    python -m scripts.stack.images build [--tag simplecqrs:dev] [--keep-dockerd]
+    python -m scripts.stack.images rootfs | start | stop | status
+
+Standard library only, like the rest of scripts/stack.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from . import core
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("SIMPLECQRS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = ("python3", "python3-venv", "ca-certificates")
+ROOTFS = core.CACHE / "rootfs" / SUITE
+ROOTFS_ID = ROOTFS.with_name(f"{SUITE}.id")     # changes whenever the rootfs is remade
+BASE_TAG = f"simplecqrs-base:{SUITE}"
+BASE_LABEL = "io.simplecqrs.rootfs-id"
+DEFAULT_TAG = "simplecqrs:dev"
+
+# The docker.io client (20.10): its `docker build` speaks BuildKit itself.  A newer client on
+# PATH (e.g. /usr/local/bin/docker 28.x) hands BuildKit builds to the buildx plugin, absent here.
+DOCKER = os.environ.get("SIMPLECQRS_DOCKER_CLI", "/usr/bin/docker")
+DOCKERD = "/usr/sbin/dockerd"
+DOCKER_DATA = core.DATA / "docker"
+DOCKER_EXEC = core.RUN / "docker"
+DOCKER_SOCK = core.RUN / "docker.sock"
+IMAGES = core.LOCAL / "images"                  # `docker save` archives for `ctr images import`
+CA_BUNDLE = Path(os.environ.get("SIMPLECQRS_BUILD_CA", "/etc/ssl/certs/ca-certificates.crt"))
+CA_SECRET_ID = "ca"                              # the Dockerfile's RUN --mount=type=secret,id=ca
+BASE_ENV = {  # what the python:3.11 image's config provides and the Dockerfile relies on
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+
+
+def apt_install(*packages: str) -> None:
+    core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+             f"--no-install-recommends {' '.join(packages)}", f"images apt-get install {' '.join(packages)}",
+             shell=True, log=core.LOGS / "images-apt.log")
+
+
+# ---------------------------------------------------------------- base root filesystem
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf of a (possibly half-made) root, after unmounting what debootstrap left mounted in it."""
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=False)
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def base_rootfs() -> Path:
+    """The Debian bookworm minbase root with python3 + venv (idempotent, in the per-user cache).
+
+    Built into a temporary directory and renamed into place when complete, so an interrupted
+    run never leaves a half-made root where a later run would take it for finished."""
+    if (ROOTFS / "usr" / "bin" / "python3").exists():
+        if not ROOTFS_ID.exists():
+            ROOTFS_ID.write_text(uuid.uuid4().hex + "\n")
+        return ROOTFS
+    if not core.which("debootstrap"):
+        apt_install("debootstrap")
+    ROOTFS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ROOTFS.with_name(f".{SUITE}.tmp")
+    _remove_tree(tmp)
+    core.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), MIRROR],
+             f"images debootstrap {SUITE} minbase + {' '.join(PACKAGES)} (about 2-3 minutes)",
+             log=core.LOGS / "images-debootstrap.log", timeout=1800)
+    if left := _mounts_under(tmp):
+        raise core.StackError("images", f"debootstrap left mounts in the new root: {left}")
+    # Small: no package lists or downloaded .debs (the image never runs apt-get; a build that
+    # would has to run `apt-get update` first, as with the python:3.11 image).
+    for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*",
+                    "var/log/*.log", "var/log/apt/*"):
+        for p in tmp.glob(pattern):
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+            elif p.is_dir() and p.name != "partial":
+                shutil.rmtree(p)
+    # `python` as in the python:3.11 image (the Dockerfile's deps stage runs `python -c ...`).
+    link = tmp / "usr" / "local" / "bin" / "python"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to("/usr/bin/python3")
+    for tool in ("usr/bin/python3", "usr/sbin/groupadd", "usr/sbin/useradd"):
+        if not (tmp / tool).exists():
+            raise core.StackError("images", f"the new root has no /{tool}", core.LOGS / "images-debootstrap.log")
+    os.rename(tmp, ROOTFS)
+    ROOTFS_ID.write_text(uuid.uuid4().hex + "\n")
+    core.detail(f"base root in {ROOTFS} ({_du(ROOTFS)})")
+    return ROOTFS
+
+
+def _du(path: Path) -> str:
+    out = subprocess.run(["du", "-sh", "--one-file-system", str(path)], capture_output=True, text=True)
+    return out.stdout.split()[0] if out.returncode == 0 and out.stdout else "?"
+
+
+# ---------------------------------------------------------------- dockerd
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+def docker_api(path: str, timeout: float = 10) -> bytes:
+    """GET `path` from the Docker Engine API on .local/run/docker.sock."""
+    conn = _UnixHTTPConnection(str(DOCKER_SOCK), timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path}: {resp.status} {body[:200]!r}")
+        return body
+    finally:
+        conn.close()
+
+
+def docker_env() -> dict:
+    """The environment for the docker CLI against this checkout's dockerd."""
+    return dict(os.environ, DOCKER_HOST=f"unix://{DOCKER_SOCK}", DOCKER_BUILDKIT="1",
+                DOCKER_CONFIG=str(core.ETC / "docker-cli"))
+
+
+def docker(*args: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([DOCKER, *args], env=docker_env(), capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise core.StackError("docker", f"`docker {shlex.join(args)[:200]}` exited {proc.returncode}: "
+                                        f"{proc.stderr.strip()[-500:]}")
+    return proc
+
+
+class Dockerd(core.Component):
+    """Debian's dockerd, one per checkout, started by hand (never the system service).
+
+    It starts its own containerd (state under .local/run/docker/containerd, content under
+    .local/data/docker/containerd); no bridge, no iptables rules, no TCP listener."""
+
+    name = "dockerd"
+    address = f"unix://{DOCKER_SOCK}"
+    start_timeout = 60
+
+    def install(self) -> None:
+        if not (Path(DOCKERD).exists() and Path(DOCKER).exists() and core.which("containerd")
+                and core.which("runc")):
+            apt_install("docker.io")
+
+    def start(self) -> None:
+        if len(str(DOCKER_SOCK)) >= 108:
+            raise core.StackError(self.name, f"socket path longer than 107 bytes: {DOCKER_SOCK} "
+                                             "(set SIMPLECQRS_LOCAL to a shorter directory)")
+        if Path("/run/containerd/containerd.sock").exists():
+            # dockerd without --containerd attaches to a containerd on that default address
+            # instead of starting its own; this checkout's images must not land in that one.
+            raise core.StackError(self.name, "/run/containerd/containerd.sock exists: dockerd would use that "
+                                             "containerd instead of its own; stop it or move its socket")
+        for d in (DOCKER_DATA, DOCKER_EXEC):
+            d.mkdir(parents=True, exist_ok=True)
+        DOCKER_SOCK.unlink(missing_ok=True)
+        core.spawn(self.name, [
+            DOCKERD,
+            f"--data-root={DOCKER_DATA}",
+            f"--exec-root={DOCKER_EXEC}",
+            f"--pidfile={DOCKER_EXEC / 'dockerd.pid'}",   # not core's .local/run/dockerd.pid (that one is ours)
+            f"--host=unix://{DOCKER_SOCK}",
+            "--storage-driver=overlay2",
+            "--iptables=false", "--ip-masq=false", "--ip-forward=false", "--bridge=none",
+            "--userland-proxy=false",
+        ])
+
+    def ready(self) -> bool:
+        return docker_api("/_ping", timeout=3) == b"OK"
+
+    def version(self) -> str:
+        return json.loads(docker_api("/version", timeout=3))["Version"]
+
+    def stop(self) -> None:
+        core.stop(self.name, timeout=60)
+
+
+def ensure_dockerd() -> bool:
+    """Install and start this checkout's dockerd if needed; True if it was started here."""
+    d = Dockerd()
+    if d.running() and d._ready_quietly():
+        return False
+    d.install()
+    d.up()
+    return True
+
+
+# ---------------------------------------------------------------- images
+def image_label(ref: str, label: str) -> str | None:
+    proc = docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', ref, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def import_base(rootfs: Path) -> str:
+    """`docker import` the root as simplecqrs-base:bookworm, unless that image is already this root."""
+    rootfs_id = ROOTFS_ID.read_text().strip() if ROOTFS_ID.exists() else "unknown"
+    if image_label(BASE_TAG, BASE_LABEL) == rootfs_id:
+        core.detail(f"{BASE_TAG} is up to date with {rootfs}")
+        return BASE_TAG
+    changes = [f"LABEL {BASE_LABEL}={rootfs_id}", 'CMD ["python3"]']
+    changes += [f"ENV {k}={v}" for k, v in BASE_ENV.items()]
+    script = (f"tar -C {shlex.quote(str(rootfs))} --numeric-owner --one-file-system "
+              "--exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -c . | "
+              f"{shlex.quote(DOCKER)} import {' '.join('--change ' + shlex.quote(c) for c in changes)} - {BASE_TAG}")
+    core.run(["bash", "-o", "pipefail", "-c", script], f"images docker import {rootfs} as {BASE_TAG}",
+             env=docker_env(), log=core.LOGS / "images-import.log", timeout=600)
+    return BASE_TAG
+
+
+def archive_path(tag: str) -> Path:
+    return IMAGES / (tag.replace("/", "_").replace(":", "_") + ".tar")
+
+
+def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT) -> Path:
+    """A real `docker build` of the Dockerfile on the local base; returns the `docker save` archive
+    (`ctr -n k8s.io images import <archive>` takes it).  Starts dockerd if it is not running
+    (and leaves it running: `Dockerd().stop()` or `python -m scripts.stack.images stop`)."""
+    rootfs = base_rootfs()
+    ensure_dockerd()
+    base = import_base(rootfs)
+    argv = [DOCKER, "build", "--progress=plain", "--network=host", "-f", str(context / "Dockerfile"),
+            "-t", tag, "--build-arg", f"PYTHON_IMAGE={base}"]
+    if CA_BUNDLE.is_file():
+        argv += ["--secret", f"id={CA_SECRET_ID},src={CA_BUNDLE}"]
+    argv.append(str(context))
+    core.run(argv, f"images docker build {tag} (FROM {base})", env=docker_env(),
+             log=core.LOGS / "images-build.log", timeout=1800)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    archive = archive_path(tag)
+    saved = archive.with_suffix(".id")     # the image id the archive holds: an unchanged build is not saved again
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
+    if archive.exists() and saved.exists() and saved.read_text().strip() == image_id:
+        core.detail(f"{archive} already holds {tag} ({image_id[:19]})")
+        return archive
+    saved.unlink(missing_ok=True)
+    tmp = archive.with_suffix(".tar.tmp")
+    core.run([DOCKER, "save", "-o", str(tmp), tag], f"images docker save {tag}", env=docker_env(),
+             log=core.LOGS / "images-build.log", timeout=600)
+    os.replace(tmp, archive)
+    saved.write_text(image_id + "\n")
+    core.detail(f"{tag}: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
+    return archive
+
+
+# ---------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.stack.images", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build the image; prints the `docker save` archive's path")
+    b.add_argument("--tag", default=os.environ.get("IMAGE", DEFAULT_TAG),
+                   help="image tag (default: $IMAGE, as skaffold's custom builder sets it, else %(default)s)")
+    b.add_argument("--keep-dockerd", action="store_true", help="leave dockerd running if this command started it")
+    sub.add_parser("rootfs", help="make the base root filesystem; prints its path")
+    sub.add_parser("start", help="start this checkout's dockerd")
+    sub.add_parser("stop", help="stop this checkout's dockerd")
+    sub.add_parser("status", help="dockerd's state")
+    args = p.parse_args(argv)
+    core.ensure_dirs()
+    try:
+        if args.cmd == "build":
+            started = ensure_dockerd()
+            t0 = time.monotonic()
+            try:
+                archive = build_image(args.tag)
+            finally:
+                if started and not args.keep_dockerd:
+                    Dockerd().stop()
+            core.detail(f"built in {time.monotonic() - t0:.0f}s")
+            print(archive)
+        elif args.cmd == "rootfs":
+            print(base_rootfs())
+        elif args.cmd == "start":
+            ensure_dockerd()
+        elif args.cmd == "stop":
+            Dockerd().stop()
+        else:
+            core.print_table([Dockerd().status()])
+    except core.StackError as e:
+        print(f"ERROR {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
