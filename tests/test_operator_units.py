@@ -22,7 +22,14 @@ from app.readmodel.schema import replication_cql
 ROOT = Path(__file__).resolve().parents[1]
 CRD = yaml.safe_load((ROOT / "k8s/crd/orderservice.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-EXAMPLE = yaml.safe_load((ROOT / "k8s/examples/orderservice.yaml").read_text())
+EXAMPLE_FILE = ROOT / "k8s/examples/orderservice.yaml"
+# The tests' canonical resource: the shipped example's shape with names and addresses of its own
+# (the example itself names the local node's addresses and names that stay clear of `make up`'s).
+EXAMPLE = yaml.safe_load(EXAMPLE_FILE.read_text())
+EXAMPLE["metadata"]["name"] = "simplecqrs"
+EXAMPLE["spec"]["kafka"].update(bootstrapServers="127.0.0.1:9092", topic="OnNewOrder", consumerGroup="simplecqrs-projector")
+EXAMPLE["spec"]["mysql"].update(host="127.0.0.1", database="simplecqrs_w")
+EXAMPLE["spec"]["cassandra"].update(contactPoints=["127.0.0.1"], keyspace="simplecqrs_r")
 
 
 def with_defaults(schema: dict, value):
@@ -338,7 +345,7 @@ def test_local_stack_installs_the_chart_with_the_local_values():
     # the stores as pods on the local node reach them (scripts/stack/network.py)
     assert local["mysql"]["host"] == network.GATEWAY == local["cassandra"]["contactPoints"][0]
     assert local["kafka"]["bootstrapServers"] == f"{network.GATEWAY}:{network.KAFKA_POD_PORT}"
-    assert EXAMPLE["spec"]["mysql"]["host"] == network.GATEWAY
+    assert yaml.safe_load(EXAMPLE_FILE.read_text())["spec"]["mysql"]["host"] == network.GATEWAY
 
 
 def test_network_policy_admits_only_the_ingress_controller_labelled_clients_and_monitoring():
@@ -353,6 +360,16 @@ def test_network_policy_admits_only_the_ingress_controller_labelled_clients_and_
     assert [peer["namespaceSelector"]["matchExpressions"][0]["values"] for peer in metrics_rule["from"]] == [["prom"]]
     defaults = children.network_policy(osvc())["spec"]["ingress"][0]["from"][0]
     assert defaults["namespaceSelector"]["matchExpressions"][0]["values"] == ["ingress-nginx"]
+
+
+def test_network_policy_admits_a_host_network_controller_by_address():
+    """A controller on the host network (k3s's Traefik, the local stack's) has no namespace to
+    select; it is admitted by its address range.  Empty namespace lists give no selector at all
+    (`In` with no values is invalid, and an empty `from` would admit everyone)."""
+    o = osvc(networkPolicy={"ingressNamespaces": [], "ingressCIDRs": ["10.244.0.1/32"], "monitoringNamespaces": []})
+    (api_rule,) = children.network_policy(o)["spec"]["ingress"]
+    assert api_rule["from"] == [{"ipBlock": {"cidr": "10.244.0.1/32"}},
+                                {"podSelector": {"matchLabels": {children.API_CLIENT_LABEL: "true"}}}]
 
 
 def test_the_watch_on_deployments_carries_the_managed_by_selector():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,7 @@ def write_archive(image: Image, out: Path) -> Path:
     data = buf.getvalue()
     if not out.exists() or out.read_bytes() != data:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")  # two writers never share a temporary file
         tmp.write_bytes(data)
         tmp.replace(out)
     return out

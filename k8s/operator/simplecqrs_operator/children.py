@@ -171,12 +171,12 @@ API_CLIENT_LABEL = "simplecqrs.io/api-client"
 
 
 def network_policy(osvc: OrderService) -> dict[str, Any]:
-    """The API port: from the ingress controller's namespaces, labelled clients of this namespace and
+    """The API port: from the ingress controller's namespaces or address ranges, labelled clients of this namespace and
     the monitoring namespaces; the relay's and consumer's metrics ports: from the monitoring namespaces.
     Nothing else reaches the pods (the stores are the pods' own outbound connections)."""
-    def namespaces(names) -> dict[str, Any]:
-        return {"namespaceSelector": {"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}}
+    def namespaces(names) -> list[dict[str, Any]]:  # none for an empty list (`In` needs values)
+        return [{"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}}] if names else []
 
     monitoring = namespaces(osvc.monitoring_namespaces)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -185,10 +185,12 @@ def network_policy(osvc: OrderService) -> dict[str, Any]:
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {"ports": [{"protocol": "TCP", "port": API_PORT}],
-                     "from": [namespaces(osvc.ingress_namespaces),
-                              {"podSelector": {"matchLabels": {API_CLIENT_LABEL: "true"}}}, monitoring]},
-                    {"ports": [{"protocol": "TCP", "port": port} for port in (RELAY_PORT, METRICS_PORT)],
-                     "from": [monitoring]},
+                     "from": [*namespaces(osvc.ingress_namespaces),
+                              *[{"ipBlock": {"cidr": cidr}} for cidr in osvc.ingress_cidrs],
+                              {"podSelector": {"matchLabels": {API_CLIENT_LABEL: "true"}}}, *monitoring]},
+                    # No monitoring namespace: an empty `from` would admit everyone, so the rule goes.
+                    *([{"ports": [{"protocol": "TCP", "port": port} for port in (RELAY_PORT, METRICS_PORT)],
+                        "from": monitoring}] if monitoring else []),
                 ]}}
 
 

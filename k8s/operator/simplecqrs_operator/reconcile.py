@@ -102,10 +102,25 @@ def provision(kube: Kube, osvc: OrderService, app_password: str) -> list[Conditi
 def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> None:
     wanted, unwanted = children.workloads(osvc, credentials_hash_)
     for manifest in wanted:
+        keep_live_replicas(kube, manifest)
         kube.apply(manifest)
     for kind, name in unwanted:
         if kube.delete(path(kind, osvc.namespace, name)):
             event(osvc, "ChildDeleted", f"deleted {kind} {name}: no longer in the spec")
+
+
+def keep_live_replicas(kube: Kube, manifest: dict) -> None:
+    """A Deployment whose replica count an HPA owns is applied with the count it has now.
+
+    Leaving `replicas` out of a forced server-side apply would drop the operator's ownership of the
+    field, and a field nobody owns any more is reset to its default: 1 replica, before the HPA acts
+    (the consumer fell from 4 to 1 when autoscaling was turned on).  Applying the live count keeps the
+    value the HPA set; the HPA goes on changing it through the scale subresource."""
+    if manifest["kind"] != "Deployment" or "replicas" in manifest["spec"]:
+        return
+    live = kube.get(path("Deployment", manifest["metadata"]["namespace"], manifest["metadata"]["name"]))
+    if live is not None and live.get("spec", {}).get("replicas") is not None:
+        manifest["spec"]["replicas"] = live["spec"]["replicas"]
 
 
 def observe_workloads(kube: Kube, osvc: OrderService) -> tuple[list[Condition], dict[str, str]]:

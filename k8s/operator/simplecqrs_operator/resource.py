@@ -108,6 +108,7 @@ class OrderService:
     consumer: Workload
     status: dict[str, Any] = field(default_factory=dict)
     ingress_namespaces: tuple[str, ...] = ("ingress-nginx",)
+    ingress_cidrs: tuple[str, ...] = ()
     monitoring_namespaces: tuple[str, ...] = ("monitoring",)
 
     @classmethod
@@ -139,6 +140,7 @@ class OrderService:
                               resources=consumer.get("resources", {}), autoscaling=consumer.get("autoscaling")),
             status=body.get("status") or {},
             ingress_namespaces=tuple((spec.get("networkPolicy") or {}).get("ingressNamespaces", ["ingress-nginx"])),
+            ingress_cidrs=tuple((spec.get("networkPolicy") or {}).get("ingressCIDRs", [])),
             monitoring_namespaces=tuple((spec.get("networkPolicy") or {}).get("monitoringNamespaces", ["monitoring"])),
         )
 
