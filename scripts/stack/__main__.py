@@ -1,8 +1,8 @@
 """`python -m scripts.stack {up,down,status,clean,infra}` — the local stack.
 
-`make up` / `make down` / `make status` / `make clean` call this.  `infra`
-brings up only the stores and the control plane (what `make test` needs);
-`up` adds the simplecqrs processes on top.
+`make up` / `make down` / `make status` / `make clean` call this.  `up --infra-only`
+brings up the stores, the control plane, the node and its add-ons (what `make test`
+needs); `up` adds simplecqrs on top, as pods installed by its Helm charts (services.py).
 """
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ def infrastructure() -> list[core.Component]:
     from .addons import CoreDNS, MetricsServer
     from .cassandra import Cassandra
     from .images import Dockerd
+    from .ingress import Traefik
     from .kafka import Kafka
     from .kube import Etcd, KubeApiserver, KubeControllerManager
     from .mariadb import MariaDB
     from .node import node_components
 
     return [Cassandra(), MariaDB(), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
-            Dockerd(), *node_components(), CoreDNS(), MetricsServer()]
+            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), Traefik()]
 
 
 def stop_all(comps: list[core.Component]) -> None:

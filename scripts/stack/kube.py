@@ -139,6 +139,8 @@ LEAF_CERTS = {
     # The apiserver's identity towards kubelets (logs, exec, port-forward); the kubelet asks the
     # apiserver whether it may (webhook authorization): system:kubelet-api-admin is bound to it.
     "apiserver-kubelet-client": ("ca", "/CN=kube-apiserver-kubelet-client", CLIENT_USAGE),
+    # The ingress controller, a host process (ingress.py); its ClusterRole is applied at its start.
+    "simplecqrs-ingress": ("ca", "/CN=simplecqrs-ingress", CLIENT_USAGE),
 }
 
 

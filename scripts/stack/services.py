@@ -175,7 +175,7 @@ class Instance(core.Component):
     address = f"{NAMESPACE}/{INSTANCE}"
     process = False
     start_timeout = 300
-    requires = ("operator",)
+    requires = ("operator", "traefik")
 
     def running(self) -> bool:
         return False
@@ -205,6 +205,8 @@ class Instance(core.Component):
                         timeout=self.start_timeout)
         core.detail(f"OrderService {self.address} Ready after {time.monotonic() - t0:.0f}s")
         write_env_file()
+        order_id = smoke_order()
+        core.detail(f"order {order_id} accepted and read back through {INGRESS_URL} (Host {INGRESS_HOST})")
 
     def status(self) -> core.Status:
         try:
@@ -222,6 +224,43 @@ class Instance(core.Component):
 
 def simplecqrs_components() -> list[core.Component]:
     return [ProductImage(), OperatorRelease(), Instance()]
+
+
+SMOKE_ORDER = {"description": "make up smoke test", "quantity": 1, "email": "smoke@simplecqrs.local",
+               "firstName": "Make", "lastName": "Up"}
+
+
+def smoke_order(timeout: float = 60) -> str:
+    """POST one order through the Ingress and read it back through it (the same Idempotency-Key
+    every time: repeated `make up`s give the same order).  Returns its id."""
+    import urllib.error
+    import urllib.request
+
+    def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(  # noqa: S310 - the local Ingress on loopback
+            f"{INGRESS_URL}{path}", method=method, data=json.dumps(body).encode() if body else None,
+            headers={"Host": INGRESS_HOST, "Content-Type": "application/json", "Idempotency-Key": "make-up-smoke"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, {}
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = call("POST", "/orders", SMOKE_ORDER)
+            if status in (200, 201):
+                order_id = body["id"]
+                status, got = call("GET", f"/orders/{order_id}?wait=5000")
+                if status == 200 and got.get("id") == order_id:
+                    return order_id
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise core.StackError("orderservice", f"no order round trip through {INGRESS_URL} (Host {INGRESS_HOST}) "
+                                                  f"within {timeout:.0f}s", core.LOGS / "traefik-access.log")
+        time.sleep(1)
 
 
 def api_answers(url: str = API_URL, host: str | None = None) -> bool:

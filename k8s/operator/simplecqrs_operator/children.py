@@ -60,6 +60,9 @@ def mysql_env(osvc: OrderService) -> list[dict[str, Any]]:
         _secret_env("MYSQL_PASSWORD", osvc.credentials_secret, "password")]
 
 
+API_DRAIN_SECONDS = 10  # preStop sleep of the API container
+
+
 def _container(name: str, image: str, command: list[str], env: list, resources: dict, port: int,
                port_name: str, *, readiness: bool = True) -> dict[str, Any]:
     probe = {"httpGet": {"path": "/healthz", "port": port_name}, "periodSeconds": 10, "timeoutSeconds": 3,
@@ -110,13 +113,20 @@ def api_deployment(osvc: OrderService, credentials_hash: str) -> dict[str, Any]:
     env = mysql_env(osvc) + kafka_env(osvc) + cassandra_env(osvc) + _env({
         "API_ROLE": "both", "API_BIND": f"0.0.0.0:{API_PORT}", "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics"})
     api = _container("api", osvc.api.image, API_COMMAND, env, osvc.api.resources, API_PORT, "http")
+    # Drain before stopping: a terminating pod leaves the EndpointSlices at once, but kube-proxy
+    # and the ingress controller learn it a moment later and would still send it requests that a
+    # stopped gunicorn refuses (502s on every rollout).  gunicorn gets SIGTERM after the sleep.
+    api["lifecycle"] = {"preStop": {"sleep": {"seconds": API_DRAIN_SECONDS}}}
     relay_env = mysql_env(osvc) + kafka_env(osvc) + _env({
         "OUTBOX_METRICS_HOST": "0.0.0.0", "OUTBOX_METRICS_PORT": RELAY_PORT})
     relay = _container("relay", osvc.api.image, RELAY_COMMAND, relay_env, RELAY_RESOURCES, RELAY_PORT,
                        "relay-metrics", readiness=False)
     # A new password (a re-created credentials Secret) rolls the pods, which read it at start.
-    return _deployment(osvc, osvc.api_name, "api", osvc.api.replicas, [api, relay],
-                       {"simplecqrs.io/credentials-hash": credentials_hash})
+    deployment = _deployment(osvc, osvc.api_name, "api", osvc.api.replicas, [api, relay],
+                             {"simplecqrs.io/credentials-hash": credentials_hash})
+    # The drain, then gunicorn's graceful timeout (GUNICORN_GRACEFUL_TIMEOUT, 20 s), then a margin.
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = API_DRAIN_SECONDS + 20 + 10
+    return deployment
 
 
 def consumer_deployment(osvc: OrderService) -> dict[str, Any]:
