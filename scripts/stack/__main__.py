@@ -53,8 +53,9 @@ def bring_up(components: list[core.Component]) -> None:
     pending = list(components)
     started: set[str] = set()
     while pending:
-        ready_names = {c.name for c in components if c not in pending}
-        batch = [c for c in pending if set(getattr(c, "requires", ())) <= ready_names]
+        # A requirement outside this list (the infrastructure, for the services) is already up.
+        waiting_for = {c.name for c in pending}
+        batch = [c for c in pending if not set(getattr(c, "requires", ())) & waiting_for]
         if not batch:
             raise core.StackError(pending[0].name, "dependencies can never be met")
         for c in batch:
@@ -64,7 +65,10 @@ def bring_up(components: list[core.Component]) -> None:
             c.start()
             started.add(c.name)
         for c in batch:
-            c.up()  # waits for a real answer (and starts it if it was not started above)
+            if c.name in started:
+                c.wait_ready()  # started above: wait for a real answer
+            else:
+                c.up()  # was running: check it answers (and restart it if it does not)
             pending.remove(c)
 
 

@@ -262,6 +262,20 @@ def require_ports_free(component: str, *ports: int, timeout: float = 30) -> None
         time.sleep(0.5)
 
 
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below `root`, deepest first."""
+    root_s = str(Path(root).resolve())
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return sorted((p for p in points if p == root_s or p.startswith(root_s + "/")), key=len, reverse=True)
+
+
+def unmount_under(root: Path) -> None:
+    """Unmount everything mounted at or below `root` (pod volumes, container roots, netns files)."""
+    for point in mounts_under(root):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 def which(tool: str) -> str | None:
     return shutil.which(tool)
 
@@ -327,6 +341,9 @@ class Component:
         if not self.running():
             say(f"starting {self.name}")
             self.start()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
         took = wait_until(self.ready, component=self.name, what="answering", timeout=self.start_timeout,
                           log=self.log, pid_name=self.name if self.process else None)
         detail(f"{self.name} answering on {self.address} after {took:.1f}s")

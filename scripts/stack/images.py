@@ -70,17 +70,9 @@ def apt_install(*packages: str) -> None:
 
 
 # ---------------------------------------------------------------- base root filesystem
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve()) + "/"
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1].replace("\\040", " ") for line in f]
-    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
-
-
 def _remove_tree(path: Path) -> None:
     """rm -rf of a (possibly half-made) root, after unmounting what debootstrap left mounted in it."""
-    for point in _mounts_under(path):
-        subprocess.run(["umount", "-l", point], check=False)
+    core.unmount_under(path)
     if path.exists():
         shutil.rmtree(path)
 
@@ -102,7 +94,7 @@ def base_rootfs() -> Path:
     core.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), MIRROR],
              f"images debootstrap {SUITE} minbase + {' '.join(PACKAGES)} (about 2-3 minutes)",
              log=core.LOGS / "images-debootstrap.log", timeout=1800)
-    if left := _mounts_under(tmp):
+    if left := core.mounts_under(tmp):
         raise core.StackError("images", f"debootstrap left mounts in the new root: {left}")
     # Small: no package lists or downloaded .debs (the image never runs apt-get; a build that
     # would has to run `apt-get update` first, as with the python:3.11 image).
@@ -219,6 +211,7 @@ class Dockerd(core.Component):
 
     def stop(self) -> None:
         core.stop(self.name, timeout=60)
+        core.unmount_under(DOCKER_EXEC)  # its netns/default bind mount outlives it
 
 
 def ensure_dockerd() -> bool:

@@ -55,6 +55,11 @@ def chain_exists(table: str, chain: str, tool: str = "iptables") -> bool:
     return sh(tool, "-w", "-t", table, "-S", chain, check=False).returncode == 0
 
 
+def chains(table: str, tool: str = "iptables") -> list[str]:
+    return [line.split()[1] for line in sh(tool, "-w", "-t", table, "-S", check=False).stdout.splitlines()
+            if line.startswith("-N ")]
+
+
 def delete_chain(table: str, chain: str, tool: str = "iptables") -> None:
     """Remove every rule that jumps to `chain`, then the chain itself (if there)."""
     if not chain_exists(table, chain, tool):

@@ -195,18 +195,29 @@ class Instance(core.Component):
              "--set", f"image.tag={tag}", "--timeout=5m")
 
     def ready(self) -> bool:
-        cond = conditions(orderservice()).get("Ready", {})
-        return cond.get("status") == "True"
+        """Ready for the spec as it is now: the operator has seen this generation, both rollouts
+        are complete, and the OrderService says Ready."""
+        obj = orderservice() or {}
+        if obj.get("status", {}).get("observedGeneration") != obj.get("metadata", {}).get("generation"):
+            return False
+        for component in ("api", "consumer"):
+            d = kube_json("-n", NAMESPACE, "deployment", f"{INSTANCE}-{component}") or {}
+            want, st = d.get("spec", {}).get("replicas"), d.get("status", {})
+            if (st.get("observedGeneration") != d.get("metadata", {}).get("generation")
+                    or st.get("updatedReplicas") != want or st.get("availableReplicas") != want
+                    or st.get("replicas") != want):
+                return False
+        return conditions(obj).get("Ready", {}).get("status") == "True"
 
-    def up(self) -> None:
-        self.start()
+    def wait_ready(self) -> None:
         t0 = time.monotonic()
-        core.wait_until(self.ready, component=self.name, what="Ready (stores provisioned, pods available)",
+        core.wait_until(self.ready, component=self.name, what="Ready (stores provisioned, pods rolled out)",
                         timeout=self.start_timeout)
         core.detail(f"OrderService {self.address} Ready after {time.monotonic() - t0:.0f}s")
         write_env_file()
         order_id = smoke_order()
-        core.detail(f"order {order_id} accepted and read back through {INGRESS_URL} (Host {INGRESS_HOST})")
+        core.detail(f"order {order_id} accepted and read back through {INGRESS_URL} (Host {INGRESS_HOST}) "
+                    f"{time.monotonic() - t0:.0f}s after the charts were applied")
 
     def status(self) -> core.Status:
         try:
