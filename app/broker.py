@@ -24,7 +24,7 @@ def producer(s: KafkaSettings, **overrides) -> KafkaProducer:
         compression_type=s.compression or None, linger_ms=s.linger_ms, batch_size=64 * 1024,
         max_block_ms=5000, request_timeout_ms=10000, delivery_timeout_ms=30000,
         max_in_flight_requests_per_connection=5, retry_backoff_ms=200, reconnect_backoff_max_ms=5000,
-        bootstrap_timeout_ms=5000, client_id="simplecqrs-outbox",
+        bootstrap_timeout_ms=5000, client_id="simplecqrs-outbox", metadata_max_age_ms=30000,
     )
     cfg.update(overrides)
     return KafkaProducer(**cfg)
@@ -32,9 +32,11 @@ def producer(s: KafkaSettings, **overrides) -> KafkaProducer:
 
 def consumer(s: KafkaSettings, *, group_id: str | None, **overrides) -> KafkaConsumer:
     """Manual commits only (never what poll() returned, only what was projected);
-    a new group starts from the earliest offset so no event published before it is skipped."""
+    a new group starts from the earliest offset so no event published before it is skipped.
+    Metadata every 30 s (the default is 5 min): partitions added to the topic (the operator grows
+    it when spec.kafka.partitions does) are assigned and consumed within half a minute."""
     cfg = dict(
-        bootstrap_servers=servers(s), group_id=group_id, enable_auto_commit=False,
+        bootstrap_servers=servers(s), group_id=group_id, enable_auto_commit=False, metadata_max_age_ms=30000,
         auto_offset_reset="earliest", max_poll_records=500, max_poll_interval_ms=300000,
         session_timeout_ms=10000, heartbeat_interval_ms=3000, request_timeout_ms=30500,
         reconnect_backoff_max_ms=5000, client_id="simplecqrs-consumer",

@@ -187,3 +187,233 @@ def test_helm_install_both_charts_then_helm_test(operator, image, namespace):
     finally:
         helm("uninstall", release, "-n", namespace, "--wait", "--timeout=5m")
 
+
+
+# ---------------------------------------------------------------- one instance for the journeys below
+class Instance:
+    def __init__(self, ns: str, name: str, tag: str):
+        self.ns, self.name, self.tag = ns, name, tag
+        self.host = f"{tag}.simplecqrs.local"
+
+    def get(self) -> dict:
+        return kjson("-n", self.ns, "orderservice", self.name)
+
+    def patch(self, spec: dict) -> None:
+        kubectl("-n", self.ns, "patch", "orderservice", self.name, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+    def settings(self, admin_mysql):
+        from dataclasses import replace
+
+        from app.config import CassandraSettings, KafkaSettings, Settings
+
+        return Settings(mysql=replace(admin_mysql, database=f"scqrs_{self.tag}"),
+                        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9092", topic=f"OnNewOrder-{self.tag}",
+                                            dead_letter_topic=f"OnNewOrder-{self.tag}.DLQ",
+                                            consumer_group=f"projector-{self.tag}"),
+                        cassandra=CassandraSettings(contact_points="127.0.0.1", port=9042, local_dc="datacenter1",
+                                                    keyspace=f"scqrs_{self.tag}"))
+
+    def pods(self, component: str) -> list[dict]:
+        return kjson("-n", self.ns, "pods", "-l", f"app.kubernetes.io/component={component}")["items"]
+
+    def rolled_out(self) -> bool:
+        """The operator has seen the spec, both Deployments rolled out, the OrderService Ready."""
+        obj = self.get()
+        if obj["status"].get("observedGeneration") != obj["metadata"]["generation"]:
+            return False
+        for component in ("api", "consumer"):
+            d = kjson("-n", self.ns, "deployment", f"{self.name}-{component}")
+            want, st = d["spec"]["replicas"], d["status"]
+            if (st.get("observedGeneration") != d["metadata"]["generation"] or st.get("updatedReplicas") != want
+                    or st.get("availableReplicas") != want or st.get("replicas") != want):
+                return False
+        return services.conditions(obj).get("Ready", {}).get("status") == "True"
+
+
+@pytest.fixture(scope="module")
+def instance(operator, image, run_id):
+    ns = f"journeys-{run_id}"
+    kubectl("create", "namespace", ns)
+    admin_secret(ns)
+    tag = f"j{run_id}"
+    inst = Instance(ns, "shop", tag)
+    spec = orderservice_spec(tag, image)
+    spec["kafka"]["partitions"] = 6
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
+                                                 "metadata": {"name": inst.name, "namespace": ns}, "spec": spec}))
+    wait_for(inst.rolled_out, 300, "the journey instance rolled out")
+    yield inst
+    kubectl("-n", ns, "delete", "orderservice", inst.name, "--timeout=180s", check=False)
+    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+class Load:
+    """Steady POSTs through the Ingress from a few threads; every outcome recorded."""
+
+    def __init__(self, host: str, threads: int = 4):
+        import threading
+
+        self.host, self.threads = host, threads
+        self.stop_event = threading.Event()
+        self.acked: list[str] = []
+        self.statuses: list[int] = []
+        self.errors: list[str] = []
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with requests.Session() as http:
+            while not self.stop_event.is_set():
+                try:
+                    r = http.post(f"{INGRESS}/orders", json=order(), headers={"Host": self.host}, timeout=30)
+                    self.statuses.append(r.status_code)
+                    if r.status_code == 201:
+                        self.acked.append(r.json()["id"])
+                except requests.RequestException as e:
+                    self.errors.append(type(e).__name__)
+                time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        for w in self._workers:
+            w.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for w in self._workers:
+            w.join(60)
+
+    def server_errors(self) -> list[int]:
+        return [s for s in self.statuses if s >= 500]
+
+
+def audit_equal(settings, acked: list[str], timeout: float = 180):
+    """Wait until the read model equals the write model, and every acknowledged order is in both."""
+    from app.audit import audit, write_model
+
+    last = {}
+
+    def check():
+        last["r"] = audit(settings)
+        return last["r"].equal
+
+    try:
+        wait_for(check, timeout, "the audit to report equal", interval=2)
+    except AssertionError:
+        r = last.get("r")
+        raise AssertionError(r.summary() + "\n" + "\n".join((r.missing + r.extra + r.different)[:10])) from None
+    orders, _ = write_model(settings)
+    assert set(acked) <= set(orders), f"{len(set(acked) - set(orders))} acknowledged orders not in MySQL"
+    return last["r"]
+
+
+def test_scaling_consumers_partitions_and_autoscaling(instance, admin_mysql):
+    """replicas 2 -> 4: four consumers share the partitions; partitions 6 -> 12 grows the topic;
+    autoscaling on keeps the replicas it had (no drop to 1) and the HPA reads metrics."""
+    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
+
+    instance.patch({"consumer": {"replicas": 4}, "kafka": {"partitions": 12}})
+    wait_for(instance.rolled_out, 240, "4 consumers rolled out")
+    assert len([p for p in instance.pods("consumer") if p["status"]["phase"] == "Running"]) == 4
+    c = KafkaConsumer(bootstrap_servers="127.0.0.1:9092")
+    try:
+        assert wait_for(lambda: len(c.partitions_for_topic(f"OnNewOrder-{instance.tag}") or ()) == 12, 60,
+                        "the topic grown to 12 partitions")
+    finally:
+        c.close()
+
+    admin = KafkaAdminClient(bootstrap_servers="127.0.0.1:9092")
+    try:
+        def shared() -> bool:  # 4 members, each with partitions, together all 12
+            group = admin.describe_groups([f"projector-{instance.tag}"])[f"projector-{instance.tag}"]
+            owned = [sum((len(a["partitions"]) for a in m["member_assignment"]["assigned_partitions"]), 0)
+                     for m in group["members"] if m.get("member_assignment")]
+            return len(group["members"]) == 4 and all(owned) and sum(owned) == 12
+        wait_for(shared, 150, "four consumers sharing the 12 partitions")
+    finally:
+        admin.close()
+
+    instance.patch({"consumer": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 80},
+                                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}})
+    wait_for(lambda: kjson("-n", instance.ns, "hpa", f"{instance.name}-consumer"), 60, "the HPA created")
+    time.sleep(5)  # a reconcile pass after the HPA exists
+    d = kjson("-n", instance.ns, "deployment", f"{instance.name}-consumer")
+    assert d["spec"]["replicas"] == 4, "autoscaling on dropped the consumers from 4"
+
+    def hpa_reads_metrics():
+        st = kjson("-n", instance.ns, "hpa", f"{instance.name}-consumer")["status"]
+        cur = [m for m in st.get("currentMetrics") or [] if m.get("resource", {}).get("name") == "cpu"]
+        return cur and cur[0]["resource"]["current"].get("averageUtilization") is not None
+    wait_for(hpa_reads_metrics, 180, "the HPA reading CPU metrics from metrics-server")
+    instance.patch({"consumer": {"autoscaling": None, "replicas": 2}})
+    wait_for(instance.rolled_out, 240, "back to 2 consumers")
+
+
+def test_rolling_update_under_load_through_the_ingress(instance, admin_mysql):
+    """A rollout of the API (a pod-template change) under steady load: no 5xx, no connection error,
+    and the read model equals the write model afterwards."""
+    with Load(instance.host) as load:
+        time.sleep(3)
+        instance.patch({"api": {"resources": {"requests": {"cpu": "60m", "memory": "128Mi"},
+                                              "limits": {"memory": "512Mi"}}}})
+        time.sleep(2)
+        wait_for(instance.rolled_out, 240, "the API rolled out")
+        time.sleep(3)
+    assert load.acked, "no order was accepted"
+    assert load.server_errors() == [] and load.errors == [], (
+        f"{len(load.server_errors())} 5xx ({sorted(set(load.server_errors()))}), errors {load.errors[:5]}, "
+        f"of {len(load.statuses)} requests")
+    audit_equal(instance.settings(admin_mysql), load.acked)
+
+
+def crictl_kill(pod: dict) -> None:
+    """Kill a pod's containers the hard way (SIGKILL through the runtime, no graceful delete)."""
+    for status in pod["status"]["containerStatuses"]:
+        cid = status["containerID"].split("://", 1)[1]
+        node.crictl("stop", "--timeout=0", cid, check=False)
+
+
+@pytest.mark.faults
+def test_pods_killed_under_load_lose_no_acknowledged_order(instance, admin_mysql):
+    """An API pod, a consumer pod and the operator pod killed under load (crictl, not a delete):
+    every acknowledged order ends up in both models."""
+    with Load(instance.host) as load:
+        time.sleep(3)
+        crictl_kill(instance.pods("api")[0])
+        time.sleep(5)
+        crictl_kill(instance.pods("consumer")[0])
+        time.sleep(5)
+        (op,) = kjson("-n", services.OPERATOR_NAMESPACE, "pods", "-l",
+                      "app.kubernetes.io/name=simplecqrs-operator")["items"]
+        crictl_kill(op)
+        time.sleep(10)
+    assert load.acked
+    wait_for(instance.rolled_out, 180, "the instance back to Ready")
+    report = audit_equal(instance.settings(admin_mysql), load.acked)
+    assert report.orders_write >= len(set(load.acked))
+
+
+@pytest.mark.faults
+def test_cassandra_down_commands_keep_working_queries_answer_503(instance, stack, admin_mysql):
+    """The read store stopped: the API pods stay Ready and POST /orders answers 201; queries answer
+    503 with Retry-After; when it returns, everything converges."""
+    cassandra = stack["cassandra"]
+    body = order()
+    oid = via_ingress(instance.host, "POST", "/orders", json=body).json()["id"]
+    cassandra.stop()
+    try:
+        r = wait_for(lambda: (resp := via_ingress(instance.host, "GET", f"/orders/{oid}")).status_code == 503 and resp,
+                     60, "queries answering 503")
+        assert int(r.headers["Retry-After"]) >= 1
+        accepted = []
+        for _ in range(5):
+            r = via_ingress(instance.host, "POST", "/orders", json=order())
+            assert r.status_code == 201, r.text
+            accepted.append(r.json()["id"])
+        time.sleep(25)  # > readiness period x failure threshold: a pod failing /readyz would be out by now
+        api = instance.pods("api")
+        assert all(c["ready"] for p in api for c in p["status"]["containerStatuses"] if c["name"] == "api")
+        assert via_ingress(instance.host, "POST", "/orders", json=order()).status_code == 201
+    finally:
+        cassandra.up()
+    audit_equal(instance.settings(admin_mysql), [oid, *accepted])
