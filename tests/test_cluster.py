@@ -402,8 +402,9 @@ def test_cassandra_down_commands_keep_working_queries_answer_503(instance, stack
     oid = via_ingress(instance.host, "POST", "/orders", json=body).json()["id"]
     cassandra.stop()
     try:
-        r = wait_for(lambda: (resp := via_ingress(instance.host, "GET", f"/orders/{oid}")).status_code == 503 and resp,
-                     60, "queries answering 503")
+        # (a list: a 503 Response is falsy)
+        (r,) = wait_for(lambda: (resp := via_ingress(instance.host, "GET", f"/orders/{oid}")).status_code == 503
+                        and [resp], 60, "queries answering 503")
         assert int(r.headers["Retry-After"]) >= 1
         accepted = []
         for _ in range(5):
