@@ -48,8 +48,9 @@ test-soak: venv
 	@$(PY) -m scripts.stack test -- -m soak $(PYTEST_ARGS)
 
 dev: venv
+	@$(PY) -c "from scripts.stack import gotools; gotools.ensure('skaffold')"
 	@DOCKER_HOST=unix://$(CURDIR)/.local/run/docker.sock KUBECONFIG=$(CURDIR)/.local/kubeconfig \
-	  .local/bin/skaffold dev -p local $(SKAFFOLD_ARGS)
+	  .local/bin/skaffold dev -p local --trigger=polling $(SKAFFOLD_ARGS)
 
 clean:
 	@$(PYTHON) -m scripts.stack clean $(if $(FORCE),--yes,)

@@ -75,18 +75,13 @@ def operator(image):
          services.OPERATOR_NAMESPACE, "--create-namespace", "--set", f"image.tag={image.split(':', 1)[1]}",
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=5m")
     yield
-    if not had:
-        helm("uninstall", "simplecqrs-operator", "-n", services.OPERATOR_NAMESPACE, "--wait")
+    if not had:  # (tolerant: test_skaffold's cleanup may have uninstalled it already)
+        subprocess.run([str(HELM), f"--kubeconfig={core.KUBECONFIG}", "uninstall", "simplecqrs-operator", "-n",
+                        services.OPERATOR_NAMESPACE, "--wait"], capture_output=True, timeout=300)
 
 
 def admin_secret(ns: str) -> None:
-    from scripts.stack.credentials import credentials
-
-    creds = credentials()
-    kubectl("apply", "--server-side", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "mysql-admin", "namespace": ns, "labels": {"simplecqrs.io/credentials": "true"}},
-        "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"], "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
+    services.apply_admin_secret(ns, "mysql-admin")
 
 
 def orderservice_spec(tag: str, image: str, policy: str = "Delete") -> dict:

@@ -387,3 +387,17 @@ def test_the_watch_on_deployments_carries_the_managed_by_selector():
         ",".join(f"{k}={v}" for k, v in handlers.MANAGED.items())]
     orderservices = references.Resource("simplecqrs.io", "v1alpha1", "orderservices", kind="OrderService")
     assert list(settings.watching.label_selectors.collect(orderservices)) == []
+
+
+def test_pull_secrets_and_placement_reach_both_deployments():
+    o = osvc(imagePullSecrets=[{"name": "regcred"}],
+             placement={"nodeSelector": {"pool": "apps"}, "tolerations": [{"key": "apps", "operator": "Exists"}],
+                        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                       "whenUnsatisfiable": "ScheduleAnyway"}]})
+    for d in (children.api_deployment(o, "h"), children.consumer_deployment(o)):
+        pod = d["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["nodeSelector"] == {"pool": "apps"} and pod["tolerations"][0]["key"] == "apps"
+        assert pod["topologySpreadConstraints"][0]["maxSkew"] == 1
+    plain = children.api_deployment(osvc(), "h")["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in plain and "nodeSelector" not in plain

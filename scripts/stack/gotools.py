@@ -55,6 +55,7 @@ class GoTool:
     module_dir: Path | None  # wrapper module to build in; None = `go install pkg@version`
     ldflags: str
     tags: str = ""
+    for_up: bool = True      # False: only the tests (and `make dev`) use it; built when first needed
 
     @property
     def path(self) -> Path:
@@ -103,7 +104,7 @@ TOOLS = [
            " ".join(f"-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.{k}={v}"
                     for k, v in (("version", SKAFFOLD_VERSION), ("gitCommit", SKAFFOLD_GIT_COMMIT),
                                  ("buildDate", SKAFFOLD_BUILD_DATE))),
-           tags="timetzdata,osusergo,netgo,release"),
+           tags="timetzdata,osusergo,netgo,release", for_up=False),
 ]
 
 
@@ -163,13 +164,18 @@ def build(tool: GoTool) -> Path:
 
 
 def build_all() -> dict[str, Path]:
-    """Idempotent: build what is missing, link every tool into .local/bin/<name>."""
+    """Idempotent: build what `make up` needs and is missing, link each into .local/bin/<name>.
+    (skaffold, ~4 minutes cold, is built by ensure() when a test or `make dev` first needs it.)"""
     core.ensure_dirs()
-    paths = {}
-    for tool in TOOLS:
-        paths[tool.name] = build(tool)
-        core.link_tool(paths[tool.name], tool.name)
-    return paths
+    return {tool.name: ensure(tool.name) for tool in TOOLS if tool.for_up}
+
+
+def ensure(name: str) -> Path:
+    """One tool, built if missing and linked into .local/bin/<name>."""
+    tool = next(t for t in TOOLS if t.name == name)
+    path = build(tool)
+    core.link_tool(path, tool.name)
+    return path
 
 
 

@@ -100,6 +100,16 @@ def write_env_file() -> None:
         f.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
+def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
+    """The MySQL admin account the operator provisions with, as the labelled Secret it reads
+    (through stdin: never on a command line or in the output)."""
+    creds = credentials()
+    kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}},
+        "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"], "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
+
+
 # ---------------------------------------------------------------- components
 class ProductImage(core.Component):
     """The product image in the node's image store (never pulled: built here)."""
@@ -181,15 +191,8 @@ class Instance(core.Component):
         return False
 
     def start(self) -> None:
-        creds = credentials()
         kubectl("create", "namespace", NAMESPACE, check=False)
-        # The admin account as a Secret (stdin, never on a command line or in the output).
-        kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE,
-                         "labels": {"simplecqrs.io/credentials": "true"}},
-            "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"],
-                                             "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
+        apply_admin_secret(NAMESPACE)
         tag = image_ref().split(":", 1)[1]
         helm("upgrade", "--install", INSTANCE, str(APP_CHART), "-n", NAMESPACE, "-f", str(LOCAL_VALUES),
              "--set", f"image.tag={tag}", "--timeout=5m")

@@ -101,7 +101,11 @@ def _deployment(osvc: OrderService, name: str, component: str, replicas: int | N
             },
         },
     }
-    if replicas is not None:  # left out while an HPA owns the replica count
+    pod = spec["template"]["spec"]
+    if osvc.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in osvc.image_pull_secrets]
+    pod.update(osvc.placement)  # nodeSelector, tolerations, affinity, topologySpreadConstraints
+    if replicas is not None:  # left out while an HPA owns the replica count (reconcile.keep_live_replicas)
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(osvc, name, component), "spec": spec}
 

@@ -110,6 +110,8 @@ class OrderService:
     ingress_namespaces: tuple[str, ...] = ("ingress-nginx",)
     ingress_cidrs: tuple[str, ...] = ()
     monitoring_namespaces: tuple[str, ...] = ("monitoring",)
+    image_pull_secrets: tuple[str, ...] = ()
+    placement: dict[str, Any] = field(default_factory=dict)   # nodeSelector, tolerations, affinity, ...
 
     @classmethod
     def from_body(cls, body: dict) -> OrderService:
@@ -142,6 +144,8 @@ class OrderService:
             ingress_namespaces=tuple((spec.get("networkPolicy") or {}).get("ingressNamespaces", ["ingress-nginx"])),
             ingress_cidrs=tuple((spec.get("networkPolicy") or {}).get("ingressCIDRs", [])),
             monitoring_namespaces=tuple((spec.get("networkPolicy") or {}).get("monitoringNamespaces", ["monitoring"])),
+            image_pull_secrets=tuple(s["name"] for s in spec.get("imagePullSecrets") or []),
+            placement={k: v for k, v in (spec.get("placement") or {}).items() if v},
         )
 
     # ------------------------------------------------------------ names of the children
