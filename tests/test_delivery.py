@@ -715,8 +715,10 @@ def test_helm_lint_every_values_combination(helm_bin, crds, chart):
     for name, args in chart_combos(chart):
         proc = helm("lint", "--strict", "--kube-version", K8S_VERSION, chart, *args, check=False)
         assert proc.returncode == 0 and "0 chart(s) failed" in proc.stdout, f"{name}:\n{proc.stdout}\n{proc.stderr}"
-        # NOTES.txt renders too (helm template does not show it), with every value filled in.
-        out = helm("install", RELEASE[chart], chart, "--namespace", "simplecqrs", "--dry-run=client", *args).stdout
+        # NOTES.txt renders too (helm template does not show it), with every value filled in.  (A namespace
+        # nothing uses: helm checks that the release's objects are not someone else's, e.g. `make up`'s.)
+        out = helm("install", RELEASE[chart], chart, "--namespace", "delivery-dry-run", "--dry-run=client",
+                   *args).stdout
         assert "NOTES:" in out and "<no value>" not in out, f"{name}:\n{out[-2000:]}"
     for required in ("values.schema.json", "templates/_helpers.tpl", "templates/NOTES.txt", "values.yaml"):
         assert (chart / required).is_file(), required
@@ -1168,7 +1170,10 @@ def test_skaffold_yaml_names_existing_paths_and_profiles(skaffold_config):
         assert (context / art["docker"]["dockerfile"]).is_file()
     images = {a["image"] for a in skaffold_config["build"]["artifacts"]}
     releases = skaffold_config["deploy"]["helm"]["releases"]
-    assert [r["chartPath"] for r in releases] == ["charts/simplecqrs-operator", "charts/simplecqrs"]
+    # The instance first: skaffold's cleanup uninstalls in list order, and the operator must outlive
+    # its OrderService (the finalizer); dependsOn keeps the operator first on install.
+    assert [r["chartPath"] for r in releases] == ["charts/simplecqrs", "charts/simplecqrs-operator"]
+    assert releases[0]["dependsOn"] == ["simplecqrs-operator"]
     for r in releases:
         assert (ROOT / r["chartPath"] / "Chart.yaml").is_file()
         for f in r.get("valuesFiles", []):
@@ -1176,7 +1181,7 @@ def test_skaffold_yaml_names_existing_paths_and_profiles(skaffold_config):
         for tmpl in r.get("setValueTemplates", {}).values():
             for img in re.findall(r"IMAGE_\w+?_(\w+)}}", tmpl):
                 assert img in images, tmpl
-    assert [p["name"] for p in skaffold_config["profiles"]] == PROFILES
+    assert [p["name"] for p in skaffold_config["profiles"]] == [*PROFILES, "local"]  # local: tests/test_skaffold.py
     (fwd,) = skaffold_config["portForward"]
     # The API Service of the OrderService values-dev.yaml names.
     dev = yaml.safe_load((APP_CHART / "values-dev.yaml").read_text())
@@ -1197,7 +1202,7 @@ def test_skaffold_diagnose(skaffold_bin, tmp_path, profile):
     proc = run([skaffold_bin, "diagnose", "-p", profile, "--yaml-only", "-c", env["SKAFFOLD_CONFIG"]], env=env)
     effective = yaml.safe_load(proc.stdout)
     assert effective["build"]["local"]["push"] is False, "kind/minikube: never push to a registry"
-    assert [r["name"] for r in effective["deploy"]["helm"]["releases"]] == ["simplecqrs-operator", "simplecqrs"]
+    assert [r["name"] for r in effective["deploy"]["helm"]["releases"]] == ["simplecqrs", "simplecqrs-operator"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)

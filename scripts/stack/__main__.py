@@ -145,6 +145,10 @@ def cmd_test(args: argparse.Namespace) -> int:
                 if c.name not in was_running and c.running():
                     core.say(f"stopping {c.name} (started for this test run)")
                     c.stop()
+            if "kubelet" not in was_running:
+                from .node import remove_leftovers
+
+                remove_leftovers()
     if rc == 5:
         print("ERROR pytest collected no tests", file=sys.stderr)
         return 1
