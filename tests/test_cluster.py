@@ -11,17 +11,22 @@ sees another test's or `make up`'s instance.
 """
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
 import uuid
 
+import conftest
 import pymysql
 import pytest
 import requests
 from support import order
 
 from scripts.stack import core, network, node, services
+
+# kubectl and HTTP polls: once a second is plenty (conftest's default suits local processes)
+wait_for = functools.partial(conftest.wait_for, interval=1.0)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -36,20 +41,6 @@ def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: f
 def kjson(*args: str) -> dict | None:
     out = kubectl("get", *args, "-o", "json", check=False)
     return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def wait_for(check, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, OSError, KeyError, TypeError) as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"not {what} after {timeout:.0f}s (last: {str(last)[:500]})")
 
 
 def helm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

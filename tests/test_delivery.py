@@ -715,9 +715,12 @@ def test_helm_lint_every_values_combination(helm_bin, crds, chart):
     for name, args in chart_combos(chart):
         proc = helm("lint", "--strict", "--kube-version", K8S_VERSION, chart, *args, check=False)
         assert proc.returncode == 0 and "0 chart(s) failed" in proc.stdout, f"{name}:\n{proc.stdout}\n{proc.stderr}"
-        # NOTES.txt renders too (helm template does not show it), with every value filled in.  (A namespace
-        # nothing uses: helm checks that the release's objects are not someone else's, e.g. `make up`'s.)
-        out = helm("install", RELEASE[chart], chart, "--namespace", "delivery-dry-run", "--dry-run=client",
+        # NOTES.txt renders too (helm template does not show it), with every value filled in.  Helm checks
+        # that the release's objects are not another release's: the operator's cluster-scoped RBAC may
+        # belong to a real simplecqrs-operator release (tests/test_cluster.py, `make up`), so its dry run
+        # is an upgrade of that release; the instance's goes to a namespace nothing uses.
+        ns = "simplecqrs-system" if chart == OPERATOR_CHART else "delivery-dry-run"
+        out = helm("upgrade", "--install", RELEASE[chart], chart, "--namespace", ns, "--dry-run=client",
                    *args).stdout
         assert "NOTES:" in out and "<no value>" not in out, f"{name}:\n{out[-2000:]}"
     for required in ("values.schema.json", "templates/_helpers.tpl", "templates/NOTES.txt", "values.yaml"):

@@ -9,16 +9,20 @@ cleanup removes it; the test then puts `make up`'s releases back.  Its source ch
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
-import time
 import uuid
 
+import conftest
 import pytest
 import requests
 
 from scripts.stack import core, gotools, images, node, services
+
+# kubectl and HTTP polls: once a second is plenty (conftest's default suits local processes)
+wait_for = functools.partial(conftest.wait_for, interval=2.0)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
@@ -49,19 +53,6 @@ def healthz() -> dict:
     r = requests.get(f"{services.INGRESS_URL}/healthz", headers={"Host": services.INGRESS_HOST}, timeout=5)
     r.raise_for_status()
     return r.json()
-
-
-def wait_for(check, timeout: float, what: str, interval: float = 2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            if last := check():
-                return last
-        except (requests.RequestException, OSError, ValueError, KeyError) as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"not {what} after {timeout:.0f}s (last: {str(last)[:300]})")
 
 
 def terminating() -> list[str]:

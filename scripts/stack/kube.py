@@ -29,7 +29,6 @@ NODE_NAME = "simplecqrs-node"         # the one node (node.py)
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 PKI = core.ETC / "pki"
-KCM_KUBECONFIG = core.ETC / "kube-controller-manager.kubeconfig"
 
 # Controllers run by kube-controller-manager.  Left out: node IPAM (the CNI bridge's host-local
 # IPAM owns the pod range), CSR signing/approval (every certificate is made here, none is
@@ -342,6 +341,17 @@ class KubeApiserver(core.Component):
         return _binary_version("kube-apiserver", gotools.K8S_VERSION)
 
 
+def control_plane_flags(user: str, port: int) -> list[str]:
+    """What kube-controller-manager and kube-scheduler share: their own user's kubeconfig (also for
+    the delegated authn/authz of their /metrics; /healthz, /readyz, /livez stay open), HTTPS on
+    127.0.0.1:<port> with a certificate of the local CA, one instance (no leader election)."""
+    kubeconfig = kubeconfig_of(user)
+    return [f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}", "--bind-address=127.0.0.1", f"--secure-port={port}",
+            f"--tls-cert-file={PKI / f'{user}-serving.crt'}", f"--tls-private-key-file={PKI / f'{user}-serving.key'}",
+            "--leader-elect=false"]
+
+
 class KubeControllerManager(core.Component):
     name = "kube-controller-manager"
     address = f"https://127.0.0.1:{KCM_PORT}"
@@ -360,18 +370,9 @@ class KubeControllerManager(core.Component):
         # read the authentication ConfigMap; kube-controller-manager would exit on that.
         core.wait_until(self._can_read_auth_config, component=self.name, timeout=60,
                         what="authorized by kube-apiserver (RBAC bootstrap)")
-        kubeconfig = str(KCM_KUBECONFIG)
         core.spawn(self.name, [
             str(core.BIN / "kube-controller-manager"),
-            f"--kubeconfig={kubeconfig}",
-            # Delegated authn/authz of its own /metrics etc.; /healthz,/readyz,/livez stay open.
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={KCM_PORT}",
-            f"--tls-cert-file={PKI / 'kube-controller-manager-serving.crt'}",
-            f"--tls-private-key-file={PKI / 'kube-controller-manager-serving.key'}",
-            "--leader-elect=false",
+            *control_plane_flags("kube-controller-manager", KCM_PORT),
             "--controllers=" + ",".join(KCM_CONTROLLERS),
             f"--root-ca-file={PKI / 'ca.crt'}",
             f"--service-account-private-key-file={PKI / 'sa.key'}",

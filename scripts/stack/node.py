@@ -321,18 +321,8 @@ class KubeScheduler(core.Component):
     def start(self) -> None:
         core.require_ports_free(self.name, SCHEDULER_PORT)
         kube.ensure_pki()
-        kubeconfig = kube.kubeconfig_of("kube-scheduler")
-        core.spawn(self.name, [
-            str(core.BIN / "kube-scheduler"),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={SCHEDULER_PORT}",
-            f"--tls-cert-file={PKI / 'kube-scheduler-serving.crt'}",
-            f"--tls-private-key-file={PKI / 'kube-scheduler-serving.key'}",
-            "--leader-elect=false",
-        ])
+        core.spawn(self.name, [str(core.BIN / "kube-scheduler"),
+                               *kube.control_plane_flags("kube-scheduler", SCHEDULER_PORT)])
 
     def ready(self) -> bool:
         status, body = kube._https_get(SCHEDULER_PORT, "/healthz", client_cert=None)
