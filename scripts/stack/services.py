@@ -275,11 +275,3 @@ def smoke_order(timeout: float = 60) -> str:
             raise core.StackError("orderservice", f"no order round trip through {INGRESS_URL} (Host {INGRESS_HOST}) "
                                                   f"within {timeout:.0f}s", core.LOGS / "traefik-access.log")
         time.sleep(1)
-
-
-def api_answers(url: str = API_URL, host: str | None = None) -> bool:
-    import urllib.request
-
-    req = urllib.request.Request(f"{url}/readyz", headers={"Host": host} if host else {})  # noqa: S310 - loopback
-    with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback only
-        return resp.status == 200
