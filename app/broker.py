@@ -24,7 +24,7 @@ def producer(s: KafkaSettings, **overrides) -> KafkaProducer:
         compression_type=s.compression or None, linger_ms=s.linger_ms, batch_size=64 * 1024,
         max_block_ms=5000, request_timeout_ms=10000, delivery_timeout_ms=30000,
         max_in_flight_requests_per_connection=5, retry_backoff_ms=200, reconnect_backoff_max_ms=5000,
-        bootstrap_timeout_ms=5000, client_id="simplecqrs-outbox", metadata_max_age_ms=30000,
+        bootstrap_timeout_ms=5000, client_id="simplecqrs-outbox",
     )
     cfg.update(overrides)
     return KafkaProducer(**cfg)

@@ -84,7 +84,7 @@ def pipeline_stages(s: Settings) -> dict:
     try:
         tps = [TopicPartition(s.kafka.topic, p) for p in c.partitions_for_topic(s.kafka.topic) or ()]
         end = c.end_offsets(tps)
-        committed = admin.list_consumer_group_offsets(s.kafka.consumer_group)
+        committed = admin.list_group_offsets(s.kafka.consumer_group)[s.kafka.consumer_group]  # kafka-python 3
     finally:
         c.close()
         admin.close()
