@@ -9,6 +9,7 @@ import requests
 from kafka import KafkaConsumer, TopicPartition
 
 from app.config import Settings
+from scripts.stack.instance import wait_for
 
 ORDER = {"description": "repellendus aut et eaque", "quantity": 6, "email": "Alexanne.Glover@augusta.biz",
          "firstName": "Alexanne", "lastName": "Glover"}
@@ -105,3 +106,21 @@ def stalled_stage(stages: dict, orders_read: int) -> str:
     if orders_read != stages["orders_in_mysql"]:
         return f"projection: read model has {orders_read} of {stages['orders_in_mysql']} with no lag"
     return "none: every stage caught up"
+
+
+def audit_equal(s: Settings, timeout: float = 90, interval: float = 1):
+    """Wait until the read model equals the write model; return the report (app/audit.py)."""
+    from app.audit import audit
+
+    last = {}
+
+    def check():
+        last["r"] = audit(s)
+        return last["r"].equal
+
+    try:
+        wait_for(check, timeout, "the audit to report equal", interval=interval)
+    except AssertionError:
+        raise AssertionError(last["r"].summary() + "\n" + "\n".join(
+            (last["r"].missing + last["r"].extra + last["r"].different)[:10])) from None
+    return last["r"]

@@ -21,6 +21,7 @@ import conftest
 import pymysql
 import pytest
 import requests
+import support
 from support import order
 
 from scripts.stack import core, network, node, services
@@ -272,24 +273,14 @@ class Load:
         return [s for s in self.statuses if s >= 500]
 
 
-def audit_equal(settings, acked: list[str], timeout: float = 180):
-    """Wait until the read model equals the write model, and every acknowledged order is in both."""
-    from app.audit import audit, write_model
+def audit_equal_with(settings, acked: list[str], timeout: float = 180):
+    """The audit equal (support.audit_equal), and every acknowledged order in the write model."""
+    from app.audit import write_model
 
-    last = {}
-
-    def check():
-        last["r"] = audit(settings)
-        return last["r"].equal
-
-    try:
-        wait_for(check, timeout, "the audit to report equal", interval=2)
-    except AssertionError:
-        r = last.get("r")
-        raise AssertionError(r.summary() + "\n" + "\n".join((r.missing + r.extra + r.different)[:10])) from None
+    report = support.audit_equal(settings, timeout=timeout, interval=2)
     orders, _ = write_model(settings)
     assert set(acked) <= set(orders), f"{len(set(acked) - set(orders))} acknowledged orders not in MySQL"
-    return last["r"]
+    return report
 
 
 def test_scaling_consumers_partitions_and_autoscaling(instance, admin_mysql):
@@ -349,7 +340,7 @@ def test_rolling_update_under_load_through_the_ingress(instance, admin_mysql):
     assert load.server_errors() == [] and load.errors == [], (
         f"{len(load.server_errors())} 5xx ({sorted(set(load.server_errors()))}), errors {load.errors[:5]}, "
         f"of {len(load.statuses)} requests")
-    audit_equal(instance.settings(admin_mysql), load.acked)
+    audit_equal_with(instance.settings(admin_mysql), load.acked)
 
 
 def crictl_kill(pod: dict) -> None:
@@ -375,7 +366,7 @@ def test_pods_killed_under_load_lose_no_acknowledged_order(instance, admin_mysql
         time.sleep(10)
     assert load.acked
     wait_for(instance.rolled_out, 180, "the instance back to Ready")
-    report = audit_equal(instance.settings(admin_mysql), load.acked)
+    report = audit_equal_with(instance.settings(admin_mysql), load.acked)
     assert report.orders_write >= len(set(load.acked))
 
 
@@ -403,4 +394,4 @@ def test_cassandra_down_commands_keep_working_queries_answer_503(instance, stack
         assert via_ingress(instance.host, "POST", "/orders", json=order()).status_code == 201
     finally:
         cassandra.up()
-    audit_equal(instance.settings(admin_mysql), [oid, *accepted])
+    audit_equal_with(instance.settings(admin_mysql), [oid, *accepted])

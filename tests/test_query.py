@@ -12,27 +12,10 @@ import pytest
 import requests
 from conftest import start_api, start_consumer, wait_for
 from kafka import KafkaProducer
-from support import order, post, read_topic
+from support import audit_equal, order, post, read_topic
 
 from app import events
-from app.audit import audit
 from app.readmodel.rebuild import rebuild
-
-
-def audit_equal(s, timeout=90):
-    """Wait until the read model equals the write model; return the report."""
-    last = {}
-
-    def check():
-        last["r"] = audit(s)
-        return last["r"].equal
-
-    try:
-        wait_for(check, timeout, "the audit to report equal", interval=1)
-    except AssertionError:
-        raise AssertionError(last["r"].summary() + "\n" + "\n".join(
-            (last["r"].missing + last["r"].extra + last["r"].different)[:10])) from None
-    return last["r"]
 
 
 def test_post_then_read_your_write_with_wait(api, consumers):
