@@ -175,6 +175,50 @@ def test_helm_install_both_charts_then_helm_test(operator, image, namespace):
         helm("uninstall", release, "-n", namespace, "--wait", "--timeout=5m")
 
 
+def test_values_dev_runs_the_development_stores_on_the_node(operator, image, namespace):
+    """values-dev.yaml as a kind user installs it: the chart's own MySQL (MariaDB) and Cassandra
+    StatefulSets, from images built here with the official images' contract, on volumes of the
+    node's default StorageClass.  The operator provisions them, the instance becomes Ready, and an
+    order goes in and comes back through the Ingress.  (Its Strimzi Kafka belongs to the Strimzi
+    issue: Kafka here is the host's, as in values-local.yaml.)"""
+    from scripts.stack import devstores
+
+    refs = devstores.build()
+    tag = namespace.replace("-", "")[-12:]
+    release = f"d{tag}"[:20]
+    helm("install", release, str(services.APP_CHART), "-n", namespace,
+         "-f", str(services.APP_CHART / "values-dev.yaml"), "-f", str(services.LOCAL_VALUES),
+         *devstores.helm_values(refs), "--set", "kafka.deploy.enabled=false",
+         "--set", f"image.tag={image.split(':', 1)[1]}", "--set", f"orderService.name={release}",
+         "--set", f"ingress.host={tag}.simplecqrs.local", "--set", f"kafka.topic=OnNewOrder-{tag}",
+         "--timeout=5m")
+    try:
+        os_obj = wait_for(lambda: ready(namespace, release), 600, "Ready on the chart's own stores")
+        assert (os_obj["spec"]["mysql"]["host"], os_obj["spec"]["cassandra"]["contactPoints"]) == (
+            f"{release}-mysql.{namespace}.svc", [f"{release}-cassandra.{namespace}.svc"])
+        claims = kjson("-n", namespace, "pvc")["items"]
+        assert sorted((c["status"]["phase"], c["spec"]["storageClassName"]) for c in claims) == [
+            ("Bound", "standard")] * 2, claims
+        for pod in ("mysql-0", "cassandra-0"):
+            p = kjson("-n", namespace, "pod", f"{release}-{pod}")
+            assert p["spec"]["containers"][0]["image"] in refs.values() and p["status"]["phase"] == "Running"
+
+        host = f"{tag}.simplecqrs.local"
+        body = order()
+        r = wait_for(lambda: (resp := via_ingress(host, "POST", "/orders", json=body)).status_code == 201 and resp,
+                     120, "an order accepted through the Ingress")
+        oid = r.json()["id"]
+        got = wait_for(lambda: (resp := via_ingress(host, "GET", f"/orders/{oid}", params={"wait": 5000}))
+                       .status_code == 200 and resp.json(), 120, "the order read back through the Ingress")
+        assert got["id"] == oid and got["quantity"] == body["quantity"]
+    finally:
+        helm("uninstall", release, "-n", namespace, "--wait", "--timeout=5m")
+    # The claims outlive the release (StatefulSet volumes); deleting them deletes the volumes.
+    kubectl("-n", namespace, "delete", "pvc", "--all", "--timeout=120s")
+    wait_for(lambda: not [pv for pv in kjson("pv")["items"]
+                          if pv["spec"].get("claimRef", {}).get("namespace") == namespace], 120, "the volumes deleted")
+
+
 
 # ---------------------------------------------------------------- one instance for the journeys below
 class Instance:

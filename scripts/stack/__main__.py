@@ -16,7 +16,7 @@ from . import core
 
 def infrastructure() -> list[core.Component]:
     """Start order: slow starters first so their boot overlaps the others'; stopped in reverse."""
-    from .addons import CoreDNS, MetricsServer
+    from .addons import CoreDNS, LocalPath, MetricsServer
     from .cassandra import Cassandra
     from .images import Dockerd
     from .ingress import Traefik
@@ -26,7 +26,7 @@ def infrastructure() -> list[core.Component]:
     from .node import node_components
 
     return [Cassandra(), MariaDB(), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
-            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), Traefik()]
+            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik()]
 
 
 def stop_all(comps: list[core.Component]) -> None:

@@ -110,6 +110,29 @@ JAVA17_MODULE_FLAGS = [
     "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
 ]
 
+# Everything but the heap and the paths: shared with the development image (devstores.py).
+JVM_FLAGS = [
+    "-Xss256k",
+    # conf/jvm-server.options (without -ea, AlwaysPreTouch, HeapDumpOnOutOfMemoryError)
+    "-XX:+UseThreadPriorities", "-XX:+UseTLAB", "-XX:+ResizeTLAB", "-XX:+PerfDisableSharedMem",
+    "-Djava.net.preferIPv4Stack=true", "-Dchronicle.analytics.disable=true",
+    # conf/jvm17-server.options
+    "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
+    "-XX:G1HeapRegionSize=16m", "-XX:G1RSetUpdatingPauseTimePercent=5", "-XX:MaxGCPauseMillis=300",
+    "-XX:InitiatingHeapOccupancyPercent=70", "-Djdk.attach.allowAttachSelf=true",
+    # cassandra-env.sh kills the JVM on OutOfMemoryError (a startup check warns otherwise)
+    "-XX:+ExitOnOutOfMemoryError",
+    *JAVA17_MODULE_FLAGS,
+    "-Dio.netty.tryReflectionSetAccessible=true", "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+    # No -javaagent:jamm.jar (cassandra-env.sh adds it): an agent forbids writing the
+    # class-data archive, and jamm falls back to Unsafe-based object sizes without it.
+    # bin/cassandra: stay attached to stdout/stderr
+    "-Dcassandra-foreground=yes",
+    # a lone node: do not wait for gossip to settle with peers that do not exist
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+]
+
 
 class Cassandra(core.Component):
     name = "cassandra"
@@ -130,25 +153,9 @@ class Cassandra(core.Component):
         logback = CONF / "logback.xml"
         logback.write_text(LOGBACK_XML.format())
         argv = [
-            java(), *cds_flags(self.name, HOME), "-Xms1G", "-Xmx1G", "-Xss256k",
-            # conf/jvm-server.options (without -ea, AlwaysPreTouch, HeapDumpOnOutOfMemoryError)
-            "-XX:+UseThreadPriorities", "-XX:+UseTLAB", "-XX:+ResizeTLAB", "-XX:+PerfDisableSharedMem",
-            "-Djava.net.preferIPv4Stack=true", "-Dchronicle.analytics.disable=true",
-            # conf/jvm17-server.options
-            "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
-            "-XX:G1HeapRegionSize=16m", "-XX:G1RSetUpdatingPauseTimePercent=5", "-XX:MaxGCPauseMillis=300",
-            "-XX:InitiatingHeapOccupancyPercent=70", "-Djdk.attach.allowAttachSelf=true",
-            # cassandra-env.sh kills the JVM on OutOfMemoryError (a startup check warns otherwise)
-            "-XX:+ExitOnOutOfMemoryError",
-            *JAVA17_MODULE_FLAGS,
-            "-Dio.netty.tryReflectionSetAccessible=true", "-Dio.netty.allocator.useCacheForAllThreads=true",
-            "-Dio.netty.allocator.maxOrder=11",
-            # No -javaagent:jamm.jar (cassandra-env.sh adds it): an agent forbids writing the
-            # class-data archive, and jamm falls back to Unsafe-based object sizes without it.
+            java(), *cds_flags(self.name, HOME), "-Xms1G", "-Xmx1G", *JVM_FLAGS,
             # native libraries (JNA, netty epoll) are unpacked here, not into /tmp
             f"-Djava.io.tmpdir={DATADIR / 'tmp'}",
-            # bin/cassandra: stay attached to stdout/stderr, config as a URL
-            "-Dcassandra-foreground=yes",
             f"-Dcassandra.config={yaml.as_uri()}",
             f"-Dlogback.configurationFile={logback}",
             f"-Dcassandra.storagedir={DATADIR}",
@@ -156,8 +163,6 @@ class Cassandra(core.Component):
             # JMX for nodetool, bound to 127.0.0.1 only; its RMI objects on the same port
             # (otherwise a random one)
             f"-Dcassandra.jmx.local.port={JMX_PORT}", f"-Dcom.sun.management.jmxremote.rmi.port={JMX_PORT}",
-            # a lone node: do not wait for gossip to settle with peers that do not exist
-            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-cp", str(LIB / "*"),   # config is passed by path above, not on the classpath
             "org.apache.cassandra.service.CassandraDaemon",
         ]

@@ -42,6 +42,8 @@ TRAEFIK_BUILD_DATE = "2026-03-26T09:54:04Z"  # the proxy's .info Time
 CRICTL_VERSION = "v1.34.0"
 COREDNS_VERSION = "v1.11.3"
 METRICS_SERVER_VERSION = "v0.8.0"
+# The default StorageClass of kind (and k3s): the only version the proxy lists.
+LOCAL_PATH_VERSION = "v0.0.30"
 
 GOTOOLS = core.ROOT / "scripts" / "gotools"
 CACHE_BIN = core.CACHE / "bin"
@@ -90,6 +92,9 @@ TOOLS = [
     GoTool("metrics-server", METRICS_SERVER_VERSION,
            f"sigs.k8s.io/metrics-server/cmd/metrics-server@{METRICS_SERVER_VERSION}", None,
            f"-X sigs.k8s.io/metrics-server/pkg/version.gitVersion={METRICS_SERVER_VERSION}"),
+    GoTool("local-path-provisioner", LOCAL_PATH_VERSION,
+           f"github.com/rancher/local-path-provisioner@{LOCAL_PATH_VERSION}", None,
+           f"-X main.VERSION={LOCAL_PATH_VERSION}"),
     # As helm's Makefile; without these `helm version` says "v3.20" and offline
     # template/lint assume Kubernetes v1.20.
     GoTool("helm", HELM_VERSION, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", None,

@@ -250,19 +250,25 @@ def archive_path(tag: str) -> Path:
     return IMAGES / (tag.replace("/", "_").replace(":", "_") + ".tar")
 
 
-def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT) -> Path:
-    """A real `docker build` of the Dockerfile on the local base; returns the `docker save` archive
-    (`ctr -n k8s.io images import <archive>` takes it).  Starts dockerd if it is not running
-    (and leaves it running: `Dockerd().stop()` or `python -m scripts.stack.images stop`)."""
-    rootfs = base_rootfs()
+def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT, dockerfile: Path | None = None,
+                target: str | None = None, base_arg: str | None = "PYTHON_IMAGE") -> Path:
+    """A real `docker build`; returns the `docker save` archive (`ctr -n k8s.io images import` takes it).
+
+    By default the product's Dockerfile with its base (build argument PYTHON_IMAGE) set to the
+    Debian root made here; `dockerfile`/`target` build another Dockerfile's stage, `base_arg` names
+    its base-image build argument (None: it needs no base, e.g. FROM scratch).  Starts dockerd if it
+    is not running (and leaves it running: `Dockerd().stop()` or `python -m scripts.stack.images stop`)."""
     ensure_dockerd()
-    base = import_base(rootfs)
-    argv = [DOCKER, "build", "--progress=plain", "--network=host", "-f", str(context / "Dockerfile"),
-            "-t", tag, "--build-arg", f"PYTHON_IMAGE={base}"]
+    argv = [DOCKER, "build", "--progress=plain", "--network=host", "-f", str(dockerfile or context / "Dockerfile"),
+            "-t", tag]
+    if target:
+        argv += ["--target", target]
+    if base_arg:
+        argv += ["--build-arg", f"{base_arg}={import_base(base_rootfs())}"]
     if CA_BUNDLE.is_file():
         argv += ["--secret", f"id={CA_SECRET_ID},src={CA_BUNDLE}"]
     argv.append(str(context))
-    core.run(argv, f"images docker build {tag} (FROM {base})", env=docker_env(),
+    core.run(argv, f"images docker build {tag}" + (f" (FROM {BASE_TAG})" if base_arg else ""), env=docker_env(),
              log=core.LOGS / "images-build.log", timeout=1800)
     IMAGES.mkdir(parents=True, exist_ok=True)
     archive = archive_path(tag)
@@ -279,6 +285,22 @@ def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT) -> Path:
     saved.write_text(image_id + "\n")
     core.detail(f"{tag}: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
     return archive
+
+
+def build_into_node(repository: str, **build_kwargs) -> str:
+    """build_image() as `<repository>:dev`, then into the node's containerd under a tag derived from
+    the image id, `<repository>:dev-<id12>` (a changed image gets a new tag, so pods using it roll;
+    an unchanged one is not imported again).  Returns that reference."""
+    from . import node
+
+    build_tag = f"{repository}:dev"
+    archive = build_image(build_tag, **build_kwargs)
+    image_id = docker("image", "inspect", "-f", "{{.Id}}", build_tag).stdout.strip()
+    ref = f"{repository}:dev-{image_id.split(':')[-1][:12]}"
+    if not node.image_present(ref):
+        node.import_image(archive, build_tag)
+        node.tag_image(build_tag, ref)
+    return ref
 
 
 # ---------------------------------------------------------------- CLI

@@ -10,7 +10,7 @@
 - kube-scheduler and kube-proxy (iptables mode) with their own certificates.
 
 No registry is reachable: every image a pod uses is imported into containerd's `k8s.io`
-namespace before (addons.py: pause, CoreDNS, metrics-server; images.py: the product), and pods
+namespace before (addons.py: pause, CoreDNS, metrics-server, local-path; images.py: the product), and pods
 use imagePullPolicy IfNotPresent/Never.  Standard library only.
 """
 from __future__ import annotations
@@ -259,7 +259,7 @@ class Kubelet(core.Component):
     name = "kubelet"
     address = f"https://{network.GATEWAY}:{KUBELET_PORT}"
     start_timeout = 120
-    requires = ("containerd", "kube-apiserver")
+    requires = ("containerd", "kube-apiserver", "dockerd")   # dockerd builds the pause image
 
     def install(self) -> None:
         gotools.build_all()

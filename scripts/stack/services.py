@@ -126,15 +126,10 @@ class ProductImage(core.Component):
     def start(self) -> None:
         from . import images
 
-        archive = images.build_image(images.DEFAULT_TAG)
-        image_id = images.docker("image", "inspect", "-f", "{{.Id}}", images.DEFAULT_TAG).stdout.strip()
-        tag = f"dev-{image_id.split(':')[-1][:12]}"
-        ref = f"{IMAGE_REPOSITORY}:{tag}"
-        if not node.image_present(ref):
-            # The archive carries the build's tag (simplecqrs:dev, k8s/examples' image); the
-            # content-derived tag makes the Deployments roll when the image changed.
-            node.import_image(archive, images.DEFAULT_TAG)
-            node.tag_image(images.DEFAULT_TAG, ref)
+        # simplecqrs:dev (k8s/examples' image) and simplecqrs:dev-<id>, which makes the
+        # Deployments roll when the image changed.
+        ref = images.build_into_node(IMAGE_REPOSITORY)
+        tag = ref.split(":", 1)[1]
         IMAGE_TAG_FILE.write_text(tag + "\n")
         core.detail(f"image {ref} in the node's image store")
 
