@@ -51,7 +51,7 @@ FIELD_MANAGER = "simplecqrs-delivery-tests"
 
 OPERATOR_CHART = ROOT / "charts" / "simplecqrs-operator"
 APP_CHART = ROOT / "charts" / "simplecqrs"
-CRD_FILES = [ROOT / "k8s" / "crd" / "orderservice.yaml", ROOT / "k8s" / "crd" / "kopf-peering.yaml"]
+CRD_FILES = [ROOT / "k8s" / "crd" / "orderservice.yaml"]
 REF_CRDS = ["strimzi-kafka.yaml", "strimzi-kafkanodepool.yaml", "prometheus-servicemonitor.yaml"]
 OVERLAYS = sorted(p.parent for p in (ROOT / "k8s" / "dev" / "overlays").glob("*/kustomization.yaml"))
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
@@ -868,21 +868,25 @@ def rules_of(path: Path, kind: str) -> list[dict]:
 def test_operator_chart_rbac_is_k8s_operator_rbac(helm_bin, scope, kind, source):
     objs = render(OPERATOR_CHART, ["--set", f"rbac.scope={scope}"], "ops")
     roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
-    assert [r["kind"] for r in roles] == [kind], "one role, of the scope's kind"
+    # cluster scope: the ClusterRole, plus a Role for the leader-election Lease in the release namespace
+    assert [r["kind"] for r in roles] == ([kind, "Role"] if scope == "cluster" else [kind])
     assert roles[0]["rules"] == rules_of(ROOT / "k8s" / "operator" / source, kind)
-    (binding,) = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
-    assert binding["roleRef"]["kind"] == kind and binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}]
+    assert [(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings] == [
+        (r["kind"], r["metadata"]["name"]) for r in roles]
+    for b in bindings:
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}]
     (dep,) = [o for o in objs if o["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    (peering,) = [o for o in objs if o["kind"] in ("ClusterKopfPeering", "KopfPeering")]
-    assert env["SIMPLECQRS_OPERATOR_PEERING"] == peering["metadata"]["name"]
+    assert env["SIMPLECQRS_OPERATOR_LEASE"] == dep["metadata"]["name"]
+    lease_rule = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     if scope == "namespace":
         assert env["WATCH_NAMESPACE"] == "ops" and roles[0]["metadata"]["namespace"] == "ops"
-        assert peering["kind"] == "KopfPeering" and peering["metadata"]["namespace"] == "ops"
+        assert lease_rule in roles[0]["rules"]
     else:
-        assert env["WATCH_NAMESPACE"] == "" and peering["kind"] == "ClusterKopfPeering"
+        assert env["WATCH_NAMESPACE"] == ""
+        assert (roles[1]["metadata"]["namespace"], roles[1]["rules"]) == ("ops", [lease_rule])
 
 
 def test_operator_chart_deployment_matches_k8s_operator_deployment(helm_bin):
@@ -1136,11 +1140,10 @@ def test_kustomize_refuses_to_build_without_the_generated_secret(tmp_path):
 def test_kustomize_operator_install(crds, namespace, cluster_scoped):
     """k8s/kustomization.yaml: the operator for users without Helm, from the files the chart links to."""
     kz = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
-    assert kz["resources"] == ["crd/orderservice.yaml", "crd/kopf-peering.yaml", "operator/rbac.yaml",
-                               "operator/deployment.yaml"]
+    assert kz["resources"] == ["crd/orderservice.yaml", "operator/rbac.yaml", "operator/deployment.yaml"]
     objs = docs(kubectl("kustomize", ROOT / "k8s").stdout)
     assert {o["kind"] for o in objs} >= {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                                         "ServiceAccount", "Deployment", "ClusterKopfPeering"}
+                                         "ServiceAccount", "Deployment", "Role", "RoleBinding"}
     dry_run(objs, namespace, cluster_scoped)
     for where, pod in pod_specs(objs):
         assert_restricted(where, pod)

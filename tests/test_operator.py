@@ -208,7 +208,7 @@ class Operator:
     def __init__(self, ns: str, kubeconfig: Path, tag: str, **env: str):
         self.port = free_port()
         self.proc = Proc(f"operator-{ns}-{tag}", [
-            sys.executable, "-m", "simplecqrs_operator", "--namespace", ns, "--peering", SA,
+            sys.executable, "-m", "simplecqrs_operator", "--namespace", ns, "--lease", SA,
             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
             {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), **OPERATOR_ENV, **env})
 
@@ -227,6 +227,20 @@ class Operator:
     def log(self) -> str:
         return self.proc.log.read_text(errors="replace")
 
+    def leads(self) -> bool:
+        return "holding the leader Lease" in self.log()
+
+
+def hand_over(cluster: dict, tag: str, **env: str) -> Operator:
+    """Stop the module's operator (it releases the Lease) and start another that takes over
+    (with `env`); it becomes the module's operator, stopped by the fixture."""
+    cluster["operator"].proc.stop()
+    op = Operator(cluster["ns"], cluster["kubeconfig"], tag, **env).start()
+    op.proc.outlives_test = True
+    cluster["operator"] = op
+    wait_for(op.leads, 60, f"operator {tag} to hold the Lease")
+    return op
+
 
 @pytest.fixture(scope="module")
 def cluster(stack, run_id, admin_mysql, tmp_path_factory):
@@ -234,8 +248,8 @@ def cluster(stack, run_id, admin_mysql, tmp_path_factory):
     and the operator running under that ServiceAccount."""
     ns, kafka_ns = f"op-{run_id}", f"op-{run_id}-kafka"
     # The CRDs are cluster-wide and shared with other runs: applied (idempotent), never deleted.
-    kubectl("apply", "-f", str(ROOT / "k8s/crd/orderservice.yaml"), "-f", str(ROOT / "k8s/crd/kopf-peering.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/orderservices.simplecqrs.io", "crd/kopfpeerings.kopf.dev",
+    kubectl("apply", "-f", str(ROOT / "k8s/crd/orderservice.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/orderservices.simplecqrs.io",
             "--timeout=60s")
     for n in (ns, kafka_ns):
         kubectl("create", "namespace", n)
@@ -560,12 +574,9 @@ def test_a_delete_during_a_resync_pass_completes_promptly(cluster):
     names = Names(cluster["run_id"], "hang")
     cluster["leftovers"].append(names)
     silent = SilentServer()
-    op = cluster["operator"]
-    before = len(op.log())
-    timer_op = Operator(ns, cluster["kubeconfig"], "timer", SIMPLECQRS_OPERATOR_RESYNC_SECONDS="3",
-                        SIMPLECQRS_OPERATOR_BACKOFF_SECONDS="60", SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS="60").start()
+    hand_over(cluster, "timer", SIMPLECQRS_OPERATOR_RESYNC_SECONDS="3", SIMPLECQRS_OPERATOR_BACKOFF_SECONDS="60",
+              SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS="60")
     try:
-        wait_for(lambda: "Pausing operations in favour of" in op.log()[before:], 30, "the fixture's replica to pause")
         # The driver gives up on a silent contact point after its 5 s connect timeout: each pass blocks that long.
         apply(orderservice(ns, names, deletionPolicy="Retain", cassandra__port=silent.port))
         wait_conditions(ns, names.resource, ("ReadStoreReady",), status="False", timeout=60)
@@ -578,9 +589,8 @@ def test_a_delete_during_a_resync_pass_completes_promptly(cluster):
         assert has_event(ns, names.resource, "DataRetained")
         print(f"deleted {took:.1f}s after the delete request, during a blocked pass")
     finally:
-        timer_op.proc.stop()
         silent.close()
-    wait_for(lambda: "Resuming operations after the pause" in op.log()[before:], 60, "the fixture's replica to resume")
+        hand_over(cluster, "a-again")
 
 
 def test_a_secret_without_the_credentials_label_is_refused(cluster, admin_mysql):
@@ -611,25 +621,32 @@ def kafka_admin_topics() -> list[str]:
 
 
 # ---------------------------------------------------------------- restarts and replicas
-def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restart(cluster, example, admin_mysql):
+def test_one_replica_leads_another_takes_over_and_a_killed_operator_converges_on_restart(cluster, example,
+                                                                                        admin_mysql):
     ns, op = cluster["ns"], cluster["operator"]
-    # A second replica (newer, so higher priority) takes over: the first pauses and stays paused, the
-    # second handles a change alone; when the second stops, the first resumes.
+    # The module's operator holds the Lease; a second replica waits (its liveness endpoint answers)
+    # and does nothing, however long it waits.
     name = example["names"].resource
     shop = f"[{ns}/{name}] Handler 'reconcile_on_change' succeeded"
-    before = len(op.log())
     second = Operator(ns, cluster["kubeconfig"], "b").start()
-    try:
-        wait_for(lambda: "Pausing operations in favour of" in op.log()[before:], 30, "the first replica to pause")
-        paused_at = op.log().index("Pausing operations in favour of", before)
-        wait_for(lambda: shop in second.log(), 30, "the second replica to resume the example")
-        kubectl("-n", ns, "patch", "orderservice", name, "--type=merge", "-p", '{"spec":{"api":{"replicas":2}}}')
-        wait_for(lambda: get("deployment", f"{name}-api", ns)["spec"]["replicas"] == 2, 30, "scaled by the second")
-        # The first replica did nothing meanwhile, and never resumed while the second was up.
-        assert shop not in op.log()[paused_at:] and "Resuming operations" not in op.log()[paused_at:]
-    finally:
-        second.proc.stop()
-    wait_for(lambda: "Resuming operations after the pause" in op.log()[paused_at:], 60, "the first replica to resume")
+    second.proc.outlives_test = True  # it becomes the module's operator below
+    wait_for(lambda: "waiting for the leader Lease" in second.log(), 30, "the second replica to wait")
+    assert op.leads() and get("lease", SA, ns)["spec"]["holderIdentity"] in op.log()
+    kubectl("-n", ns, "patch", "orderservice", name, "--type=merge", "-p", '{"spec":{"api":{"replicas":4}}}')
+    wait_for(lambda: get("deployment", f"{name}-api", ns)["spec"]["replicas"] == 4, 30, "scaled by the leader")
+    assert not second.leads() and shop not in second.log()
+
+    # The leader stops (SIGTERM, as in a rollout): it releases the Lease, the second takes over
+    # and resumes the example alone.
+    op.proc.stop()
+    assert "released the leader Lease" in op.log()
+    cluster["operator"] = second
+    wait_for(second.leads, 60, "the second replica to take the Lease")
+    assert get("lease", SA, ns)["spec"]["holderIdentity"] in second.log()
+    wait_for(lambda: shop in second.log(), 60, "the second replica to resume the example")
+    kubectl("-n", ns, "patch", "orderservice", name, "--type=merge", "-p", '{"spec":{"api":{"replicas":1}}}')
+    wait_for(lambda: get("deployment", f"{name}-api", ns)["spec"]["replicas"] == 1, 30, "scaled by the new leader")
+    op = second
 
     # Kill the operator in the middle of provisioning a new instance (the moment it has created the
     # credentials Secret, its first step), restart it: it converges.
@@ -645,9 +662,11 @@ def test_replicas_pause_for_each_other_and_a_killed_operator_converges_on_restar
     mid = get("orderservice", names.resource, ns)
     assert not all(condition(mid, t).get("status") == "True" for t in ("TopicReady", "WriteStoreReady",
                                                                        "ReadStoreReady")), "killed too late"
+    # The killed leader never released its Lease: the restarted replica takes it once it expires.
     restarted = Operator(ns, cluster["kubeconfig"], "a2").start()
     restarted.proc.outlives_test = True  # the module fixture stops it
     cluster["operator"] = restarted
+    wait_for(restarted.leads, 60, "the restarted operator to take the expired Lease")
     wait_conditions(ns, names.resource, ("TopicReady", "WriteStoreReady", "ReadStoreReady"))
     assert get("deployment", f"{names.resource}-api", ns) and get("deployment", f"{names.resource}-consumer", ns)
     assert topic_partitions(names.topic) == 3
@@ -765,12 +784,12 @@ def test_namespaced_rbac_stays_in_its_namespace(cluster):
     assert not can("list", "customresourcedefinitions.apiextensions.k8s.io")
 
 
-def test_operator_without_its_peering_object_stops_and_says_why(cluster):
+def test_cluster_mode_outside_a_pod_needs_a_lease_namespace(cluster):
     env = {**os.environ, "KUBECONFIG": str(core.KUBECONFIG), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "simplecqrs_operator", "--namespace", cluster["kafka_ns"]],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "simplecqrs_operator"], env=env, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 2
-    assert f"KopfPeering {cluster['kafka_ns']}/{SA} does not exist" in out.stderr
+    assert "--lease-namespace" in out.stderr
 
 
 def test_cluster_mode_manifests_are_accepted(cluster):

@@ -299,24 +299,26 @@ def test_crd_is_structural_with_status_and_columns():
 
 
 def test_namespaced_and_cluster_rbac_grant_the_same_namespaced_rules():
-    (role, _, peering) = _docs("k8s/operator/rbac-namespaced.yaml")
-    (cluster_role, binding) = _docs("k8s/operator/rbac.yaml")
-    assert role["kind"] == "Role" and peering["kind"] == "KopfPeering"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "simplecqrs-operator",
-                                    "namespace": "simplecqrs"}]
+    (role, _) = _docs("k8s/operator/rbac-namespaced.yaml")
+    (cluster_role, binding, lease_role, lease_binding) = _docs("k8s/operator/rbac.yaml")
+    assert role["kind"] == "Role"
+    for b in (binding, lease_binding):
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "simplecqrs-operator", "namespace": "simplecqrs"}]
     cluster_only = [r for r in cluster_role["rules"] if r not in role["rules"]]
     assert cluster_only == [
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]}]
-    assert [r for r in role["rules"] if r not in cluster_role["rules"]] == [
-        {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]}]
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]}]
+    # The leader-election Lease: in the watched namespace (Role), or the operator's own (its own Role).
+    lease = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    assert [r for r in role["rules"] if r not in cluster_role["rules"]] == [lease]
+    assert (lease_role["kind"], lease_role["metadata"]["namespace"], lease_role["rules"]) == ("Role", "simplecqrs", [lease])
+    assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
     for rule in role["rules"] + cluster_role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
 
 
 def test_operator_deployment_is_locked_down_and_probed():
-    sa, peering, deployment = _docs("k8s/operator/deployment.yaml")
-    assert (sa["kind"], peering["kind"]) == ("ServiceAccount", "ClusterKopfPeering")
+    sa, deployment = _docs("k8s/operator/deployment.yaml")
+    assert sa["kind"] == "ServiceAccount"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"

@@ -97,6 +97,6 @@ permissions).  Usage: include "simplecqrs-operator.rules" (dict "ctx" . "file" "
 {{- toYaml $rules }}
 {{- end }}
 
-{{- define "simplecqrs-operator.peeringName" -}}
-{{- .Values.peering.name | default (include "simplecqrs-operator.fullname" .) }}
+{{- define "simplecqrs-operator.leaseName" -}}
+{{- .Values.leaderElection.lease | default (include "simplecqrs-operator.fullname" .) }}
 {{- end }}
