@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             clusterwide=args.namespace is None,
             namespaces=[args.namespace] if args.namespace else (),
             standalone=True,                # coordination is the Lease's job, not kopf peering's
+            memo=kopf.Memo(namespace=args.namespace),   # the resync loop's scope (handlers.py)
             liveness_endpoint=args.liveness or None,
         )
 

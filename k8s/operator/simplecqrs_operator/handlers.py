@@ -1,15 +1,22 @@
 """kopf handlers: *when* to reconcile.  *What* reconciling does is in reconcile.py.
 
     create / update / resume  -> reconcile(); a store failure raises TemporaryError (retried with backoff)
-    timer (resync)            -> reconcile(): drift in the stores or the children is repaired
+    resync (one thread)       -> reconcile() of every OrderService every RESYNC_SECONDS: drift in the
+                                 stores or the children is repaired
     child Deployment event    -> reconcile(stores_too=False): a deleted/edited Deployment comes back,
                                  API/consumer readiness is reported as soon as it changes
-    delete (finalizer)        -> finalize(): Delete drops the data, Retain keeps it; bounded retries
+    delete, policy Delete     -> finalize(): drops the data; bounded retries (the only finalizer)
+    deleted, policy Retain    -> a DataRetained event, when the operator sees it (nothing to do)
+
+Only `deletionPolicy: Delete` puts a finalizer on an OrderService: a Retain instance can be deleted
+while the operator is down.  That is why the resync is one loop over the list and not a kopf timer:
+kopf puts a finalizer on every object a timer or daemon runs for.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import kopf
@@ -23,6 +30,7 @@ BACKOFF_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_BACKOFF_SECONDS", "2
 BACKOFF_MAX_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS", "60"))
 DELETE_ATTEMPTS = int(os.environ.get("SIMPLECQRS_OPERATOR_DELETE_ATTEMPTS", "5"))
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+log = logging.getLogger(__name__)
 
 
 def backoff(retry: int) -> float:
@@ -38,12 +46,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 270
     settings.watching.connect_timeout = 30
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # A deletion waits for the resync timer to stop, and a pass in progress cannot be cancelled (a sync
-    # handler, in a thread).  kopf re-checks every 60 s by default: a delete arriving during a pass
-    # then hung for a minute (a Retain delete timed out in the suite).  Wait for the pass itself, and
-    # re-check often.
-    settings.background.instant_exit_timeout = 10
-    settings.background.cancellation_polling = 2
     # Events: the explicit ones (reconcile.event) plus kopf's warnings and errors, not its chatter.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = MANAGER
@@ -57,6 +59,41 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = kube_api.Kube(kube_api.client())
 
 
+@kopf.on.startup()
+def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync_stop = threading.Event()
+    memo.resync = threading.Thread(target=resync_loop, args=(memo.kube, memo.get("namespace"), memo.resync_stop),
+                                   name="resync", daemon=True)
+    memo.resync.start()
+
+
+@kopf.on.cleanup()
+def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync_stop.set()
+    memo.resync.join(timeout=30)     # a pass in progress finishes (its store timeouts bound it)
+
+
+def resync_loop(kube: kube_api.Kube, namespace: str | None, stop: threading.Event) -> None:
+    """Every RESYNC_SECONDS, reconcile each OrderService in scope (one at a time; reconcile() takes
+    the object's lock, so it never runs beside a handler of the same object, and skips one that is
+    being deleted).  Failures are in the status; the next pass comes back."""
+    url = f"/apis/{GROUP}/{VERSION}" + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURAL}"
+    while not stop.wait(RESYNC_SECONDS):
+        try:
+            items = (kube.get(url) or {}).get("items", [])
+        except Exception:  # noqa: BLE001 - the apiserver is away: the next pass tries again
+            log.exception("resync: listing OrderServices failed")
+            continue
+        for item in items:
+            if stop.is_set():
+                return
+            meta = item["metadata"]
+            try:
+                reconcile.reconcile(kube, meta["namespace"], meta["name"])
+            except Exception:  # noqa: BLE001 - one object's failure must not stop the others'
+                log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
@@ -65,11 +102,6 @@ def reconcile_on_change(name: str, namespace: str, retry: int, memo: kopf.Memo, 
     if failed:
         raise kopf.TemporaryError("; ".join(f"{c.type}={c.reason}: {c.message}" for c in failed),
                                  delay=backoff(retry))
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    reconcile.reconcile(memo.kube, namespace, name)  # failures are in the status; the timer comes back
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -81,8 +113,16 @@ def child_deployment_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
     reconcile.reconcile(memo.kube, body.metadata.namespace, owner["name"], stores_too=False)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+# The filter decides the finalizer too: kopf adds one only to objects a mandatory delete handler
+# matches, and removes it when a change to Retain makes none match.
+@kopf.on.delete(GROUP, VERSION, PLURAL, field="spec.deletionPolicy", value="Delete")
 def delete(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     result = reconcile.finalize(memo.kube, dict(body), attempt=retry + 1, max_attempts=DELETE_ATTEMPTS)
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=backoff(retry))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, field="spec.deletionPolicy", value="Retain")
+def retained(type: str | None, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        reconcile.retained(dict(body))

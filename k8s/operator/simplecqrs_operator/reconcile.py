@@ -156,10 +156,10 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
     """Delete or retain the data.  Gives up after `max_attempts`, so an unreachable store
     cannot keep the resource (and its namespace) from being deleted forever."""
     osvc = OrderService.from_body(body)
-    k, m, c = osvc.kafka, osvc.mysql, osvc.cassandra
-    what = f"topics {k.topic} and {k.dead_letter_topic}, database {m.database} (user {m.app_user}), keyspace {c.keyspace}"
-    if osvc.deletion_policy != "Delete":
-        event(osvc, "DataRetained", f"deletionPolicy Retain: kept {what}")
+    m, c = osvc.mysql, osvc.cassandra
+    what = _data_of(osvc)
+    if osvc.deletion_policy != "Delete":      # (no finalizer asks for this; kept for a safe default)
+        retained(body)
         return Finalized(True, "retained")
     with serialized(osvc.namespace, osvc.name):
         failures = []
@@ -184,6 +184,17 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
         kube.patch_status(osvc.namespace, osvc.name, {"conditions": merged})
         event(osvc, "DeletionRetrying", f"attempt {attempt}/{max_attempts}: {message}", warning=True)
         return Finalized(False, message)
+
+
+def _data_of(osvc: OrderService) -> str:
+    k, m, c = osvc.kafka, osvc.mysql, osvc.cassandra
+    return f"topics {k.topic} and {k.dead_letter_topic}, database {m.database} (user {m.app_user}), keyspace {c.keyspace}"
+
+
+def retained(body: dict) -> None:
+    """A Retain instance was deleted: say what stays (the operator had nothing to do)."""
+    osvc = OrderService.from_body(body)
+    event(osvc, "DataRetained", f"deletionPolicy Retain: kept {_data_of(osvc)}")
 
 
 def _required(kube: Kube, osvc: OrderService, ref: SecretRef) -> tuple[str, str]:
