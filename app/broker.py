@@ -53,12 +53,14 @@ def admin(s: KafkaSettings, **overrides) -> KafkaAdminClient:
 
 def ensure_topic(client: KafkaAdminClient, name: str, partitions: int, replication: int = 1,
                  config: dict[str, str] | None = None) -> str:
-    """Create the topic or grow its partitions (never shrink); returns what was done."""
-    try:
-        client.create_topics([NewTopic(name, partitions, replication, topic_configs=config or {})])
-        return "created"
-    except TopicAlreadyExistsError:
-        pass
+    """Create the topic or grow its partitions (never shrink); returns what was done.
+    Looks first: an existing topic with enough partitions takes metadata requests only."""
+    if name not in client.list_topics():
+        try:
+            client.create_topics([NewTopic(name, partitions, replication, topic_configs=config or {})])
+            return "created"
+        except TopicAlreadyExistsError:         # created meanwhile by someone else
+            pass
     current = partition_count(client, name)
     if current < partitions:
         client.create_partitions({name: NewPartitions(total_count=partitions)})

@@ -181,3 +181,38 @@ def test_the_relay_prunes_until_caught_up(fresh_settings):
     finally:
         relay.stop()
     assert "caught_up" in relay.tail(20)
+
+
+# ---------------------------------------------------------------- provisioning (what the operator runs each resync)
+def password_last_changed(s, user: str, host: str) -> int:
+    """When the user's password was last set (MariaDB keeps it in mysql.global_priv, MySQL in mysql.user)."""
+    try:
+        rows = mysql(s, "SELECT JSON_VALUE(Priv, '$.password_last_changed') FROM mysql.global_priv "
+                        "WHERE User = %s AND Host = %s", (user, host))
+    except Exception:  # noqa: BLE001 - not MariaDB
+        rows = mysql(s, "SELECT UNIX_TIMESTAMP(password_last_changed) FROM mysql.user WHERE User = %s AND Host = %s",
+                     (user, host))
+    return int(rows[0][0])
+
+
+def test_provisioning_an_up_to_date_store_changes_nothing_and_repairs_drift(fresh_settings):
+    """provision() runs on every operator resync: when the database is up to date and the user logs
+    in with its grants, nothing is written (no ALTER USER each minute: it fills the binlog and fails
+    under password_history); a changed password or a revoked grant is repaired."""
+    from app.writemodel import migrations
+
+    s, host = fresh_settings.mysql, "127.0.0.1"
+    before = password_last_changed(fresh_settings, s.user, host)
+    time.sleep(1.1)                                     # the timestamp counts seconds
+    assert migrations.pending_for(s) == []
+    assert migrations.provision(s, host=host) == []
+    assert migrations.ensure_app_user(s, host=host) == []
+    assert password_last_changed(fresh_settings, s.user, host) == before
+
+    mysql(fresh_settings, f"REVOKE DELETE ON `{s.database}`.* FROM %s@%s", (s.user, host))
+    assert migrations.app_user_state(s) == "no-grants"
+    assert migrations.ensure_app_user(s, host=host) == ["grants"]
+    mysql(fresh_settings, "ALTER USER %s@%s IDENTIFIED BY %s", (s.user, host, "someone-else's"))
+    assert migrations.app_user_state(s) == "no-login"
+    assert migrations.ensure_app_user(s, host=host) == ["password", "grants"]
+    assert migrations.app_user_state(s) == "ok"

@@ -588,6 +588,28 @@ def kafka_admin_topics() -> list[str]:
         client.close()
 
 
+def test_two_orderservices_naming_one_database_the_younger_waits_and_never_drops_it(cluster, example, admin_mysql):
+    """As Strimzi decides between two KafkaTopics of one topic: the older OrderService owns the
+    database, the younger reports ResourceConflict, runs no workloads, and its deletion (policy
+    Delete) drops only what is its own."""
+    ns, owner = cluster["ns"], example["names"]
+    twin = Names(cluster["run_id"], "twin")
+    cluster["leftovers"].append(twin)
+    apply(orderservice(ns, twin, deletionPolicy="Delete", mysql__database=owner.database))
+    obj = wait_conditions(ns, twin.resource, ("TopicReady", "ReadStoreReady"))   # its own stores
+    obj = wait_conditions(ns, twin.resource, ("WriteStoreReady", "Ready"), status="False")
+    conflict = condition(obj, "WriteStoreReady")
+    assert conflict["reason"] == "ResourceConflict" and f"OrderService {ns}/{owner.resource}" in conflict["message"]
+    assert get("deployment", f"{twin.resource}-api", ns) is None
+    assert get("deployment", f"{twin.resource}-consumer", ns) is None
+
+    kubectl("-n", ns, "delete", "orderservice", twin.resource, "--timeout=60s")
+    assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (owner.database,)) == [(owner.database,)]
+    assert has_event(ns, twin.resource, "DataLeftToOwner")
+    assert twin.topic not in kafka_admin_topics() and cassandra_tables(twin.keyspace) == set()
+    assert condition(get("orderservice", owner.resource, ns), "Ready")["status"] == "True"
+
+
 # ---------------------------------------------------------------- restarts and replicas
 def test_one_replica_leads_another_takes_over_and_a_killed_operator_converges_on_restart(cluster, example,
                                                                                         admin_mysql):

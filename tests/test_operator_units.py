@@ -403,3 +403,36 @@ def test_pull_secrets_and_placement_reach_both_deployments():
         assert pod["topologySpreadConstraints"][0]["maxSkew"] == 1
     plain = children.api_deployment(osvc(), "h")["spec"]["template"]["spec"]
     assert "imagePullSecrets" not in plain and "nodeSelector" not in plain
+
+
+def _osvc_body(name: str, created: str, *, ns: str = "shop", db: str = "orders", keyspace: str = "orders",
+               topic: str = "OnNewOrder", host: str = "mysql.db", uid: str | None = None) -> dict:
+    return {"metadata": {"name": name, "namespace": ns, "creationTimestamp": created, "uid": uid or name},
+            "spec": {"kafka": {"bootstrapServers": "k1:9092,k2:9092", "topic": topic},
+                     "mysql": {"host": host, "port": 3306, "database": db},
+                     "cassandra": {"contactPoints": ["c1", "c2"], "port": 9042, "keyspace": keyspace}}}
+
+
+def test_the_older_orderservice_owns_a_shared_store_the_younger_waits():
+    from simplecqrs_operator import ownership
+    from simplecqrs_operator.conditions import READ_STORE, TOPIC, WRITE_STORE
+
+    old = _osvc_body("old", "2026-01-01T00:00:00Z")
+    young = _osvc_body("young", "2026-02-01T00:00:00Z", keyspace="other", host="MYSQL.db")
+    other = _osvc_body("other", "2025-01-01T00:00:00Z", db="x", keyspace="y", topic="z")
+    assert ownership.conflicts(old, [old, young, other]) == {}
+    taken = ownership.conflicts(young, [old, young, other])
+    assert set(taken) == {TOPIC, WRITE_STORE}                  # the keyspace differs; host case does not count
+    assert taken[WRITE_STORE]["metadata"]["name"] == "old"
+    assert "OrderService shop/old" in ownership.describe(WRITE_STORE, taken[WRITE_STORE])
+    # Same brokers in another order, another namespace: still the same topic.
+    far = _osvc_body("far", "2026-03-01T00:00:00Z", ns="else", db="d", keyspace="k")
+    far["spec"]["kafka"]["bootstrapServers"] = "k2:9092, k1:9092"
+    assert set(ownership.conflicts(far, [old, far])) == {TOPIC}
+    # A Strimzi topic is the Strimzi cluster's: the brokers' addresses do not matter.
+    for b in (old, far):
+        b["spec"]["kafka"]["strimzi"] = {"cluster": "kafka", "namespace": "kafka"}
+    assert set(ownership.conflicts(far, [old, far])) == {TOPIC}
+    # Same creation second: the uid decides, the same way for both.
+    a, b = (_osvc_body(n, "2026-01-01T00:00:00Z", uid=u) for n, u in (("a", "1"), ("b", "2")))
+    assert ownership.conflicts(a, [a, b]) == {} and set(ownership.conflicts(b, [a, b])) == {TOPIC, WRITE_STORE, READ_STORE}

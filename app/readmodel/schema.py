@@ -87,9 +87,15 @@ def ensure_keyspace(session: Session, s: CassandraSettings) -> None:
 
 
 def migrate(session: Session, s: CassandraSettings) -> list[str]:
-    """Create the keyspace and apply pending migrations; returns the names applied now."""
-    ensure_keyspace(session, s)
+    """Create the keyspace and apply pending migrations; returns the names applied now.
+    An up-to-date keyspace (the driver's schema metadata and one read say so) gets no DDL."""
     ks = ident(s.keyspace)
+    known = session.cluster.metadata.keyspaces.get(s.keyspace)
+    if known is not None and "schema_migrations" in known.tables:
+        done = {row.version for row in session.execute(f"SELECT version FROM {ks}.schema_migrations")}
+        if all(version in done for version, _, _ in MIGRATIONS):
+            return []
+    ensure_keyspace(session, s)
     session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, name text,"
                     " applied_at timestamp)")
     done = {row.version for row in session.execute(f"SELECT version FROM {ks}.schema_migrations")}

@@ -8,6 +8,11 @@ The operator and the local stack (`make up`) both call `provision()`:
   3. create/update the application user with SELECT, INSERT, UPDATE, DELETE on
      that database only: no DDL, no other database.
 
+Each step looks before it writes: an up-to-date database takes only reads, and the user is
+left alone when it logs in with its password and already holds its grants.  (The operator
+calls this every resync: an `ALTER USER ... IDENTIFIED BY` each time would fill the binlog
+and fail under `password_history`.)
+
 Run by hand: `python -m app.writemodel.migrations` (reads MYSQL_* settings).
 """
 from __future__ import annotations
@@ -17,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..config import MySQLSettings, load
-from .db import connect
+from .db import connect, error_code
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
@@ -45,6 +50,27 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+def pending(cur, database: str) -> list[tuple[int, str, str]]:
+    """The migrations not yet recorded in `database` (all of them if it or its table is missing)."""
+    cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (database, "schema_migrations"))
+    if cur.fetchone()[0] == 0:
+        return migrations()
+    cur.execute(f"SELECT version FROM {quote_ident(database)}.schema_migrations")
+    done = {row[0] for row in cur.fetchall()}
+    return [m for m in migrations() if m[0] not in done]
+
+
+def pending_for(s: MySQLSettings) -> list[str]:
+    """The names of the migrations `s.database` still needs (read with the admin account)."""
+    conn = connect(s, admin=True, database=None, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            return [name for _, name, _ in pending(cur, s.database)]
+    finally:
+        conn.close()
+
+
 def migrate(s: MySQLSettings) -> list[str]:
     """Create the database and apply pending migrations; returns the names applied now."""
     db = quote_ident(s.database)
@@ -52,6 +78,8 @@ def migrate(s: MySQLSettings) -> list[str]:
     applied_now: list[str] = []
     try:
         with conn.cursor() as cur:
+            if not pending(cur, s.database):
+                return applied_now              # up to date: reads only, nothing written
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             cur.execute(f"USE {db}")
             cur.execute("SELECT GET_LOCK(%s, 60)", (f"simplecqrs-migrate-{s.database}",))
@@ -78,18 +106,48 @@ def migrate(s: MySQLSettings) -> list[str]:
     return applied_now
 
 
-def ensure_app_user(s: MySQLSettings, host: str = "%") -> None:
-    """Create or update the application user: row access to its own database, nothing else."""
-    if not _USER.match(s.user):
-        raise ValueError(f"invalid MySQL user name {s.user!r}")
-    conn = connect(s, admin=True, database=None, autocommit=True)
+def app_user_state(s: MySQLSettings) -> str:
+    """"ok" when the application user logs in with its password and holds its grants on the
+    database; otherwise "no-login" or "no-grants".  Looked at as the user itself: any user may
+    SHOW GRANTS for itself, so the admin needs no read access to the mysql schema."""
+    try:
+        conn = connect(s, database=None, autocommit=True)
+    except Exception as exc:  # noqa: BLE001 - only "cannot log in" is an answer; an outage is raised
+        if error_code(exc) == 1045:       # access denied: no such user, or another password
+            return "no-login"
+        raise
     try:
         with conn.cursor() as cur:
-            cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (s.user, host, s.password))
-            cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (s.user, host, s.password))
-            cur.execute(f"GRANT {APP_PRIVILEGES} ON {quote_ident(s.database)}.* TO %s@%s", (s.user, host))
+            cur.execute("SHOW GRANTS")
+            grants = " ".join(row[0] for row in cur.fetchall()).replace("`", "")
     finally:
         conn.close()
+    wanted = f"GRANT {APP_PRIVILEGES} ON {s.database}.* TO "
+    return "ok" if wanted in grants else "no-grants"
+
+
+def ensure_app_user(s: MySQLSettings, host: str = "%") -> list[str]:
+    """Create or repair the application user (row access to its own database, nothing else);
+    returns what it changed (nothing when the user is as it should be)."""
+    if not _USER.match(s.user):
+        raise ValueError(f"invalid MySQL user name {s.user!r}")
+    state = app_user_state(s)
+    if state == "ok":
+        return []
+    conn = connect(s, admin=True, database=None, autocommit=True)
+    changed = []
+    try:
+        with conn.cursor() as cur:
+            if state == "no-login":
+                # Missing, or there with another password (e.g. its Secret was replaced).
+                cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (s.user, host, s.password))
+                cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (s.user, host, s.password))
+                changed.append("password")
+            cur.execute(f"GRANT {APP_PRIVILEGES} ON {quote_ident(s.database)}.* TO %s@%s", (s.user, host))
+            changed.append("grants")
+    finally:
+        conn.close()
+    return changed
 
 
 def drop(s: MySQLSettings, host: str = "%") -> None:
@@ -105,6 +163,7 @@ def drop(s: MySQLSettings, host: str = "%") -> None:
 
 
 def provision(s: MySQLSettings, host: str = "%") -> list[str]:
+    """migrate() and ensure_app_user(); returns the migrations applied now."""
     applied = migrate(s)
     if s.user:
         ensure_app_user(s, host)

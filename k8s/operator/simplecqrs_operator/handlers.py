@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from . import kube as kube_api
-from . import reconcile
+from . import reconcile, stores
 from .resource import GROUP, MANAGER, PLURAL, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_RESYNC_SECONDS", "60"))
@@ -56,13 +56,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Namespaced mode needs no cluster-wide permissions: no CRD or namespace watching
     # (the CRD must exist before the operator starts, as the chart and k8s/ install it).
     settings.scanning.disabled = not settings.peering.clusterwide
-    memo.kube = kube_api.Kube(kube_api.client())
+    memo.kube = kube_api.Kube(kube_api.client(), scope=memo.get("namespace"))
 
 
 @kopf.on.startup()
 def start_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.resync_stop = threading.Event()
-    memo.resync = threading.Thread(target=resync_loop, args=(memo.kube, memo.get("namespace"), memo.resync_stop),
+    memo.resync = threading.Thread(target=resync_loop, args=(memo.kube, memo.resync_stop),
                                    name="resync", daemon=True)
     memo.resync.start()
 
@@ -71,16 +71,16 @@ def start_resync(memo: kopf.Memo, **_: Any) -> None:
 def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.resync_stop.set()
     memo.resync.join(timeout=30)     # a pass in progress finishes (its store timeouts bound it)
+    stores.CLIENTS.close_all()
 
 
-def resync_loop(kube: kube_api.Kube, namespace: str | None, stop: threading.Event) -> None:
+def resync_loop(kube: kube_api.Kube, stop: threading.Event) -> None:
     """Every RESYNC_SECONDS, reconcile each OrderService in scope (one at a time; reconcile() takes
     the object's lock, so it never runs beside a handler of the same object, and skips one that is
     being deleted).  Failures are in the status; the next pass comes back."""
-    url = f"/apis/{GROUP}/{VERSION}" + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURAL}"
     while not stop.wait(RESYNC_SECONDS):
         try:
-            items = (kube.get(url) or {}).get("items", [])
+            items = kube.orderservices()
         except Exception:  # noqa: BLE001 - the apiserver is away: the next pass tries again
             log.exception("resync: listing OrderServices failed")
             continue

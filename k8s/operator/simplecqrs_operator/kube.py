@@ -51,9 +51,16 @@ def path_of(obj: dict) -> str:
 
 
 class Kube:
-    def __init__(self, api: kubernetes.client.ApiClient, timeout: float = 30):
+    def __init__(self, api: kubernetes.client.ApiClient, timeout: float = 30, scope: str | None = None):
         self.api = api
         self.timeout = timeout
+        self.scope = scope          # the watched namespace, or None: the whole cluster
+
+    def orderservices(self) -> list[dict]:
+        """Every OrderService the operator serves."""
+        prefix, plural = KINDS["OrderService"]
+        url = f"{prefix}/namespaces/{self.scope}/{plural}" if self.scope else f"{prefix}/{plural}"
+        return (self.get(url) or {}).get("items", [])
 
     def request(self, method: str, url: str, *, body: Any = None, query: list | None = None,
                 content_type: str = "application/json") -> dict | None:

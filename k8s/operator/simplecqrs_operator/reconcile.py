@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import children, conditions, stores
-from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, WRITE_STORE, Condition, false, true
+from . import children, conditions, ownership, stores
+from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
 from .kube import Kube, path
 from .resource import CREDENTIALS_LABEL, OrderService, SecretRef
 
@@ -53,12 +53,14 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return []
         osvc = OrderService.from_body(body)
+        taken = ownership.conflicts(body, kube.orderservices())
         secret = kube.get(path("Secret", namespace, osvc.credentials_secret))
         updates: list[Condition] = []
         if stores_too or secret is None:
             secret = ensure_credentials(kube, osvc, secret)
-            updates += provision(kube, osvc, decode(secret, "password"))
-        apply_children(kube, osvc, credentials_hash(secret))
+            updates += provision(kube, osvc, decode(secret, "password"), taken)
+        if not taken:       # workloads of a conflicting instance would write into the owner's data
+            apply_children(kube, osvc, credentials_hash(secret))
         workloads, counts = observe_workloads(kube, osvc)
         publish(kube, osvc, updates + workloads, counts, observed=stores_too)
         return [c for c in updates if c.type in STORES and not c.ok]
@@ -80,16 +82,24 @@ def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> d
     return created
 
 
-def provision(kube: Kube, osvc: OrderService, app_password: str) -> list[Condition]:
-    results = [stores.ensure_topic(kube, osvc)]
+def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str, dict]) -> list[Condition]:
+    """Each store, unless an older OrderService owns it (`taken`: ResourceConflict, untouched)."""
+    def conflict(kind: str) -> stores.Result:
+        return stores.Result(false(kind, "ResourceConflict", ownership.describe(kind, taken[kind])))
+
+    results = [conflict(TOPIC) if TOPIC in taken else stores.ensure_topic(kube, osvc)]
     admin, reason, why = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret)
-    if admin is None:
+    if WRITE_STORE in taken:
+        results.append(conflict(WRITE_STORE))
+    elif admin is None:
         results.append(stores.Result(false(WRITE_STORE, reason or "AdminSecretMissing", why)))
     else:
         results.append(stores.ensure_write_store(osvc, admin, app_password))
     ref = osvc.cassandra.credentials_secret
     cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref) if ref else (None, "", "")
-    if ref and cassandra_credentials is None:
+    if READ_STORE in taken:
+        results.append(conflict(READ_STORE))
+    elif ref and cassandra_credentials is None:
         results.append(stores.Result(false(READ_STORE, reason or "CredentialsSecretMissing", why)))
     else:
         results.append(stores.ensure_read_store(osvc, cassandra_credentials))
@@ -162,11 +172,17 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
         retained(body)
         return Finalized(True, "retained")
     with serialized(osvc.namespace, osvc.name):
+        stores.CLIENTS.forget(osvc)
         failures = []
-        steps = [("topic", lambda: stores.drop_topic(kube, osvc)),
-                 ("database", lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret))),
-                 ("keyspace", lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret)))]
-        for part, step in steps:
+        taken = ownership.conflicts(body, kube.orderservices())    # never drop an older instance's data
+        steps = [(TOPIC, "topic", lambda: stores.drop_topic(kube, osvc)),
+                 (WRITE_STORE, "database", lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret))),
+                 (READ_STORE, "keyspace",
+                  lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret)))]
+        for kind, part, step in steps:
+            if kind in taken:
+                event(osvc, "DataLeftToOwner", f"{part} not dropped: {ownership.describe(kind, taken[kind])}")
+                continue
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - reported below
@@ -194,6 +210,7 @@ def _data_of(osvc: OrderService) -> str:
 def retained(body: dict) -> None:
     """A Retain instance was deleted: say what stays (the operator had nothing to do)."""
     osvc = OrderService.from_body(body)
+    stores.CLIENTS.forget(osvc)
     event(osvc, "DataRetained", f"deletionPolicy Retain: kept {_data_of(osvc)}")
 
 

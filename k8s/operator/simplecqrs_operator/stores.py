@@ -7,10 +7,15 @@ The work itself is the application's own code, never a copy of it:
 
 Every ensure_* call is idempotent and returns a Result instead of raising: a store that
 fails is a False condition with a reason (Unreachable, AccessDenied, ...), never a crash.
+Each looks before it writes (an up-to-date store gets reads only), and the Cassandra session and
+the Kafka admin client of an instance are kept between passes (`Clients`), not opened per pass.
 """
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cassandra import AuthenticationFailed, OperationTimedOut
 from cassandra.cluster import NoHostAvailable
@@ -30,6 +35,61 @@ from .resource import OrderService
 
 APP_USER_HOST = "%"  # pods connect from changing addresses
 MYSQL_ACCESS_DENIED = {1044, 1045, 1142, 1227}
+
+
+class Clients:
+    """One Cassandra session and one Kafka admin client per OrderService, kept between passes and
+    replaced when the settings they were opened with change.  Callers hold the object's lock
+    (reconcile.serialized), so one client is never used by two threads at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str, str], tuple[Any, Any]] = {}   # (ns, name, kind) -> (key, client)
+
+    def get(self, osvc: OrderService, kind: str, key: Any, opener: Callable[[], Any]) -> Any:
+        slot = (osvc.namespace, osvc.name, kind)
+        with self._lock:
+            held = self._open.get(slot)
+        if held is not None and held[0] == key and not _closed(held[1]):
+            return held[1]
+        if held is not None:
+            _close(held[1])
+        client = opener()                       # outside the lock: it may wait for a store
+        with self._lock:
+            self._open[slot] = (key, client)
+        return client
+
+    def forget(self, osvc: OrderService, kind: str | None = None) -> None:
+        """Close the instance's clients (one kind, or all): after an error, or when it is deleted."""
+        with self._lock:
+            slots = [k for k in self._open if k[:2] == (osvc.namespace, osvc.name) and kind in (None, k[2])]
+            held = [self._open.pop(k)[1] for k in slots]
+        for client in held:
+            _close(client)
+
+    def close_all(self) -> None:
+        with self._lock:
+            held = [c for _, c in self._open.values()]
+            self._open.clear()
+        for client in held:
+            _close(client)
+
+
+def _closed(client: Any) -> bool:
+    return bool(getattr(client, "is_shutdown", False))
+
+
+def _close(client: Any) -> None:
+    try:
+        if hasattr(client, "cluster"):          # a Cassandra session: its Cluster owns the threads
+            client.cluster.shutdown()
+        else:
+            client.close()
+    except Exception:  # noqa: BLE001, S110 - closing a client that is already broken
+        pass
+
+
+CLIENTS = Clients()
 
 
 @dataclass
@@ -88,12 +148,11 @@ def ensure_read_store(osvc: OrderService, credentials: tuple[str, str] | None) -
     where = f"Cassandra {','.join(c.contact_points)}:{c.port}"
     settings = osvc.cassandra_settings(credentials)
     try:
-        session = cassandra_connect(settings, keyspace=False, request_timeout=60)
-        try:
-            applied = schema.migrate(session, settings)
-        finally:
-            session.cluster.shutdown()
+        session = CLIENTS.get(osvc, "cassandra", settings,
+                              lambda: cassandra_connect(settings, keyspace=False, request_timeout=60))
+        applied = schema.migrate(session, settings)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
+        CLIENTS.forget(osvc, "cassandra")       # the next pass connects afresh
         return Result(failure(READ_STORE, where, exc))
     events = [("MigrationsApplied", f"keyspace {c.keyspace}: applied {', '.join(applied)}")] if applied else []
     return Result(true(READ_STORE, "Provisioned", f"keyspace {c.keyspace} ({c.replication_setting}) "
@@ -126,20 +185,22 @@ def _admin(osvc: OrderService):
     return broker.admin(osvc.kafka_settings(), bootstrap_timeout_ms=5000, client_id="simplecqrs-operator")
 
 
+def _kept_admin(osvc: OrderService):
+    return CLIENTS.get(osvc, "kafka", osvc.kafka_settings(), lambda: _admin(osvc))
+
+
 def _ensure_topic_admin(osvc: OrderService) -> Result:
     k = osvc.kafka
     where = f"Kafka {k.bootstrap_servers}"
     events = []
     try:
-        client = _admin(osvc)
-        try:
-            done = broker.ensure_topic(client, k.topic, k.partitions, k.replication_factor, k.config)
-            broker.ensure_topic(client, k.dead_letter_topic, 1, k.replication_factor)
-            changed = broker.ensure_topic_config(client, k.topic, k.config)
-            actual = broker.partition_count(client, k.topic)
-        finally:
-            client.close()
+        client = _kept_admin(osvc)
+        done = broker.ensure_topic(client, k.topic, k.partitions, k.replication_factor, k.config)
+        broker.ensure_topic(client, k.dead_letter_topic, 1, k.replication_factor)
+        changed = broker.ensure_topic_config(client, k.topic, k.config)
+        actual = broker.partition_count(client, k.topic)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
+        CLIENTS.forget(osvc, "kafka")
         return Result(failure(TOPIC, where, exc))
     if done == "created":
         events.append(("TopicCreated", f"topic {k.topic}: {k.partitions} partitions, replication factor "
