@@ -25,6 +25,7 @@ import support
 from support import order
 
 from scripts.stack import core, network, node, services
+from scripts.stack.node import kubectl
 
 # kubectl and HTTP polls: once a second is plenty (conftest's default suits local processes)
 wait_for = functools.partial(conftest.wait_for, interval=1.0)
@@ -33,10 +34,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 HELM = core.BIN / "helm"
 INGRESS = "http://127.0.0.1"
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    return node.kubectl(*args, input=input, check=check, timeout=timeout)
 
 
 def kjson(*args: str) -> dict | None:

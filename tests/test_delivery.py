@@ -40,6 +40,7 @@ import yaml
 from conftest import settings_env
 
 from scripts.stack import core, gotools, images
+from scripts.stack.node import kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("SIMPLECQRS_REF_DIR", ROOT.parent / "shared" / "ref"))
@@ -82,10 +83,6 @@ def tool_env() -> dict:
 
 def helm(*args, **kw) -> subprocess.CompletedProcess:
     return run([HELM, *args], env=tool_env(), **kw)
-
-
-def kubectl(*args, **kw) -> subprocess.CompletedProcess:
-    return run(["kubectl", f"--kubeconfig={KUBECONFIG}", *args], env=tool_env(), **kw)
 
 
 def docs(text: str) -> list[dict]:

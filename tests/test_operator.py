@@ -30,6 +30,7 @@ from app import broker
 from app.config import KafkaSettings
 from scripts.stack import core
 from scripts.stack.instance import Proc, ProcessDied, free_port, wait_for
+from scripts.stack.node import kubectl
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +44,6 @@ OPERATOR_ENV = {  # quick retries and resync, so the tests do not wait on produc
 
 
 # ---------------------------------------------------------------- helpers
-def kubectl(*args: str, input: str | None = None, check: bool = True, kubeconfig: Path = core.KUBECONFIG,
-            timeout: float = 60) -> subprocess.CompletedProcess:
-    out = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], input=input, capture_output=True,
-                         text=True, timeout=timeout)
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}")
-    return out
-
-
 def apply(obj: dict | list, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     docs = obj if isinstance(obj, list) else [obj]
     return kubectl("apply", *args, "-f", "-", input=yaml.safe_dump_all(docs), check=check)

@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from app import broker
 from app.config import KafkaSettings
 from scripts.stack import core
+from scripts.stack.node import kubectl
 
 
 def test_mariadb_insert_then_select(stack, admin_mysql, run_id):
@@ -75,11 +76,6 @@ def test_cassandra_keyspace_table_write_read(stack, run_id):
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {ks}")
         cluster.shutdown()
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["kubectl", f"--kubeconfig={core.KUBECONFIG}", *args], input=input, capture_output=True,
-                          text=True, check=check, timeout=60)
 
 
 CRD = """

@@ -45,11 +45,6 @@ def migrations() -> list[tuple[int, str, str]]:
     return out
 
 
-def _statements(sql: str) -> list[str]:
-    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
 def pending(cur, database: str) -> list[tuple[int, str, str]]:
     """The migrations not yet recorded in `database` (all of them if it or its table is missing)."""
     cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
@@ -74,7 +69,9 @@ def pending_for(s: MySQLSettings) -> list[str]:
 def migrate(s: MySQLSettings) -> list[str]:
     """Create the database and apply pending migrations; returns the names applied now."""
     db = quote_ident(s.database)
-    conn = connect(s, admin=True, database=None, autocommit=True, read_timeout=120)
+    # Multi-statement: a migration file goes to the server as written, and the server's own parser
+    # splits it (no splitting on ";" here, which a literal or a comment could contain).
+    conn = connect(s, admin=True, database=None, autocommit=True, read_timeout=120, multi_statements=True)
     applied_now: list[str] = []
     try:
         with conn.cursor() as cur:
@@ -95,8 +92,9 @@ def migrate(s: MySQLSettings) -> list[str]:
                     if version in done:
                         continue
                     # DDL commits implicitly in MySQL; each statement is written to be re-runnable.
-                    for stmt in _statements(sql):
-                        cur.execute(stmt)
+                    cur.execute(sql)
+                    while cur.nextset():        # the results of the later statements (an error raises)
+                        pass
                     cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                     applied_now.append(name)
             finally:

@@ -131,13 +131,14 @@ def import_image(archive: Path, ref: str) -> None:
         raise core.StackError("containerd", f"{archive} did not provide {ref}")
 
 
-def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
+def kubectl(*args: str | Path, input: str | None = None, check: bool = True, timeout: float = 120,
+            kubeconfig: Path = core.KUBECONFIG) -> subprocess.CompletedProcess:
+    """kubectl against this checkout's cluster: the one helper the stack and the tests use."""
     tool = core.which("kubectl") or str(core.BIN / "kubectl")
-    out = subprocess.run([tool, f"--kubeconfig={core.KUBECONFIG}", *args], input=input, capture_output=True,
+    out = subprocess.run([tool, f"--kubeconfig={kubeconfig}", *map(str, args)], input=input, capture_output=True,
                          text=True, timeout=timeout)
     if check and out.returncode != 0:
-        raise core.StackError("kubectl", f"{' '.join(args[:3])}: {out.stderr.strip()[-300:]}")
+        raise core.StackError("kubectl", f"{' '.join(map(str, args[:4]))}: {out.stderr.strip()[-2000:]}")
     return out
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import time
 
 from . import core, node
 from .credentials import credentials
+from .node import kubectl
 
 NAMESPACE = "simplecqrs"
 OPERATOR_NAMESPACE = "simplecqrs-system"
@@ -39,10 +39,6 @@ IMAGE_TAG_FILE = core.RUN / "image.tag"       # the tag `make up` deployed last
 API_URL = "http://127.0.0.1:8080"
 INGRESS_URL = "http://127.0.0.1"
 INGRESS_HOST = "simplecqrs.local"
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return node.kubectl(*args, input=input, check=check)
 
 
 def kube_json(*args: str) -> dict | None:
