@@ -40,6 +40,7 @@ import yaml
 from conftest import settings_env
 
 from scripts.stack import core, gotools, images
+from scripts.stack.instance import ProcessDied, wait_for
 from scripts.stack.node import kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -604,16 +605,15 @@ class Container:
 def wait_http(url: str, timeout: float, proc, log: Path) -> None:
     import requests
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer 200 in {timeout}s:\n{log.read_text()[-3000:]}")
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise ProcessDied(f"exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        return requests.get(url, timeout=2).status_code == 200
+
+    try:
+        wait_for(answers, timeout, f"{url} to answer 200", interval=0.3)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{log.read_text()[-3000:]}") from None
 
 
 def test_image_processes_round_trip_and_stop_gracefully(image, settings, tmp_path):

@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from app import broker
 from app.config import KafkaSettings
 from scripts.stack import core
+from scripts.stack.instance import wait_for
 from scripts.stack.node import kubectl
 
 
@@ -141,27 +142,17 @@ def test_controller_manager_garbage_collects_and_finalizes_namespaces(stack, run
     kubectl("create", "namespace", ns)
     kubectl("-n", ns, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2")
     # deployment-controller makes a ReplicaSet; without a kubelet its pods never run.
-    rs = _wait(lambda: json.loads(kubectl("-n", ns, "get", "rs", "-o", "json").stdout)["items"], 60, "a ReplicaSet")
+    rs = wait_for(lambda: json.loads(kubectl("-n", ns, "get", "rs", "-o", "json").stdout)["items"], 60, "a ReplicaSet")
     assert rs[0]["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
     kubectl("-n", ns, "delete", "deployment", "web")
-    _wait(lambda: not json.loads(kubectl("-n", ns, "get", "rs", "-o", "json").stdout)["items"], 60, "GC of the RS")
+    wait_for(lambda: not json.loads(kubectl("-n", ns, "get", "rs", "-o", "json").stdout)["items"], 60, "GC of the RS")
     kubectl("delete", "namespace", ns, "--wait=false")
-    _wait(lambda: kubectl("get", "namespace", ns, check=False).returncode != 0, 90, "namespace deletion")
+    wait_for(lambda: kubectl("get", "namespace", ns, check=False).returncode != 0, 90, "namespace deletion")
 
 
 def test_kubectl_minor_matches_apiserver(stack):
     v = json.loads(kubectl("version", "-o", "json").stdout)
     assert v["serverVersion"]["minor"].rstrip("+") == v["clientVersion"]["minor"].rstrip("+")
-
-
-def _wait(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = fn()
-        if result:
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------- restarts: the old process and its ports
