@@ -83,7 +83,10 @@ class OutboxRelay:
         return self.last_error is None
 
     def run(self) -> None:
-        """Drain, sleep one poll interval (or the backoff after a failure), repeat until stopped."""
+        """Drain, sleep one poll interval (or the backoff after a failure), repeat until stopped.
+
+        (A loop of its own, not tenacity: the backoff is this service loop's idle time after a failed
+        turn, in the same loop that polls, reports liveness and prunes; tenacity retries one call.)"""
         out = self.settings.outbox
         backoff = 0.0
         while not self._stop.is_set():

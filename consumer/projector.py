@@ -24,6 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import tenacity
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 
 from app import broker, events
@@ -123,7 +124,10 @@ class Projector:
 
     def project(self, work: list[Work]) -> set[TopicPartition]:
         """Write every event of the batch; on failure pause, back off and retry only what failed.
-        Returns the partitions whose failed work was dropped because a rebalance moved them away."""
+        Returns the partitions whose failed work was dropped because a rebalance moved them away.
+
+        (A loop of its own, not tenacity: each attempt writes a different, shrinking set, and the
+        partitions still owned are looked up between attempts; tenacity retries one call.)"""
         backoff = 0.5
         pending = work
         dropped: set[TopicPartition] = set()
@@ -215,18 +219,18 @@ class Projector:
             ("dlq.origin.partition", str(rec.partition).encode()),
             ("dlq.origin.offset", str(rec.offset).encode()),
         ]
-        backoff = 0.5
-        while True:
-            try:
-                self.dlq.send(self.settings.kafka.dead_letter_topic, key=rec.key, value=rec.value,
-                              headers=headers).get(timeout=15)
-                break
-            except Exception as e:  # noqa: BLE001 - Kafka down: never commit past an undelivered DLQ record
-                if not self.running:
-                    raise SystemExit("stopping before a poison message reached the dead-letter topic") from e
-                log.warning("dead-letter publish failed; retrying", extra={"error": str(e)[:200]})
-                self._wait_paused(backoff)
-                backoff = min(backoff * 2, 30.0)
+        # Kafka down: never commit past an undelivered DLQ record.  Retried until delivered, 0.5 s
+        # doubling to 30 s, waiting paused (the group membership stays alive); stopping gives up.
+        retrying = tenacity.Retrying(
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30), sleep=self._wait_paused,
+            stop=lambda _state: not self.running, reraise=True,
+            before_sleep=lambda state: log.warning("dead-letter publish failed; retrying", extra={
+                "error": str(state.outcome.exception())[:200], "retry_in_s": state.next_action.sleep}))
+        try:
+            retrying(lambda: self.dlq.send(self.settings.kafka.dead_letter_topic, key=rec.key, value=rec.value,
+                                           headers=headers).get(timeout=15))
+        except Exception as e:  # noqa: BLE001 - only reached when stopping
+            raise SystemExit("stopping before a poison message reached the dead-letter topic") from e
         metrics.DEAD_LETTERED.inc()
         log.warning("poison message dead-lettered", extra={
             "reason": reason[:300], "partition": rec.partition, "offset": rec.offset})

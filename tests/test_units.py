@@ -185,6 +185,41 @@ def _projector_parts(fail_first: int, on_wait=None):
     return projector, consumer, batch, tps
 
 
+def test_a_dead_letter_is_retried_until_delivered_and_given_up_only_when_stopping():
+    projector, consumer, batch, tps = _projector_parts(fail_first=0)
+    waits: list[float] = []
+    projector._wait_paused = waits.append                     # tenacity's sleep: record, do not sleep
+    attempts = []
+
+    class Dlq:
+        def __init__(self, failures: int):
+            self.failures = failures
+
+        def send(self, topic, key, value, headers):
+            attempts.append(dict(headers))
+            dlq = self
+
+            class Sent:
+                def get(self, timeout):
+                    if dlq.failures:
+                        dlq.failures -= 1
+                        raise TimeoutError("Kafka down")
+            return Sent()
+
+    rec = batch[tps[0]][0]
+    projector.dlq = Dlq(failures=3)
+    projector.dead_letter(rec, "bad payload")
+    assert len(attempts) == 4 and waits == [0.5, 1, 2]        # doubling, from 0.5 s
+    assert attempts[-1]["dlq.error"] == b"bad payload" and attempts[-1]["dlq.origin.offset"] == b"0"
+
+    attempts.clear()
+    projector.dlq = Dlq(failures=1)
+    projector.running = False                                  # stopping: no endless retry, no commit past it
+    with pytest.raises(SystemExit, match="dead-letter"):
+        projector.dead_letter(rec, "bad payload")
+    assert len(attempts) == 1
+
+
 def test_projector_commits_the_batch_after_its_writes_succeed():
     projector, consumer, batch, tps = _projector_parts(fail_first=2)  # two failures, then success
     projector.process(batch)
