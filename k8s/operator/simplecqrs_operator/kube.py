@@ -1,28 +1,29 @@
-"""The few Kubernetes API calls the operator makes, as plain dicts over the kubernetes client.
+"""The few Kubernetes API calls the operator makes, as plain dicts, through the kubernetes
+client's dynamic client (`kubernetes.dynamic`: discovery, server-side apply, typed errors).
 
 Children are written with server-side apply (field manager `simplecqrs-operator`, forced):
 re-applying an unchanged manifest changes nothing, and a hand-edited field we own is put back.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import kubernetes
-from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
-from .resource import GROUP, MANAGER, PLURAL, VERSION
+from .resource import GROUP, MANAGER, VERSION
 
-# kind -> (API path prefix, plural) for everything the operator reads or writes.
-KINDS = {
-    "Secret": ("/api/v1", "secrets"),
-    "Service": ("/api/v1", "services"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    "OrderService": (f"/apis/{GROUP}/{VERSION}", PLURAL),
+# kind -> apiVersion, for everything the operator reads or writes (KafkaTopic: the served one).
+API_VERSIONS = {
+    "Secret": "v1",
+    "Service": "v1",
+    "Deployment": "apps/v1",
+    "Ingress": "networking.k8s.io/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+    "PodDisruptionBudget": "policy/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "OrderService": f"{GROUP}/{VERSION}",
 }
 STRIMZI_GROUP = "kafka.strimzi.io"
 STRIMZI_VERSIONS = ("v1", "v1beta2")  # in order of preference
@@ -37,17 +38,8 @@ def client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient()
 
 
-def path(kind: str, namespace: str, name: str = "", api_version: str | None = None) -> str:
-    if kind == "KafkaTopic":
-        prefix, plural = f"/apis/{api_version}", "kafkatopics"
-    else:
-        prefix, plural = KINDS[kind]
-    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
-
-
-def path_of(obj: dict) -> str:
-    meta = obj["metadata"]
-    return path(obj["kind"], meta["namespace"], meta["name"], obj["apiVersion"])
+def _plain(obj: Any) -> dict | None:
+    return obj.to_dict() if obj is not None and hasattr(obj, "to_dict") else obj
 
 
 class Kube:
@@ -55,70 +47,81 @@ class Kube:
         self.api = api
         self.timeout = timeout
         self.scope = scope          # the watched namespace, or None: the whole cluster
+        self._dynamic: DynamicClient | None = None
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        """Made on first use: its discovery asks the apiserver, which may still be coming up."""
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self.api)
+        return self._dynamic
+
+    def resource(self, kind: str, api_version: str | None = None):
+        api_version = api_version or API_VERSIONS[kind]
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:   # served since the last discovery (a CRD installed later)
+            self.dynamic.resources.invalidate_cache()
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def get(self, kind: str, namespace: str, name: str, api_version: str | None = None) -> dict | None:
+        """The object, or None when it does not exist."""
+        try:
+            return _plain(self.resource(kind, api_version).get(name=name, namespace=namespace,
+                                                                _request_timeout=self.timeout))
+        except (NotFoundError, ResourceNotFoundError):     # no such object, or no such kind served
+            return None
 
     def orderservices(self) -> list[dict]:
         """Every OrderService the operator serves."""
-        prefix, plural = KINDS["OrderService"]
-        url = f"{prefix}/namespaces/{self.scope}/{plural}" if self.scope else f"{prefix}/{plural}"
-        return (self.get(url) or {}).get("items", [])
-
-    def request(self, method: str, url: str, *, body: Any = None, query: list | None = None,
-                content_type: str = "application/json") -> dict | None:
-        method, full_url, headers, body, _ = self.api.param_serialize(
-            method, url, query_params=query or [], body=body, auth_settings=["BearerToken"],
-            header_params={"Content-Type": content_type, "Accept": "application/json"})
-        resp = self.api.call_api(method, full_url, header_params=headers, body=body,
-                                 _request_timeout=self.timeout)
-        data = resp.read()
-        if not 200 <= resp.status <= 299:
-            try:  # the apiserver's Status message says what went wrong, in one line
-                reason = json.loads(data)["message"]
-            except (ValueError, KeyError, TypeError):
-                reason = resp.reason
-            raise ApiException(status=resp.status, reason=reason)
-        return json.loads(data) if data else None
-
-    def get(self, url: str) -> dict | None:
-        """The object, or None when it does not exist."""
         try:
-            return self.request("GET", url)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+            listed = self.resource("OrderService").get(namespace=self.scope, _request_timeout=self.timeout)
+        except ResourceNotFoundError:                       # the CRD is not installed (yet)
+            return []
+        return _plain(listed).get("items", [])
 
     def create(self, obj: dict) -> dict:
-        meta = obj["metadata"]
-        return self.request("POST", path(obj["kind"], meta["namespace"], api_version=obj["apiVersion"]), body=obj)
+        return _plain(self.resource(obj["kind"], obj["apiVersion"]).create(
+            body=obj, namespace=obj["metadata"]["namespace"], _request_timeout=self.timeout))
 
     def apply(self, obj: dict) -> dict:
         """Server-side apply: creates the object or converges the fields we manage."""
-        return self.request("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
-                            query=[("fieldManager", MANAGER), ("force", "true")])
+        meta = obj["metadata"]
+        return _plain(self.resource(obj["kind"], obj["apiVersion"]).server_side_apply(
+            body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=MANAGER, force_conflicts=True,
+            _request_timeout=self.timeout))
 
-    def delete(self, url: str) -> bool:
+    def delete(self, kind: str, namespace: str, name: str, api_version: str | None = None) -> bool:
         """Delete in the background; False when it was already gone."""
         try:
-            self.request("DELETE", url, body={"propagationPolicy": "Background"})
+            self.resource(kind, api_version).delete(name=name, namespace=namespace,
+                                                    body={"propagationPolicy": "Background"},
+                                                    _request_timeout=self.timeout)
             return True
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
+        except (NotFoundError, ResourceNotFoundError):
+            return False
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
-        self.request("PATCH", path("OrderService", namespace, name) + "/status", body={"status": status},
-                     content_type="application/merge-patch+json")
+        self.resource("OrderService").status.patch(
+            body={"status": status}, name=name, namespace=namespace,
+            content_type="application/merge-patch+json", _request_timeout=self.timeout)
 
     def strimzi_topic_version(self) -> str | None:
         """The KafkaTopic API version this cluster serves (v1 preferred, else v1beta2), or None.
 
-        Asked on every reconcile: installing or removing Strimzi's CRD takes effect at once."""
-        group = self.get(f"/apis/{STRIMZI_GROUP}")
+        Asked on every reconcile, from the API's own discovery documents (not the client's cached
+        discovery): installing or removing Strimzi's CRD takes effect at once."""
+        try:
+            group = _plain(self.dynamic.request("GET", f"/apis/{STRIMZI_GROUP}"))
+        except NotFoundError:
+            return None
         served = {v["version"] for v in (group or {}).get("versions", [])}
         for version in STRIMZI_VERSIONS:
             if version in served:
-                resources = self.get(f"/apis/{STRIMZI_GROUP}/{version}") or {}
+                try:
+                    resources = _plain(self.dynamic.request("GET", f"/apis/{STRIMZI_GROUP}/{version}")) or {}
+                except NotFoundError:
+                    continue
                 if any(r["name"] == "kafkatopics" for r in resources.get("resources", [])):
                     return f"{STRIMZI_GROUP}/{version}"
         return None

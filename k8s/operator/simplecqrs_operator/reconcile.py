@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import children, conditions, ownership, stores
 from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
-from .kube import Kube, path
+from .kube import Kube
 from .resource import CREDENTIALS_LABEL, OrderService, SecretRef
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -49,12 +49,12 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
     stores_too=False (a child Deployment changed) re-applies the children and refreshes the
     API/consumer conditions without touching the stores."""
     with serialized(namespace, name):
-        body = kube.get(path("OrderService", namespace, name))
+        body = kube.get("OrderService", namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return []
         osvc = OrderService.from_body(body)
         taken = ownership.conflicts(body, kube.orderservices())
-        secret = kube.get(path("Secret", namespace, osvc.credentials_secret))
+        secret = kube.get("Secret", namespace, osvc.credentials_secret)
         updates: list[Condition] = []
         if stores_too or secret is None:
             secret = ensure_credentials(kube, osvc, secret)
@@ -76,7 +76,7 @@ def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> d
     except ApiException as e:
         if e.status != 409:
             raise
-        return kube.get(path("Secret", osvc.namespace, osvc.credentials_secret))
+        return kube.get("Secret", osvc.namespace, osvc.credentials_secret)
     event(osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.app_user}; its password is in "
                                       f"Secret {osvc.credentials_secret}")
     return created
@@ -115,7 +115,7 @@ def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> No
         keep_live_replicas(kube, manifest)
         kube.apply(manifest)
     for kind, name in unwanted:
-        if kube.delete(path(kind, osvc.namespace, name)):
+        if kube.delete(kind, osvc.namespace, name):
             event(osvc, "ChildDeleted", f"deleted {kind} {name}: no longer in the spec")
 
 
@@ -128,7 +128,7 @@ def keep_live_replicas(kube: Kube, manifest: dict) -> None:
     value the HPA set; the HPA goes on changing it through the scale subresource."""
     if manifest["kind"] != "Deployment" or "replicas" in manifest["spec"]:
         return
-    live = kube.get(path("Deployment", manifest["metadata"]["namespace"], manifest["metadata"]["name"]))
+    live = kube.get("Deployment", manifest["metadata"]["namespace"], manifest["metadata"]["name"])
     if live is not None and live.get("spec", {}).get("replicas") is not None:
         manifest["spec"]["replicas"] = live["spec"]["replicas"]
 
@@ -136,9 +136,9 @@ def keep_live_replicas(kube: Kube, manifest: dict) -> None:
 def observe_workloads(kube: Kube, osvc: OrderService) -> tuple[list[Condition], dict[str, str]]:
     """API/consumer conditions from what their Deployments report, and "available/desired" counts."""
     api, api_counts = conditions.from_deployment(
-        API, osvc.api_name, kube.get(path("Deployment", osvc.namespace, osvc.api_name)))
+        API, osvc.api_name, kube.get("Deployment", osvc.namespace, osvc.api_name))
     consumer, consumer_counts = conditions.from_deployment(
-        CONSUMER, osvc.consumer_name, kube.get(path("Deployment", osvc.namespace, osvc.consumer_name)))
+        CONSUMER, osvc.consumer_name, kube.get("Deployment", osvc.namespace, osvc.consumer_name))
     return [api, consumer], {"api": api_counts, "consumer": consumer_counts}
 
 
@@ -234,7 +234,7 @@ def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[tuple[
     """((username, password), "", "") from a Secret made for OrderServices, else (None, reason, message).
 
     The label check comes before any value is read (resource.SecretRef says why)."""
-    secret = kube.get(path("Secret", namespace, ref.name))
+    secret = kube.get("Secret", namespace, ref.name)
     if secret is None:
         return None, "", f"Secret {ref.name} not found"
     if ((secret.get("metadata") or {}).get("labels") or {}).get(CREDENTIALS_LABEL) != "true":

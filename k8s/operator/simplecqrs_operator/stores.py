@@ -21,6 +21,7 @@ from cassandra import AuthenticationFailed, OperationTimedOut
 from cassandra.cluster import NoHostAvailable
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
 
 from app import broker
 from app.readmodel import schema
@@ -30,7 +31,7 @@ from app.writemodel import migrations
 
 from . import children
 from .conditions import READ_STORE, TOPIC, WRITE_STORE, Condition, false, true
-from .kube import Kube, path
+from .kube import Kube
 from .resource import OrderService
 
 APP_USER_HOST = "%"  # pods connect from changing addresses
@@ -104,8 +105,9 @@ def failure(type_: str, where: str, exc: BaseException) -> Condition:
 
 
 def describe(exc: BaseException) -> str:
-    """One line: the error's type and message."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
+    """One line: the error's type and message (the apiserver's own message for an API error)."""
+    text = exc.summary() if isinstance(exc, DynamicApiError) else exc
+    return " ".join(f"{type(exc).__name__}: {text}".split())[:600]
 
 
 def reason_for(exc: BaseException) -> str:
@@ -236,7 +238,7 @@ def drop_topic(kube: Kube, osvc: OrderService) -> None:
     version = kube.strimzi_topic_version() if osvc.kafka.strimzi_cluster else None
     if version:
         for name in osvc.kafka_topic_names():  # Strimzi deletes the Kafka topics with them
-            kube.delete(path("KafkaTopic", osvc.kafka.strimzi_namespace, name, version))
+            kube.delete("KafkaTopic", osvc.kafka.strimzi_namespace, name, version)
         return
     client = _admin(osvc)
     try:
