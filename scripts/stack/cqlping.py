@@ -4,6 +4,10 @@ Used as the readiness probe of the local Cassandra (and for its version):
 STARTUP, optional PLAIN authentication, then
 `SELECT release_version FROM system.local`.
 
+Why not the driver in .venv: scripts/stack runs under the system Python as well (`make status`,
+`make down`, and `make up` before .venv exists is the bootstrap that creates it), so it imports
+nothing outside the standard library; a readiness probe needs this one request only.
+
     python3 -m scripts.stack.cqlping [host:port]
 """
 from __future__ import annotations

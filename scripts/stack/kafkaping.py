@@ -4,6 +4,10 @@ Used as the readiness probe of the local broker: it answers only once the
 broker has registered with the controller and is serving metadata, which an
 open port alone does not tell.
 
+Why not the driver in .venv: scripts/stack runs under the system Python as well (`make status`,
+`make down`, and `make up` before .venv exists is the bootstrap that creates it), so it imports
+nothing outside the standard library; a readiness probe needs this one request only.
+
     python3 -m scripts.stack.kafkaping [host:port]
 """
 from __future__ import annotations

@@ -123,6 +123,6 @@ def delete(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, field="spec.deletionPolicy", value="Retain")
-def retained(type: str | None, body: kopf.Body, **_: Any) -> None:
+def retained(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
-        reconcile.retained(dict(body))
+        reconcile.retained(memo.kube, dict(body))

@@ -6,6 +6,9 @@ re-applying an unchanged manifest changes nothing, and a hand-edited field we ow
 """
 from __future__ import annotations
 
+import logging
+import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -24,8 +27,10 @@ API_VERSIONS = {
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "OrderService": f"{GROUP}/{VERSION}",
+    "Event": "v1",
 }
 STRIMZI_GROUP = "kafka.strimzi.io"
+log = logging.getLogger(__name__)
 STRIMZI_VERSIONS = ("v1", "v1beta2")  # in order of preference
 
 
@@ -105,6 +110,23 @@ class Kube:
         self.resource("OrderService").status.patch(
             body={"status": status}, name=name, namespace=namespace,
             content_type="application/merge-patch+json", _request_timeout=self.timeout)
+
+    def post_event(self, about: dict, reason: str, message: str, *, warning: bool = False) -> None:
+        """A core/v1 Event about `about` (apiVersion, kind, metadata name/namespace/uid).  An Event
+        that cannot be posted is logged, never raised: it must not fail the reconcile."""
+        meta = about["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {"apiVersion": about["apiVersion"], "kind": about["kind"], "name": meta["name"],
+                                   "namespace": meta["namespace"], "uid": meta.get("uid")},
+                "type": "Warning" if warning else "Normal", "reason": reason, "message": message,
+                "source": {"component": MANAGER}, "reportingComponent": MANAGER,
+                "reportingInstance": socket.gethostname(), "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        try:
+            self.resource("Event").create(body=body, namespace=meta["namespace"], _request_timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - an event is information, not state
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
 
     def strimzi_topic_version(self) -> str | None:
         """The KafkaTopic API version this cluster serves (v1 preferred, else v1beta2), or None.

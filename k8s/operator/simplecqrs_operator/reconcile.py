@@ -17,7 +17,6 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import children, conditions, ownership, stores
@@ -37,9 +36,10 @@ def serialized(namespace: str, name: str):
         yield
 
 
-def event(osvc: OrderService, reason: str, message: str, *, warning: bool = False) -> None:
-    """A Kubernetes Event on the OrderService (posted in the background by kopf)."""
-    kopf.event(osvc.reference, type="Warning" if warning else "Normal", reason=reason, message=message[:1000])
+def event(kube: Kube, osvc: OrderService, reason: str, message: str, *, warning: bool = False) -> None:
+    """A Kubernetes Event on the OrderService, posted by the operator's own client: the resync loop
+    runs outside kopf's handler context, where kopf.event() has no queue to post to."""
+    kube.post_event(osvc.reference, reason, message[:1000], warning=warning)
 
 
 # ---------------------------------------------------------------- reconcile
@@ -77,7 +77,7 @@ def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> d
         if e.status != 409:
             raise
         return kube.get("Secret", osvc.namespace, osvc.credentials_secret)
-    event(osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.app_user}; its password is in "
+    event(kube, osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.app_user}; its password is in "
                                       f"Secret {osvc.credentials_secret}")
     return created
 
@@ -105,7 +105,7 @@ def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str
         results.append(stores.ensure_read_store(osvc, cassandra_credentials))
     for result in results:
         for reason, message in result.events:
-            event(osvc, reason, message)
+            event(kube, osvc, reason, message)
     return [r.condition for r in results]
 
 
@@ -116,7 +116,7 @@ def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> No
         kube.apply(manifest)
     for kind, name in unwanted:
         if kube.delete(kind, osvc.namespace, name):
-            event(osvc, "ChildDeleted", f"deleted {kind} {name}: no longer in the spec")
+            event(kube, osvc, "ChildDeleted", f"deleted {kind} {name}: no longer in the spec")
 
 
 def keep_live_replicas(kube: Kube, manifest: dict) -> None:
@@ -152,7 +152,7 @@ def publish(kube: Kube, osvc: OrderService, updates: list[Condition], counts: di
         status["observedGeneration"] = osvc.generation
     kube.patch_status(osvc.namespace, osvc.name, status)
     for c in conditions.transitions(previous, merged):
-        event(osvc, c["reason"], f"{c['type']} is {c['status']}: {c['message']}", warning=c["status"] != "True")
+        event(kube, osvc, c["reason"], f"{c['type']} is {c['status']}: {c['message']}", warning=c["status"] != "True")
 
 
 # ---------------------------------------------------------------- deletion
@@ -169,7 +169,7 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
     m, c = osvc.mysql, osvc.cassandra
     what = _data_of(osvc)
     if osvc.deletion_policy != "Delete":      # (no finalizer asks for this; kept for a safe default)
-        retained(body)
+        retained(kube, body)
         return Finalized(True, "retained")
     with serialized(osvc.namespace, osvc.name):
         stores.CLIENTS.forget(osvc)
@@ -181,24 +181,24 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
                   lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret)))]
         for kind, part, step in steps:
             if kind in taken:
-                event(osvc, "DataLeftToOwner", f"{part} not dropped: {ownership.describe(kind, taken[kind])}")
+                event(kube, osvc, "DataLeftToOwner", f"{part} not dropped: {ownership.describe(kind, taken[kind])}")
                 continue
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - reported below
                 failures.append(f"{part}: {stores.reason_for(exc)}: {stores.describe(exc)}"[:300])
         if not failures:
-            event(osvc, "DataDeleted", f"deletionPolicy Delete: dropped {what}")
+            event(kube, osvc, "DataDeleted", f"deletionPolicy Delete: dropped {what}")
             return Finalized(True, "deleted")
         message = "; ".join(failures)
         if attempt >= max_attempts:
-            event(osvc, "DeletionIncomplete", f"gave up after {attempt} attempts; left in place: {message}",
+            event(kube, osvc, "DeletionIncomplete", f"gave up after {attempt} attempts; left in place: {message}",
                   warning=True)
             return Finalized(True, message)
         merged = conditions.merge(osvc.status.get("conditions", []), [
             true(DELETION, "StoreUnreachable", f"attempt {attempt}/{max_attempts}: {message}")], osvc.generation)
         kube.patch_status(osvc.namespace, osvc.name, {"conditions": merged})
-        event(osvc, "DeletionRetrying", f"attempt {attempt}/{max_attempts}: {message}", warning=True)
+        event(kube, osvc, "DeletionRetrying", f"attempt {attempt}/{max_attempts}: {message}", warning=True)
         return Finalized(False, message)
 
 
@@ -207,11 +207,11 @@ def _data_of(osvc: OrderService) -> str:
     return f"topics {k.topic} and {k.dead_letter_topic}, database {m.database} (user {m.app_user}), keyspace {c.keyspace}"
 
 
-def retained(body: dict) -> None:
+def retained(kube: Kube, body: dict) -> None:
     """A Retain instance was deleted: say what stays (the operator had nothing to do)."""
     osvc = OrderService.from_body(body)
     stores.CLIENTS.forget(osvc)
-    event(osvc, "DataRetained", f"deletionPolicy Retain: kept {_data_of(osvc)}")
+    event(kube, osvc, "DataRetained", f"deletionPolicy Retain: kept {_data_of(osvc)}")
 
 
 def _required(kube: Kube, osvc: OrderService, ref: SecretRef) -> tuple[str, str]:
