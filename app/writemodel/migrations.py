@@ -69,14 +69,17 @@ def pending_for(s: MySQLSettings) -> list[str]:
 def migrate(s: MySQLSettings) -> list[str]:
     """Create the database and apply pending migrations; returns the names applied now."""
     db = quote_ident(s.database)
+    applied_now: list[str] = []
+    # Look first, on a connection with the short default read timeout: it also bounds the MySQL
+    # handshake (PyMySQL reads it under read_timeout), so a server that accepts and never answers
+    # holds the caller for seconds, not for the DDL's two minutes.
+    if not pending_for(s):
+        return applied_now                      # up to date: reads only, nothing written
     # Multi-statement: a migration file goes to the server as written, and the server's own parser
     # splits it (no splitting on ";" here, which a literal or a comment could contain).
     conn = connect(s, admin=True, database=None, autocommit=True, read_timeout=120, multi_statements=True)
-    applied_now: list[str] = []
     try:
         with conn.cursor() as cur:
-            if not pending(cur, s.database):
-                return applied_now              # up to date: reads only, nothing written
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             cur.execute(f"USE {db}")
             cur.execute("SELECT GET_LOCK(%s, 60)", (f"simplecqrs-migrate-{s.database}",))
