@@ -158,14 +158,17 @@ def namespace(apiserver, run_id):
     # kubernetes.io/pvc-protection finalizer only a controller this control plane does not run
     # removes: drop it on this namespace's claims, or the namespace would never go away.
     kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def claims_released() -> bool:
         claims = kubectl("-n", ns, "get", "pvc", "-o", "name", check=False).stdout.split()
-        if not claims:
-            break
         for claim in claims:
             kubectl("-n", ns, "patch", claim, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
-        time.sleep(0.5)
+        return not claims
+
+    try:
+        wait_for(claims_released, 30, f"the claims of {ns} released", interval=0.5)
+    except AssertionError:
+        pass  # best effort: the namespace goes later
 
 
 def into_namespace(objs: list[dict], ns: str, cluster_scoped: set[str]) -> list[dict]:
