@@ -155,8 +155,8 @@ def namespace(apiserver, run_id):
     kubectl("create", "namespace", ns)
     yield ns
     # The real install (test_generated_secret_...) leaves StatefulSet volume claims, whose
-    # kubernetes.io/pvc-protection finalizer only a controller this control plane does not run
-    # removes: drop it on this namespace's claims, or the namespace would never go away.
+    # kubernetes.io/pvc-protection finalizer stays while a pod uses them: drop it on this
+    # namespace's claims, so the namespace goes without waiting for those pods.
     kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
 
     def claims_released() -> bool:
