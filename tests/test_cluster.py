@@ -245,17 +245,7 @@ class Instance:
         return kjson("-n", self.ns, "pods", "-l", f"app.kubernetes.io/component={component}")["items"]
 
     def rolled_out(self) -> bool:
-        """The operator has seen the spec, both Deployments rolled out, the OrderService Ready."""
-        obj = self.get()
-        if obj["status"].get("observedGeneration") != obj["metadata"]["generation"]:
-            return False
-        for component in ("api", "consumer"):
-            d = kjson("-n", self.ns, "deployment", f"{self.name}-{component}")
-            want, st = d["spec"]["replicas"], d["status"]
-            if (st.get("observedGeneration") != d["metadata"]["generation"] or st.get("updatedReplicas") != want
-                    or st.get("availableReplicas") != want or st.get("replicas") != want):
-                return False
-        return services.conditions(obj).get("Ready", {}).get("status") == "True"
+        return services.rolled_out(self.ns, self.name)
 
 
 @pytest.fixture(scope="module")

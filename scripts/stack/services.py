@@ -106,6 +106,22 @@ def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
         "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"], "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
 
 
+def rolled_out(namespace: str, name: str) -> bool:
+    """An OrderService Ready for its spec as it is now: the operator has seen this generation, both
+    rollouts are complete, and the OrderService says Ready."""
+    obj = kube_json("-n", namespace, "orderservice", name) or {}
+    if obj.get("status", {}).get("observedGeneration") != obj.get("metadata", {}).get("generation"):
+        return False
+    for component in ("api", "consumer"):
+        d = kube_json("-n", namespace, "deployment", f"{name}-{component}") or {}
+        want, st = d.get("spec", {}).get("replicas"), d.get("status", {})
+        if (st.get("observedGeneration") != d.get("metadata", {}).get("generation")
+                or st.get("updatedReplicas") != want or st.get("availableReplicas") != want
+                or st.get("replicas") != want):
+            return False
+    return conditions(obj).get("Ready", {}).get("status") == "True"
+
+
 # ---------------------------------------------------------------- components
 class ProductImage(core.Component):
     """The product image in the node's image store (never pulled: built here)."""
@@ -189,19 +205,7 @@ class Instance(core.Component):
              "--set", f"image.tag={tag}", "--timeout=5m")
 
     def ready(self) -> bool:
-        """Ready for the spec as it is now: the operator has seen this generation, both rollouts
-        are complete, and the OrderService says Ready."""
-        obj = orderservice() or {}
-        if obj.get("status", {}).get("observedGeneration") != obj.get("metadata", {}).get("generation"):
-            return False
-        for component in ("api", "consumer"):
-            d = kube_json("-n", NAMESPACE, "deployment", f"{INSTANCE}-{component}") or {}
-            want, st = d.get("spec", {}).get("replicas"), d.get("status", {})
-            if (st.get("observedGeneration") != d.get("metadata", {}).get("generation")
-                    or st.get("updatedReplicas") != want or st.get("availableReplicas") != want
-                    or st.get("replicas") != want):
-                return False
-        return conditions(obj).get("Ready", {}).get("status") == "True"
+        return rolled_out(NAMESPACE, INSTANCE)
 
     def wait_ready(self) -> None:
         t0 = time.monotonic()
