@@ -122,7 +122,8 @@ def delete(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(result.message, delay=backoff(retry))
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, field="spec.deletionPolicy", value="Retain")
-def retained(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
-        reconcile.retained(memo.kube, dict(body))
+# (The `when` filter keeps kopf from calling, and logging, this for every other watch event.)
+@kopf.on.event(GROUP, VERSION, PLURAL, field="spec.deletionPolicy", value="Retain",
+               when=lambda type, **_: type == "DELETED")
+def retained(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconcile.retained(memo.kube, dict(body))
