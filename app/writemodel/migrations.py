@@ -26,6 +26,7 @@ from .db import connect, error_code
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+LOGIN_REFUSED = {1045, 1698}    # ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
 _IDENT = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _USER = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -114,7 +115,8 @@ def app_user_state(s: MySQLSettings) -> str:
     try:
         conn = connect(s, database=None, autocommit=True)
     except Exception as exc:  # noqa: BLE001 - only "cannot log in" is an answer; an outage is raised
-        if error_code(exc) == 1045:       # access denied: no such user, or another password
+        # Access denied: no such user, or another password (MariaDB answers an unknown user with 1698).
+        if error_code(exc) in LOGIN_REFUSED:
             return "no-login"
         raise
     try:
