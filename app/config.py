@@ -44,6 +44,10 @@ class MySQLSettings:
     admin_user: str = field(default_factory=lambda: _env("MYSQL_ADMIN_USER"))
     admin_password: str = field(default_factory=lambda: _env("MYSQL_ADMIN_PASSWORD"), repr=False)
     connect_timeout: float = field(default_factory=lambda: _float("MYSQL_CONNECT_TIMEOUT", 3.0))
+    # DISABLED | PREFERRED | REQUIRED | VERIFY_CA | VERIFY_IDENTITY; empty: VERIFY_CA when a CA
+    # file is given, else PREFERRED (app/writemodel/db.py, tls_args).
+    ssl_mode: str = field(default_factory=lambda: _env("MYSQL_SSL_MODE"))
+    ssl_ca: str = field(default_factory=lambda: _env("MYSQL_SSL_CA"))
 
 
 @dataclass(frozen=True)

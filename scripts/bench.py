@@ -333,8 +333,9 @@ def start_baseline(settings: Settings, app: str, workers: int, threads: int) -> 
 
 def run(args: argparse.Namespace) -> dict:
     from scripts.stack.__main__ import bring_up, infrastructure
+    from scripts.stack.writestore import chosen
 
-    bring_up([c for c in infrastructure() if c.name in ("mariadb", "kafka", "cassandra")])
+    bring_up([c for c in infrastructure(both_write_stores=False) if c.name in (chosen(), "kafka", "cassandra")])
     ensure_wrk()
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"bench{secrets.token_hex(3)}"

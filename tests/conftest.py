@@ -1,4 +1,4 @@
-"""Session fixtures on the real local stack (MariaDB, Kafka, Cassandra, kube-apiserver).
+"""Session fixtures on the real local stack (MySQL and MariaDB, Kafka, Cassandra, kube-apiserver).
 
 `make test` starts the stack before pytest; run alone, `pytest tests/x.py`
 starts whatever is not running (and leaves it running).  Every test run gets
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.config import MySQLSettings, Settings  # noqa: E402
-from scripts.stack import instance  # noqa: E402
+from scripts.stack import instance, writestore  # noqa: E402
 from scripts.stack.instance import (  # noqa: E402,F401 - tests import these helpers from here
     Proc,
     deprovision,
@@ -47,6 +47,16 @@ def pytest_collection_modifyitems(config, items):
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("soak")])
         items[:] = keep
+
+
+def pytest_generate_tests(metafunc):
+    """`write_store` (and so `admin_mysql`, `settings`, `fresh_settings`): the server the stack
+    chose (SIMPLECQRS_WRITE_STORE, MySQL by default); in tests marked `both_write_stores`, each
+    of MySQL and MariaDB in turn."""
+    if "write_store" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_write_stores") is not None
+        names = [writestore.chosen(), writestore.other()] if both else [writestore.chosen()]
+        metafunc.parametrize("write_store", names, indirect=True, scope="session")
 
 
 @pytest.fixture(autouse=True)
@@ -97,8 +107,14 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def admin_mysql(stack) -> MySQLSettings:
-    return instance.admin_mysql()
+def write_store(request, stack):
+    """The write store's component (its name, port and root client); see pytest_generate_tests."""
+    return stack[request.param]
+
+
+@pytest.fixture(scope="session")
+def admin_mysql(write_store) -> MySQLSettings:
+    return instance.admin_mysql(port=write_store.port)
 
 
 @pytest.fixture(scope="session")

@@ -135,7 +135,8 @@ def test_apply_an_orderservice_serve_through_the_ingress_then_delete_it(operator
 
     kubectl("delete", "-n", namespace, "orderservice", name, "--timeout=180s")
     wait_for(lambda: not kjson("-n", namespace, "pods")["items"], 120, "the pods gone")
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user=admin_mysql.admin_user, password=admin_mysql.admin_password)
+    conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
+                           password=admin_mysql.admin_password)
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW DATABASES LIKE %s", (f"scqrs_{tag}",))

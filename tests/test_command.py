@@ -1,4 +1,5 @@
-"""Command side on real MariaDB and real Kafka: POST /orders, the outbox, idempotency, outages."""
+"""Command side on real Kafka and each real write store (Oracle MySQL and MariaDB): POST /orders,
+the outbox, idempotency, outages."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import pytest
 import requests
 from conftest import start_api, wait_for
 from support import admin_connection, events_on_topic, mysql, order, post
+
+pytestmark = pytest.mark.both_write_stores
 
 
 def test_post_creates_one_order_one_customer_one_event(api, settings):
@@ -38,6 +41,22 @@ def test_post_creates_one_order_one_customer_one_event(api, settings):
     assert dict(rec.headers)["eventId"] == ev["eventId"].encode()
     wait_for(lambda: mysql(settings, "SELECT published_at IS NOT NULL FROM outbox WHERE aggregate_id = %s",
                            (oid,)) == [(1,)], 30, "the outbox row marked published")
+
+
+def test_the_app_user_logs_in_the_way_each_server_defaults_to(api, settings, write_store):
+    """Oracle MySQL: caching_sha2_password, and every connection of the API and relay over TLS
+    (PyMySQL's default PREFERRED mode takes the TLS the server offers).  MariaDB 10.11:
+    mysql_native_password; the local MariaDB offers no TLS."""
+    assert post(api, order()).status_code == 201  # the API and relay hold connections now
+    (plugin,) = mysql(settings, "SELECT plugin FROM mysql.user WHERE user = %s", (settings.mysql.user,))[0]
+    if write_store.name == "mariadb":
+        assert plugin == "mysql_native_password"
+        return
+    assert plugin == "caching_sha2_password"
+    tls = mysql(settings, "SELECT s.VARIABLE_VALUE FROM performance_schema.threads t"
+                " JOIN performance_schema.status_by_thread s USING (THREAD_ID)"
+                " WHERE t.PROCESSLIST_USER = %s AND s.VARIABLE_NAME = 'Ssl_version'", (settings.mysql.user,))
+    assert tls and {v for (v,) in tls} <= {"TLSv1.2", "TLSv1.3"}, tls
 
 
 def test_fifty_concurrent_first_orders_for_one_email(api, settings):
@@ -132,21 +151,20 @@ def test_kafka_down_orders_still_accepted_then_published_once(settings, stack):
 
 
 @pytest.mark.faults
-def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, stack):
+def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, write_store):
     def readiness_burst() -> list[int]:  # concurrent, so that every worker thread answers some
         with ThreadPoolExecutor(16) as pool:
             return list(pool.map(lambda _: requests.get(f"{api}/readyz", timeout=10).status_code, range(48)))
 
     assert set(readiness_burst()) == {200}  # every thread now holds a pooled connection
-    mariadb = stack["mariadb"]
-    mariadb.stop()
+    write_store.stop()
     try:
         r = post(api, order(), timeout=30)
         assert r.status_code == 503, r.text
         assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"] == "unavailable"
         assert requests.get(f"{api}/readyz", timeout=10).status_code == 503
     finally:
-        mariadb.up()
+        write_store.up()
     # Every worker thread's pooled connection died with the server: readiness must not report that.
     assert set(readiness_burst()) == {200}
     r = wait_for(lambda: (lambda x: x if x.status_code == 201 else None)(post(api, order())), 30, "a 201 again")

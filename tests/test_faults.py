@@ -34,9 +34,9 @@ from conftest import start_api, start_consumer, wait_for
 from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage
 
 from app.audit import audit
-from scripts.stack import core
+from scripts.stack import core, writestore
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.both_write_stores]
 CLIENTS = 4
 REQUEST_TIMEOUT = 20.0
 TABLE: list[dict] = []
@@ -171,6 +171,7 @@ def converge(inst: Instance, load: Load, scenario: str) -> dict:
 
 
 def run_scenario(settings, name: str, fault, *, before: float = 3.0, after: float = 4.0) -> dict:
+    name = f"{name}-{writestore.name_on(settings.mysql.port)}"  # the table says which server
     inst = Instance(settings, name)
     load = Load(inst.url).start()
     try:
@@ -250,15 +251,15 @@ def test_gunicorn_worker_killed_mid_request_then_api_restarted(fresh_settings):
     run_scenario(fresh_settings, "api-worker-sigkill+restart", fault)
 
 
-def test_mariadb_stopped_and_restarted(fresh_settings, stack):
+def test_write_store_stopped_and_restarted(fresh_settings, write_store):
     def fault(inst: Instance):
         try:
-            stack["mariadb"].stop()
+            write_store.stop()
             time.sleep(8)
         finally:
-            stack["mariadb"].up()
+            write_store.up()
 
-    row = run_scenario(fresh_settings, "mariadb-stop", fault)
+    row = run_scenario(fresh_settings, "write-store-stop", fault)
     assert row["statuses"].get(503, 0) > 0, "clients should have seen 503 with Retry-After while MySQL was down"
 
 

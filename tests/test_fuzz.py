@@ -75,7 +75,8 @@ def test_hostile_bodies_never_500(api):
 
 def test_app_database_user_has_only_row_privileges(settings):
     """The API's user can read and write its own tables: no DDL, no other database."""
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user=settings.mysql.user, password=settings.mysql.password,
+    conn = pymysql.connect(host="127.0.0.1", port=settings.mysql.port, user=settings.mysql.user,
+                           password=settings.mysql.password,
                            database=settings.mysql.database, autocommit=True)
     try:
         with conn.cursor() as cur:

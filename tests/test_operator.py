@@ -77,7 +77,7 @@ def secret_value(ns: str, name: str, key: str) -> str:
 
 def mysql_query(admin, sql: str, args=(), user: str | None = None, password: str | None = None,
                 database: str | None = None) -> list[tuple]:
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user=user or admin.admin_user,
+    conn = pymysql.connect(host="127.0.0.1", port=admin.port, user=user or admin.admin_user,
                            password=password if user else admin.admin_password, database=database,
                            autocommit=True, connect_timeout=5)
     try:

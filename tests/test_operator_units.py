@@ -2,6 +2,7 @@
 and the shipped manifests (CRD, RBAC, Deployment).  No cluster, no stores."""
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -403,6 +404,46 @@ def test_pull_secrets_and_placement_reach_both_deployments():
         assert pod["topologySpreadConstraints"][0]["maxSkew"] == 1
     plain = children.api_deployment(osvc(), "h")["spec"]["template"]["spec"]
     assert "imagePullSecrets" not in plain and "nodeSelector" not in plain
+
+
+def test_mysql_tls_reaches_the_api_and_relay_as_settings_and_a_mounted_ca():
+    o = osvc(mysql__tls={"mode": "VERIFY_IDENTITY", "caSecretRef": {"name": "mysql-ca"}})
+    deployment = children.api_deployment(o, "h")
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "mysql-ca", "secret": {"secretName": "mysql-ca", "defaultMode": 0o444,
+                                           "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in pod["volumes"]
+    for c in pod["containers"]:  # api and relay
+        with mock.patch.dict(os.environ, env_of(c), clear=True):
+            s = load_settings()
+        assert (s.mysql.ssl_mode, s.mysql.ssl_ca) == ("VERIFY_IDENTITY", "/etc/simplecqrs/mysql-ca/ca.crt")
+        assert {"name": "mysql-ca", "mountPath": "/etc/simplecqrs/mysql-ca", "readOnly": True} in c["volumeMounts"]
+    consumer = children.consumer_deployment(o)["spec"]["template"]["spec"]
+    assert all(v["name"] != "mysql-ca" for v in consumer["volumes"])  # it never talks to MySQL
+    plain = containers(osvc())["api"]
+    assert not {"MYSQL_SSL_MODE", "MYSQL_SSL_CA"} & set(env_of(plain))  # the app's default: PREFERRED
+
+
+def test_the_mysql_ca_secret_must_be_labelled_and_hold_ca_crt():
+    from k8s.operator.simplecqrs_operator.reconcile import read_ca
+    from k8s.operator.simplecqrs_operator.resource import SecretRef
+
+    class Secrets:  # kube.get of Secrets only: the label and key rules are pure logic
+        def __init__(self, **secrets):
+            self.secrets = secrets
+
+        def get(self, kind, namespace, name):
+            return self.secrets.get(name)
+
+    pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+    labelled = {"simplecqrs.io/credentials": "true"}
+    kube = Secrets(good={"metadata": {"labels": labelled}, "data": {"ca.crt": base64.b64encode(pem.encode()).decode()}},
+                   unlabelled={"metadata": {}, "data": {"ca.crt": "eA=="}},
+                   nokey={"metadata": {"labels": labelled}, "data": {"tls.crt": "eA=="}})
+    assert read_ca(kube, "shop", None) == ("", "", "")
+    assert read_ca(kube, "shop", SecretRef("good")) == (pem, "", "")
+    assert read_ca(kube, "shop", SecretRef("unlabelled"))[:2] == (None, "SecretNotLabelled")
+    assert read_ca(kube, "shop", SecretRef("nokey"))[0] is None and "ca.crt" in read_ca(kube, "shop", SecretRef("nokey"))[2]
+    assert read_ca(kube, "shop", SecretRef("gone"))[2] == "Secret gone not found"
 
 
 def _osvc_body(name: str, created: str, *, ns: str = "shop", db: str = "orders", keyspace: str = "orders",

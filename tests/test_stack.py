@@ -14,14 +14,14 @@ from kafka.admin import NewTopic
 
 from app import broker
 from app.config import KafkaSettings
-from scripts.stack import core
+from scripts.stack import core, writestore
 from scripts.stack.instance import wait_for
 from scripts.stack.node import kubectl
 
 
-def test_mariadb_insert_then_select(stack, admin_mysql, run_id):
+def test_write_store_insert_then_select(stack, admin_mysql, run_id):
     db = f"harness_t{run_id}"
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user=admin_mysql.admin_user,
+    conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
                            password=admin_mysql.admin_password, autocommit=True)
     try:
         with conn.cursor() as cur:
@@ -36,10 +36,16 @@ def test_mariadb_insert_then_select(stack, admin_mysql, run_id):
         conn.close()
 
 
-def test_mariadb_listens_on_loopback_only(stack):
-    out = subprocess.run(["mariadb", "--no-defaults", f"--socket={core.RUN / 'mysqld.sock'}", "-uroot", "-N", "-e",
-                          "SELECT @@bind_address"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "127.0.0.1"
+@pytest.mark.parametrize("server", writestore.SERVERS)
+def test_both_write_stores_listen_on_loopback_only_and_root_only_over_the_socket(stack, server):
+    """Each server answers on loopback; root has no password login, only the socket's peer check."""
+    store = stack[server]
+    assert store.client("SELECT @@bind_address").strip() == "127.0.0.1"
+    if server == "mysql":
+        assert store.client("SELECT host, plugin FROM mysql.user WHERE user = 'root'").split() == ["localhost", "auth_socket"]
+    else:  # MariaDB's root is unix_socket OR an invalid password (mysql.global_priv)
+        priv = store.client("SELECT priv FROM mysql.global_priv WHERE user = 'root' AND host = 'localhost'")
+        assert '"unix_socket"' in priv and "invalid" in priv
 
 
 def test_kafka_produce_then_consume_keyed_message(stack, run_id):

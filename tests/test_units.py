@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -256,6 +257,46 @@ def test_backlog_gauge_reports_the_latest_value_of_a_live_worker(tmp_path):
                          check=True).stdout
     value = next(float(line.split()[-1]) for line in out.splitlines() if line.startswith("simplecqrs_outbox_backlog"))
     assert value == 3
+
+
+@pytest.mark.parametrize("mode, ca, expect", [
+    ("", "", "preferred"), ("", "/ca.pem", "verify_ca"), ("PREFERRED", "", "preferred"), ("disabled", "", "disabled"),
+    ("REQUIRED", "", "required"), ("VERIFY_CA", "", "verify_ca"), ("VERIFY_IDENTITY", "", "verify_identity")])
+def test_mysql_ssl_mode_maps_to_what_pymysql_enforces(mode, ca, expect, monkeypatch):
+    import ssl
+
+    from app.config import MySQLSettings
+    from app.writemodel.db import tls_args
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", lambda self, *a, **k: None)  # no file read
+    args = tls_args(MySQLSettings(ssl_mode=mode, ssl_ca=ca))
+    if expect == "preferred":
+        assert args == {}  # PyMySQL's default: TLS when offered
+    elif expect == "disabled":
+        assert args == {"ssl_disabled": True}
+    else:  # an SSLContext makes PyMySQL refuse a server without TLS
+        ctx = args["ssl"]
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+        assert ctx.verify_mode == (ssl.CERT_NONE if expect == "required" else ssl.CERT_REQUIRED)
+        assert ctx.check_hostname == (expect == "verify_identity")
+
+
+def test_an_unknown_mysql_ssl_mode_is_named():
+    from app.config import MySQLSettings
+    from app.writemodel.db import tls_args
+
+    with pytest.raises(ValueError, match="MYSQL_SSL_MODE"):
+        tls_args(MySQLSettings(ssl_mode="ON"))
+
+
+def test_the_order_upsert_uses_a_row_alias_on_mysql_and_values_on_mariadb():
+    from app.writemodel.orders import _ORDER_SQL
+
+    assert "VALUES(" not in _ORDER_SQL["mysql"] and ") AS new ON DUPLICATE KEY" in _ORDER_SQL["mysql"]
+    assert "new." not in _ORDER_SQL["mariadb"] and "VALUES(last_seq)" in _ORDER_SQL["mariadb"]
+    for sql in _ORDER_SQL.values():  # last_seq is assigned last: later assignments would see the new value
+        upsert = sql.split("ON DUPLICATE KEY UPDATE")[1].split(";")[0]
+        assert re.findall(r"(\w+) = ", upsert) == ["first_name", "last_name", "updated_at", "last_seq"]
 
 
 def test_ruff_is_clean():

@@ -6,6 +6,7 @@ reconnects: the API survives a MySQL restart without being restarted itself.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 
 import pymysql
@@ -31,6 +32,41 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, pymysql.err.OperationalError) and error_code(exc) in CONNECTION_ERRORS
 
 
+# The client's --ssl-mode names, as MySQL's own clients and connectors spell them.
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+
+def tls_args(s: MySQLSettings) -> dict:
+    """pymysql arguments for MYSQL_SSL_MODE / MYSQL_SSL_CA, with MySQL's client semantics.
+
+    PREFERRED (the default when no CA is given): TLS whenever the server offers it, its
+    certificate unchecked.  REQUIRED: no TLS, no connection.  VERIFY_CA (the default when
+    MYSQL_SSL_CA is given): the certificate must chain to that CA (or to the system's CAs).
+    VERIFY_IDENTITY: and must name MYSQL_HOST.  Over TLS, caching_sha2_password needs no RSA
+    key exchange; without TLS, PyMySQL does it with `cryptography`."""
+    mode = (s.ssl_mode or ("VERIFY_CA" if s.ssl_ca else "PREFERRED")).upper()
+    if mode not in SSL_MODES:
+        raise ValueError(f"MYSQL_SSL_MODE must be one of {', '.join(SSL_MODES)}, got {s.ssl_mode!r}")
+    if mode == "DISABLED":
+        return {"ssl_disabled": True}
+    if mode == "PREFERRED":
+        return {}  # PyMySQL's own default: TLS when offered, unverified
+    ctx = ssl.create_default_context(cafile=s.ssl_ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # MySQL's auto-generated certificates lack extensions the strict X.509 check wants.
+    ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    if mode != "VERIFY_IDENTITY":
+        ctx.check_hostname = False
+    if mode == "REQUIRED":
+        ctx.verify_mode = ssl.CERT_NONE
+    return {"ssl": ctx}
+
+
+def server_kind(conn: pymysql.connections.Connection) -> str:
+    """"mariadb" or "mysql": the two differ in a little SQL (orders.py's upsert)."""
+    return "mariadb" if "mariadb" in conn.get_server_info().lower() else "mysql"
+
+
 def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "", autocommit: bool = False,
             read_timeout: float = 10.0, multi_statements: bool = False) -> pymysql.connections.Connection:
     """Open one connection; `database=None` connects to no database (admin bootstrap).
@@ -48,6 +84,7 @@ def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "",
         charset="utf8mb4", autocommit=autocommit,
         client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS if multi_statements else 0,
         connect_timeout=s.connect_timeout, read_timeout=read_timeout, write_timeout=read_timeout,
+        **tls_args(s),
     )
     with conn.cursor() as cur:
         # READ COMMITTED: fewer gap locks, so concurrent upserts of one customer do not deadlock.

@@ -19,7 +19,7 @@ import pymysql
 
 from .. import events
 from ..api.validation import NewOrder
-from .db import RETRYABLE_TXN_ERRORS, ConnectionPool, error_code, is_connection_error
+from .db import RETRYABLE_TXN_ERRORS, ConnectionPool, error_code, is_connection_error, server_kind
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -95,19 +95,29 @@ def place_order(pool: ConnectionPool, order: NewOrder, idempotency_key: str | No
 # evaluates ON DUPLICATE KEY assignments left to right: last_seq must be last.
 _IDEMPOTENCY_SQL = ("INSERT INTO idempotency_keys (idem_key, request_hash, order_id, created_at)"
                     " VALUES (%s, %s, %s, UTC_TIMESTAMP(3));")
-_ORDER_SQL = (
-    "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at) VALUES (%s, %s, %s, %s, %s);"
-    "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
-    " VALUES (%s, %s, %s, %s, %s, LAST_INSERT_ID())"
-    " ON DUPLICATE KEY UPDATE"
-    " first_name = IF(VALUES(last_seq) > last_seq, VALUES(first_name), first_name),"
-    " last_name = IF(VALUES(last_seq) > last_seq, VALUES(last_name), last_name),"
-    " updated_at = IF(VALUES(last_seq) > last_seq, VALUES(updated_at), updated_at),"
-    " last_seq = GREATEST(last_seq, VALUES(last_seq));"
-    "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID());"
-    "COMMIT"
-)
+
+
+def _order_sql(server: str) -> str:
+    """The batch for one server.  The upsert names the inserted row's values with a row alias
+    on MySQL (`VALUES()` there is deprecated since 8.0.20) and with VALUES() on MariaDB, which
+    has no row alias; the stored row's columns are qualified, as the alias requires."""
+    alias, new = (" AS new", "new.{}".format) if server == "mysql" else ("", "VALUES({})".format)
+    return (
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at) VALUES (%s, %s, %s, %s, %s);"
+        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
+        f" VALUES (%s, %s, %s, %s, %s, LAST_INSERT_ID()){alias}"
+        " ON DUPLICATE KEY UPDATE"
+        f" first_name = IF({new('last_seq')} > customers.last_seq, {new('first_name')}, customers.first_name),"
+        f" last_name = IF({new('last_seq')} > customers.last_seq, {new('last_name')}, customers.last_name),"
+        f" updated_at = IF({new('last_seq')} > customers.last_seq, {new('updated_at')}, customers.updated_at),"
+        f" last_seq = GREATEST(customers.last_seq, {new('last_seq')});"
+        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID());"
+        "COMMIT"
+    )
+
+
+_ORDER_SQL = {server: _order_sql(server) for server in ("mysql", "mariadb")}
 
 
 def insert_order(cur, order_id: str, order: NewOrder, idempotency: tuple[str | None, str] = (None, "")) -> datetime:
@@ -121,7 +131,7 @@ def insert_order(cur, order_id: str, order: NewOrder, idempotency: tuple[str | N
     created = events.now_ms()
     event_id = events.new_event_id()
     key, digest = idempotency
-    sql = (_IDEMPOTENCY_SQL if key else "") + _ORDER_SQL
+    sql = (_IDEMPOTENCY_SQL if key else "") + _ORDER_SQL[server_kind(cur.connection)]
     args = [key, digest, order_id] if key else []
     payload = outbox_payload(event_id, order_id, order, created)
     args += [event_id, events.EVENT_NAME, order_id, payload, created,

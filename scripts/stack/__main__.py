@@ -14,18 +14,21 @@ import time
 from . import core
 
 
-def infrastructure() -> list[core.Component]:
-    """Start order: slow starters first so their boot overlaps the others'; stopped in reverse."""
+def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
+    """Start order: slow starters first so their boot overlaps the others'; stopped in reverse.
+
+    The write store the product uses, and with `both_write_stores` the other server too (the
+    tests that run on MySQL and on MariaDB; `make down` and `make status` see both)."""
     from .addons import CoreDNS, LocalPath, MetricsServer
     from .cassandra import Cassandra
     from .images import Dockerd
     from .ingress import Traefik
     from .kafka import Kafka
     from .kube import Etcd, KubeApiserver, KubeControllerManager
-    from .mariadb import MariaDB
     from .node import node_components
+    from .writestore import servers
 
-    return [Cassandra(), MariaDB(), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
+    return [Cassandra(), *servers(both=both_write_stores), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
             Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik()]
 
 
@@ -73,8 +76,11 @@ def bring_up(components: list[core.Component]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .writestore import record_choice
+
     t0 = time.monotonic()
-    comps = infrastructure()
+    record_choice()
+    comps = infrastructure(both_write_stores=False)
     bring_up(comps)
     if not args.infra_only:
         svc = services()
@@ -96,6 +102,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .writestore import PORT, chosen
+
+    core.say(f"write store: {chosen()} on 127.0.0.1:{PORT} (SIMPLECQRS_WRITE_STORE; the other server runs only for tests)")
     comps = infrastructure()
     try:
         comps += services()

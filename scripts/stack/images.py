@@ -78,45 +78,58 @@ def _remove_tree(path: Path) -> None:
 
 
 def base_rootfs() -> Path:
-    """The Debian bookworm minbase root with python3 + venv (idempotent, in the per-user cache).
+    """The Debian bookworm minbase root with python3 + venv (idempotent, in the per-user cache)."""
+    def python_link(root: Path) -> None:
+        # `python` as in the python:3.11 image (the Dockerfile's deps stage runs `python -c ...`).
+        link = root / "usr" / "local" / "bin" / "python"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to("/usr/bin/python3")
 
-    Built into a temporary directory and renamed into place when complete, so an interrupted
-    run never leaves a half-made root where a later run would take it for finished."""
-    if (ROOTFS / "usr" / "bin" / "python3").exists():
-        if not ROOTFS_ID.exists():
-            ROOTFS_ID.write_text(uuid.uuid4().hex + "\n")
-        return ROOTFS
+    made = not (ROOTFS / "usr" / "bin" / "python3").exists()
+    debian_root(SUITE, PACKAGES, ROOTFS, required=("usr/bin/python3", "usr/sbin/groupadd", "usr/sbin/useradd"),
+                finish=python_link)
+    if made or not ROOTFS_ID.exists():
+        ROOTFS_ID.write_text(uuid.uuid4().hex + "\n")
+    return ROOTFS
+
+
+def debian_root(suite: str, packages: tuple[str, ...], dest: Path, *, required: tuple[str, ...],
+                finish=None) -> Path:
+    """`debootstrap --variant=minbase` of `suite` with `packages` (and their dependencies) at `dest`.
+
+    Idempotent: a root holding every `required` file is taken as made.  Built into a temporary
+    directory and renamed into place when complete, so an interrupted run never leaves a
+    half-made root where a later run would take it for finished."""
+    if all((dest / f).exists() for f in required):
+        return dest
     if not core.which("debootstrap"):
         apt_install("debootstrap")
-    ROOTFS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ROOTFS.with_name(f".{SUITE}.tmp")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
     _remove_tree(tmp)
-    core.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), MIRROR],
-             f"images debootstrap {SUITE} minbase + {' '.join(PACKAGES)} (about 2-3 minutes)",
-             log=core.LOGS / "images-debootstrap.log", timeout=1800)
+    log = core.LOGS / f"debootstrap-{dest.name}.log"
+    core.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(tmp), MIRROR],
+             f"debootstrap {suite} minbase + {' '.join(packages)} (a few minutes)", log=log, timeout=1800)
     if left := core.mounts_under(tmp):
         raise core.StackError("images", f"debootstrap left mounts in the new root: {left}")
-    # Small: no package lists or downloaded .debs (the image never runs apt-get; a build that
+    # Small: no package lists or downloaded .debs (nothing runs apt-get in it; a build that
     # would has to run `apt-get update` first, as with the python:3.11 image).
     for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*",
-                    "var/log/*.log", "var/log/apt/*"):
+                    "var/log/*.log", "var/log/apt/*", "usr/share/doc/*", "usr/share/man/*"):
         for p in tmp.glob(pattern):
             if p.is_file() or p.is_symlink():
                 p.unlink()
             elif p.is_dir() and p.name != "partial":
                 shutil.rmtree(p)
-    # `python` as in the python:3.11 image (the Dockerfile's deps stage runs `python -c ...`).
-    link = tmp / "usr" / "local" / "bin" / "python"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    link.symlink_to("/usr/bin/python3")
-    for tool in ("usr/bin/python3", "usr/sbin/groupadd", "usr/sbin/useradd"):
-        if not (tmp / tool).exists():
-            raise core.StackError("images", f"the new root has no /{tool}", core.LOGS / "images-debootstrap.log")
-    os.rename(tmp, ROOTFS)
-    ROOTFS_ID.write_text(uuid.uuid4().hex + "\n")
-    core.detail(f"base root in {ROOTFS} ({_du(ROOTFS)})")
-    return ROOTFS
+    if finish:
+        finish(tmp)
+    for f in required:
+        if not (tmp / f).exists():
+            raise core.StackError("images", f"the new {suite} root has no /{f}", log)
+    os.rename(tmp, dest)
+    core.detail(f"{suite} root in {dest} ({_du(dest)})")
+    return dest
 
 
 def _du(path: Path) -> str:

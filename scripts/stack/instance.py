@@ -39,9 +39,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def admin_mysql() -> MySQLSettings:
+def admin_mysql(port: int | None = None) -> MySQLSettings:
+    """The local write store's admin login (the chosen server's port unless given)."""
+    from . import writestore
+
     creds = credentials()
-    return MySQLSettings(host="127.0.0.1", port=3306, database="mysql", user="", password="",
+    return MySQLSettings(host="127.0.0.1", port=port or writestore.PORT, database="mysql", user="", password="",
                          admin_user=creds["MYSQL_ADMIN_USER"], admin_password=creds["MYSQL_ADMIN_PASSWORD"])
 
 

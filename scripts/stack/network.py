@@ -36,9 +36,9 @@ IP_FORWARD_SAVED = core.RUN / "ip_forward.before"
 
 def host_forwards() -> list[tuple[str, int, int]]:
     """(destination address, destination port, port on 127.0.0.1) for every path pods -> host."""
-    from . import cassandra, kube, mariadb
+    from . import cassandra, kube, writestore
 
-    return [(GATEWAY, mariadb.PORT, mariadb.PORT), (GATEWAY, cassandra.PORT, cassandra.PORT),
+    return [(GATEWAY, writestore.PORT, writestore.PORT), (GATEWAY, cassandra.PORT, cassandra.PORT),
             (GATEWAY, KAFKA_POD_PORT, KAFKA_POD_PORT),
             # the `kubernetes` Service (first address of the Service range) -> the apiserver
             (kube.KUBERNETES_SERVICE_IP, 443, kube.APISERVER_PORT)]

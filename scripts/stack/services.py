@@ -72,7 +72,7 @@ def write_env_file() -> None:
     """.local/etc/app.env (0600): the instance's settings as seen from the host, for scripts/audit,
     scripts/bench and a shell: the same stores, database, user, topic and keyspace as the pods,
     at the host's own addresses (pods reach them through the node's forwards)."""
-    from . import cassandra, kafka, mariadb
+    from . import cassandra, kafka, writestore
 
     osvc = orderservice() or {}
     spec = osvc.get("spec", {})
@@ -80,7 +80,7 @@ def write_env_file() -> None:
     data = {k: base64.b64decode(v).decode() for k, v in app_secret.get("data", {}).items()}
     creds = credentials()
     env = {
-        "MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(mariadb.PORT), "MYSQL_DATABASE": spec["mysql"]["database"],
+        "MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(writestore.PORT), "MYSQL_DATABASE": spec["mysql"]["database"],
         "MYSQL_USER": data.get("username", ""), "MYSQL_PASSWORD": data.get("password", ""),
         "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"], "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"],
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.PORT}", "KAFKA_TOPIC": spec["kafka"]["topic"],
@@ -104,6 +104,25 @@ def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}},
         "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"], "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
+
+
+MYSQL_CA_SECRET = "simplecqrs-mysql-ca"
+
+
+def apply_mysql_ca_secret(namespace: str) -> str:
+    """The write store's CA as the labelled Secret spec.mysql.tls.caSecretRef names, so the operator
+    and the pods verify the server's certificate (VERIFY_CA: its auto-generated certificate names
+    no host).  Oracle MySQL makes a CA on first start; the local MariaDB has no TLS: "" then."""
+    from .writestore import servers
+
+    ca = servers(both=False)[0].ca_file()
+    if ca is None:
+        return ""
+    kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": MYSQL_CA_SECRET, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}},
+        "type": "Opaque", "stringData": {"ca.crt": ca.read_text()}}))
+    return MYSQL_CA_SECRET
 
 
 def rolled_out(namespace: str, name: str) -> bool:
@@ -200,9 +219,10 @@ class Instance(core.Component):
     def start(self) -> None:
         kubectl("create", "namespace", NAMESPACE, check=False)
         apply_admin_secret(NAMESPACE)
+        tls = apply_mysql_ca_secret(NAMESPACE)
         tag = image_ref().split(":", 1)[1]
         helm("upgrade", "--install", INSTANCE, str(APP_CHART), "-n", NAMESPACE, "-f", str(LOCAL_VALUES),
-             "--set", f"image.tag={tag}", "--timeout=5m")
+             "--set", f"image.tag={tag}", "--set", f"mysql.tls.caSecret.name={tls}", "--timeout=5m")
 
     def ready(self) -> bool:
         return rolled_out(NAMESPACE, INSTANCE)

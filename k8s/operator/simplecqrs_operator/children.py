@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .resource import OrderService
+from .resource import MYSQL_CA_KEY, OrderService
 
 API_PORT = 8080
 RELAY_PORT = 9101
@@ -53,11 +53,30 @@ def cassandra_env(osvc: OrderService) -> list[dict[str, Any]]:
     return env
 
 
+MYSQL_CA_DIR = "/etc/simplecqrs/mysql-ca"  # the CA Secret's mount in the API and relay containers
+
+
 def mysql_env(osvc: OrderService) -> list[dict[str, Any]]:
     m = osvc.mysql
-    return _env({"MYSQL_HOST": m.host, "MYSQL_PORT": m.port, "MYSQL_DATABASE": m.database}) + [
+    tls = {"MYSQL_SSL_MODE": m.tls_mode} if m.tls_mode else {}
+    if m.ca_secret:
+        tls["MYSQL_SSL_CA"] = f"{MYSQL_CA_DIR}/{MYSQL_CA_KEY}"
+    return _env({"MYSQL_HOST": m.host, "MYSQL_PORT": m.port, "MYSQL_DATABASE": m.database, **tls}) + [
         _secret_env("MYSQL_USER", osvc.credentials_secret, "username"),
         _secret_env("MYSQL_PASSWORD", osvc.credentials_secret, "password")]
+
+
+def _with_mysql_ca(osvc: OrderService, deployment: dict[str, Any], containers: tuple[str, ...]) -> None:
+    """Mount spec.mysql.tls.caSecretRef (its one key) where MYSQL_SSL_CA points, in `containers`."""
+    ref = osvc.mysql.ca_secret
+    if not ref:
+        return
+    pod = deployment["spec"]["template"]["spec"]
+    pod["volumes"].append({"name": "mysql-ca", "secret": {"secretName": ref.name, "defaultMode": 0o444,
+                                                          "items": [{"key": MYSQL_CA_KEY, "path": MYSQL_CA_KEY}]}})
+    for c in pod["containers"]:
+        if c["name"] in containers:
+            c["volumeMounts"].append({"name": "mysql-ca", "mountPath": MYSQL_CA_DIR, "readOnly": True})
 
 
 API_DRAIN_SECONDS = 10  # preStop sleep of the API container
@@ -130,6 +149,7 @@ def api_deployment(osvc: OrderService, credentials_hash: str) -> dict[str, Any]:
                              {"simplecqrs.io/credentials-hash": credentials_hash})
     # The drain, then gunicorn's graceful timeout (GUNICORN_GRACEFUL_TIMEOUT, 20 s), then a margin.
     deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = API_DRAIN_SECONDS + 20 + 10
+    _with_mysql_ca(osvc, deployment, ("api", "relay"))
     return deployment
 
 

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from . import children, conditions, ownership, stores
 from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
 from .kube import Kube
-from .resource import CREDENTIALS_LABEL, OrderService, SecretRef
+from .resource import CREDENTIALS_LABEL, MYSQL_CA_KEY, OrderService, SecretRef
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -89,12 +89,15 @@ def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str
 
     results = [conflict(TOPIC) if TOPIC in taken else stores.ensure_topic(kube, osvc)]
     admin, reason, why = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret)
+    ca_pem, ca_reason, ca_why = read_ca(kube, osvc.namespace, osvc.mysql.ca_secret)
     if WRITE_STORE in taken:
         results.append(conflict(WRITE_STORE))
     elif admin is None:
         results.append(stores.Result(false(WRITE_STORE, reason or "AdminSecretMissing", why)))
+    elif ca_pem is None:
+        results.append(stores.Result(false(WRITE_STORE, ca_reason or "CASecretMissing", ca_why)))
     else:
-        results.append(stores.ensure_write_store(osvc, admin, app_password))
+        results.append(stores.ensure_write_store(osvc, admin, app_password, ca_pem))
     ref = osvc.cassandra.credentials_secret
     cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref) if ref else (None, "", "")
     if READ_STORE in taken:
@@ -176,7 +179,8 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
         failures = []
         taken = ownership.conflicts(body, kube.orderservices())    # never drop an older instance's data
         steps = [(TOPIC, "topic", lambda: stores.drop_topic(kube, osvc)),
-                 (WRITE_STORE, "database", lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret))),
+                 (WRITE_STORE, "database",
+                  lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret), _ca(kube, osvc))),
                  (READ_STORE, "keyspace",
                   lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret)))]
         for kind, part, step in steps:
@@ -221,6 +225,13 @@ def _required(kube: Kube, osvc: OrderService, ref: SecretRef) -> tuple[str, str]
     return creds
 
 
+def _ca(kube: Kube, osvc: OrderService) -> str:
+    pem, _reason, why = read_ca(kube, osvc.namespace, osvc.mysql.ca_secret)
+    if pem is None:
+        raise LookupError(why)
+    return pem
+
+
 def _optional(kube: Kube, osvc: OrderService, ref: SecretRef | None) -> tuple[str, str] | None:
     return _required(kube, osvc, ref) if ref else None
 
@@ -230,8 +241,8 @@ def decode(secret: dict, key: str) -> str:
     return base64.b64decode(secret["data"][key]).decode()
 
 
-def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[tuple[str, str] | None, str, str]:
-    """((username, password), "", "") from a Secret made for OrderServices, else (None, reason, message).
+def labelled_secret(kube: Kube, namespace: str, ref: SecretRef, keys: tuple[str, ...]) -> tuple[dict | None, str, str]:
+    """(Secret, "", "") if it is made for OrderServices and has `keys`, else (None, reason, message).
 
     The label check comes before any value is read (resource.SecretRef says why)."""
     secret = kube.get("Secret", namespace, ref.name)
@@ -240,10 +251,26 @@ def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[tuple[
     if ((secret.get("metadata") or {}).get("labels") or {}).get(CREDENTIALS_LABEL) != "true":
         return None, "SecretNotLabelled", (f"Secret {ref.name} lacks the label {CREDENTIALS_LABEL}=true, which marks "
                                            "the Secrets an OrderService may use: label it to allow this")
-    data = secret.get("data") or {}
-    if "username" not in data or "password" not in data:
-        return None, "", f"Secret {ref.name} lacks the keys username and password"
+    if missing := [k for k in keys if k not in (secret.get("data") or {})]:
+        return None, "", f"Secret {ref.name} lacks the key(s) {' and '.join(missing)}"
+    return secret, "", ""
+
+
+def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[tuple[str, str] | None, str, str]:
+    """((username, password), "", "") from a labelled Secret, else (None, reason, message)."""
+    secret, reason, why = labelled_secret(kube, namespace, ref, ("username", "password"))
+    if secret is None:
+        return None, reason, why
     return (decode(secret, "username"), decode(secret, "password")), "", ""
+
+
+def read_ca(kube: Kube, namespace: str, ref: SecretRef | None) -> tuple[str | None, str, str]:
+    """(PEM, "", "") of spec.mysql.tls.caSecretRef ("" without one), else (None, reason, message).
+    Labelled like credentials: the pods mount it."""
+    if ref is None:
+        return "", "", ""
+    secret, reason, why = labelled_secret(kube, namespace, ref, (MYSQL_CA_KEY,))
+    return (decode(secret, MYSQL_CA_KEY) if secret else None), reason, why
 
 
 def credentials_hash(secret: dict) -> str:

@@ -37,6 +37,7 @@ class SecretRef:
 
 
 CREDENTIALS_LABEL = f"{GROUP}/credentials"
+MYSQL_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class MySQL:
     port: int
     database: str
     admin_secret: SecretRef
+    tls_mode: str = ""                  # MYSQL_SSL_MODE; empty: VERIFY_CA with a CA, else PREFERRED
+    ca_secret: SecretRef | None = None  # key MYSQL_CA_KEY: the CA the server's certificate must chain to
 
     @property
     def app_user(self) -> str:
@@ -131,7 +134,9 @@ class OrderService:
                 strimzi_cluster=strimzi.get("cluster"),
                 strimzi_namespace=strimzi.get("namespace") or (meta["namespace"] if strimzi else None)),
             mysql=MySQL(host=m["host"], port=m["port"], database=m["database"],
-                        admin_secret=SecretRef.from_spec(m["adminSecretRef"])),
+                        admin_secret=SecretRef.from_spec(m["adminSecretRef"]),
+                        tls_mode=(m.get("tls") or {}).get("mode", ""),
+                        ca_secret=SecretRef.from_spec((m.get("tls") or {}).get("caSecretRef"))),
             cassandra=Cassandra(
                 contact_points=list(c["contactPoints"]), port=c["port"], local_dc=c["localDatacenter"],
                 keyspace=c["keyspace"], replication=c["replication"],
@@ -199,10 +204,11 @@ class OrderService:
             "name": self.name, "namespace": self.namespace, "uid": self.uid}}
 
     # ------------------------------------------------------------ settings for the store code in app/
-    def mysql_settings(self, *, admin: tuple[str, str], app_password: str = "") -> MySQLSettings:
+    def mysql_settings(self, *, admin: tuple[str, str], app_password: str = "", ca_file: str = "") -> MySQLSettings:
         return MySQLSettings(host=self.mysql.host, port=self.mysql.port, database=self.mysql.database,
                              user=self.mysql.app_user, password=app_password,
-                             admin_user=admin[0], admin_password=admin[1], connect_timeout=5.0)
+                             admin_user=admin[0], admin_password=admin[1], connect_timeout=5.0,
+                             ssl_mode=self.mysql.tls_mode, ssl_ca=ca_file)
 
     def cassandra_settings(self, credentials: tuple[str, str] | None = None) -> CassandraSettings:
         user, password = credentials or ("", "")

@@ -12,9 +12,11 @@ the Kafka admin client of an instance are kept between passes (`Clients`), not o
 """
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cassandra import AuthenticationFailed, OperationTimedOut
@@ -127,12 +129,25 @@ def reason_for(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- write store (MySQL)
-def ensure_write_store(osvc: OrderService, admin: tuple[str, str], app_password: str) -> Result:
+def ca_file(osvc: OrderService, pem: str) -> str:
+    """The instance's MySQL CA as a file for the operator's own connections ("" without one).
+
+    pymysql (ssl.SSLContext) takes a CA from a file only; the operator's /tmp is its own emptyDir."""
+    if not pem:
+        return ""
+    path = Path(tempfile.gettempdir()) / "simplecqrs-operator" / f"{osvc.uid}-mysql-ca.pem"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists() or path.read_text() != pem:
+        path.write_text(pem)
+    return str(path)
+
+
+def ensure_write_store(osvc: OrderService, admin: tuple[str, str], app_password: str, ca_pem: str = "") -> Result:
     m = osvc.mysql
     where = f"MySQL {m.host}:{m.port}"
     try:
-        applied = migrations.provision(osvc.mysql_settings(admin=admin, app_password=app_password),
-                                       host=APP_USER_HOST)
+        applied = migrations.provision(osvc.mysql_settings(admin=admin, app_password=app_password,
+                                                           ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         return Result(failure(WRITE_STORE, where, exc))
     events = [("MigrationsApplied", f"database {m.database}: applied {', '.join(applied)}")] if applied else []
@@ -140,8 +155,8 @@ def ensure_write_store(osvc: OrderService, admin: tuple[str, str], app_password:
                        f"{m.app_user} has {migrations.APP_PRIVILEGES} on it"), events)
 
 
-def drop_write_store(osvc: OrderService, admin: tuple[str, str]) -> None:
-    migrations.drop(osvc.mysql_settings(admin=admin), host=APP_USER_HOST)
+def drop_write_store(osvc: OrderService, admin: tuple[str, str], ca_pem: str = "") -> None:
+    migrations.drop(osvc.mysql_settings(admin=admin, ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST)
 
 
 # ---------------------------------------------------------------- read store (Cassandra)
