@@ -50,13 +50,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_generate_tests(metafunc):
-    """`write_store` (and so `admin_mysql`, `settings`, `fresh_settings`): the server the stack
-    chose (SIMPLECQRS_WRITE_STORE, MySQL by default); in tests marked `both_write_stores`, each
-    of MySQL and MariaDB in turn."""
-    if "write_store" in metafunc.fixturenames:
-        both = metafunc.definition.get_closest_marker("both_write_stores") is not None
-        names = [writestore.chosen(), writestore.other()] if both else [writestore.chosen()]
-        metafunc.parametrize("write_store", names, indirect=True, scope="session")
+    """Tests marked `both_write_stores` run once per server: Oracle MySQL and MariaDB (module
+    scope, so pytest keeps the file order; their module takes `on_each_write_store()`)."""
+    if "write_store" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_write_stores"):
+        metafunc.parametrize("write_store", [writestore.chosen(), writestore.other()], indirect=True, scope="module")
 
 
 @pytest.fixture(autouse=True)
@@ -106,25 +103,51 @@ def run_id() -> str:
     return RUN_ID
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def write_store(request, stack):
-    """The write store's component (its name, port and root client); see pytest_generate_tests."""
-    return stack[request.param]
+    """The write store's component (name, port, root client): the one the stack chose
+    (SIMPLECQRS_WRITE_STORE, MySQL by default), or each in turn (`both_write_stores`)."""
+    return stack[getattr(request, "param", writestore.chosen())]
 
 
 @pytest.fixture(scope="session")
-def admin_mysql(write_store) -> MySQLSettings:
-    return instance.admin_mysql(port=write_store.port)
+def admin_mysql(stack) -> MySQLSettings:
+    return instance.admin_mysql()
+
+
+def _instance(admin: MySQLSettings, suffix: str):
+    s = make_settings(admin, suffix)
+    provision(s)
+    yield s
+    if os.environ.get("SIMPLECQRS_KEEP_TEST_DATA") != "1":
+        deprovision(s)
+
+
+def on_each_write_store():
+    """Module fixtures that replace `admin_mysql`, `settings` and `api` in a module marked
+    `both_write_stores`: `admin_mysql = on_each_write_store()` at its top level names them all
+    (pytest registers fixtures by their `name`); `fresh_settings` follows `admin_mysql`."""
+    @pytest.fixture(scope="module", name="admin_mysql")
+    def admin_on(write_store) -> MySQLSettings:
+        return instance.admin_mysql(port=write_store.port)
+
+    @pytest.fixture(scope="module", name="settings")
+    def settings_on(admin_mysql, write_store):
+        yield from _instance(admin_mysql, f"{RUN_ID}{write_store.name[:2]}")
+
+    @pytest.fixture(scope="module", name="api")
+    def api_on(settings, write_store):
+        p, url = start_api(settings, f"api-{write_store.name}")
+        yield url
+        p.stop()
+
+    return admin_on, settings_on, api_on
 
 
 @pytest.fixture(scope="session")
 def settings(admin_mysql) -> Settings:
     """A provisioned, isolated instance for this test run (removed at the end)."""
-    s = make_settings(admin_mysql, RUN_ID)
-    provision(s)
-    yield s
-    if os.environ.get("SIMPLECQRS_KEEP_TEST_DATA") != "1":
-        deprovision(s)
+    yield from _instance(admin_mysql, RUN_ID)
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import start_api, wait_for
+from conftest import on_each_write_store, start_api, wait_for
 from support import admin_connection, events_on_topic, mysql, order, post
 
 pytestmark = pytest.mark.both_write_stores
+admin_mysql, settings, api = on_each_write_store()
 
 
 def test_post_creates_one_order_one_customer_one_event(api, settings):

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
-from conftest import start_api, start_consumer, wait_for
+from conftest import on_each_write_store, start_api, start_consumer, wait_for
 from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage
 
 from app.audit import audit
 from scripts.stack import core, writestore
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.both_write_stores]
+admin_mysql, settings, api = on_each_write_store()
 CLIENTS = 4
 REQUEST_TIMEOUT = 20.0
 TABLE: list[dict] = []
