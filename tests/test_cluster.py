@@ -174,7 +174,7 @@ def test_helm_install_both_charts_then_helm_test(operator, image, namespace):
 
 
 def test_values_dev_runs_the_development_stores_on_the_node(operator, image, namespace):
-    """values-dev.yaml as a kind user installs it: the chart's own MySQL (MariaDB) and Cassandra
+    """values-dev.yaml as a kind user installs it: the chart's own MySQL and Cassandra
     StatefulSets, from images built here with the official images' contract, on volumes of the
     node's default StorageClass.  The operator provisions them, the instance becomes Ready, and an
     order goes in and comes back through the Ingress.  (Its Strimzi Kafka belongs to the Strimzi

@@ -1,10 +1,10 @@
 """The chart's development stores (values-dev.yaml) as images built here for the local node.
 
-A kind or minikube user's cluster pulls Docker Hub's mariadb and cassandra images for
+A kind or minikube user's cluster pulls Docker Hub's mysql and cassandra images for
 `mysql.deploy` and `cassandra.deploy`; no registry is reachable here, so
-dockerfiles/dev-stores.Dockerfile builds images with the same contract from the Debian base
-(images.py): MariaDB 10.11 from Debian, Cassandra from the jars the host node runs
-(cassandra.py: same jars, same JVM flags, same generated configuration).  `helm_values()` gives
+dockerfiles/dev-stores.Dockerfile builds images with the same contract: MySQL 9.7 from the
+Debian sid root the host's MySQL runs from (mysql.py), Cassandra on the Debian base (images.py)
+from the jars the host node runs (cassandra.py: same jars, same JVM flags, same configuration).  `helm_values()` gives
 the `--set` lines that point the chart at them; the StatefulSets' volumes come from the node's
 default StorageClass (addons.LocalPath).  Standard library only.
 """
@@ -14,11 +14,12 @@ import os
 import shutil
 from pathlib import Path
 
-from . import cassandra, core, images
+from . import cassandra, core, images, mysql
 
 DOCKERFILE = Path(__file__).resolve().parent / "dockerfiles" / "dev-stores.Dockerfile"
 CONTEXT = core.LOCAL / "build" / "dev-stores"
-REPOSITORIES = {"mariadb": "simplecqrs/dev-mariadb", "cassandra": "simplecqrs/dev-cassandra"}
+REPOSITORIES = {"mysql": "simplecqrs/dev-mysql", "cassandra": "simplecqrs/dev-cassandra"}
+MYSQL_BASE_TAG = "simplecqrs-base:sid-mysql"
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -36,7 +37,7 @@ def _context() -> Path:
     shutil.rmtree(CONTEXT, ignore_errors=True)
     conf = CONTEXT / "cassandra" / "conf"
     conf.mkdir(parents=True)
-    for entrypoint in ("mariadb-entrypoint.py", "cassandra-entrypoint.py"):
+    for entrypoint in ("mysql-entrypoint.sh", "cassandra-entrypoint.py"):
         shutil.copy2(DOCKERFILE.parent / entrypoint, CONTEXT / entrypoint)
     _link_tree(cassandra.LIB, CONTEXT / "cassandra" / "lib")
     (conf / "cassandra.yaml").write_text(cassandra.CASSANDRA_YAML.format(
@@ -47,11 +48,13 @@ def _context() -> Path:
 
 
 def build() -> dict[str, str]:
-    """Build both images into the node's image store; {"mariadb": ref, "cassandra": ref}."""
+    """Build both images into the node's image store; {"mysql": ref, "cassandra": ref}."""
     context = _context()
+    mysql.OracleMySQL().install()             # the sid root (per-user cache)
+    base = {"MYSQL_BASE": images.import_root(mysql.ROOT, MYSQL_BASE_TAG)}
     try:
         return {stage: images.build_into_node(repo, context=context, dockerfile=DOCKERFILE, target=stage,
-                                              base_arg="BASE_IMAGE")
+                                              base_arg="BASE_IMAGE", build_args=base)
                 for stage, repo in REPOSITORIES.items()}
     finally:
         shutil.rmtree(context, ignore_errors=True)
@@ -59,7 +62,7 @@ def build() -> dict[str, str]:
 
 def helm_values(refs: dict[str, str]) -> list[str]:
     """`helm --set` arguments that make values-dev.yaml's stores use the images built here."""
-    return ["--set", f"mysql.deploy.image={refs['mariadb']}", "--set", f"cassandra.deploy.image={refs['cassandra']}"]
+    return ["--set", f"mysql.deploy.image={refs['mysql']}", "--set", f"cassandra.deploy.image={refs['cassandra']}"]
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ SUITE = "bookworm"
 MIRROR = os.environ.get("SIMPLECQRS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
 ROOTFS = core.CACHE / "rootfs" / SUITE
-ROOTFS_ID = ROOTFS.with_name(f"{SUITE}.id")     # changes whenever the rootfs is remade
 BASE_TAG = f"simplecqrs-base:{SUITE}"
 BASE_LABEL = "io.simplecqrs.rootfs-id"
 DEFAULT_TAG = "simplecqrs:dev"
@@ -86,12 +85,8 @@ def base_rootfs() -> Path:
         link.unlink(missing_ok=True)
         link.symlink_to("/usr/bin/python3")
 
-    made = not (ROOTFS / "usr" / "bin" / "python3").exists()
-    debian_root(SUITE, PACKAGES, ROOTFS, required=("usr/bin/python3", "usr/sbin/groupadd", "usr/sbin/useradd"),
-                finish=python_link)
-    if made or not ROOTFS_ID.exists():
-        ROOTFS_ID.write_text(uuid.uuid4().hex + "\n")
-    return ROOTFS
+    return debian_root(SUITE, PACKAGES, ROOTFS, required=("usr/bin/python3", "usr/sbin/groupadd", "usr/sbin/useradd"),
+                       finish=python_link)
 
 
 def debian_root(suite: str, packages: tuple[str, ...], dest: Path, *, required: tuple[str, ...],
@@ -100,8 +95,12 @@ def debian_root(suite: str, packages: tuple[str, ...], dest: Path, *, required: 
 
     Idempotent: a root holding every `required` file is taken as made.  Built into a temporary
     directory and renamed into place when complete, so an interrupted run never leaves a
-    half-made root where a later run would take it for finished."""
+    half-made root where a later run would take it for finished.  `<dest>.id` changes whenever
+    the root is remade (import_root() re-imports then)."""
+    root_id = dest.with_name(f"{dest.name}.id")
     if all((dest / f).exists() for f in required):
+        if not root_id.exists():
+            root_id.write_text(uuid.uuid4().hex + "\n")
         return dest
     if not core.which("debootstrap"):
         apt_install("debootstrap")
@@ -128,6 +127,7 @@ def debian_root(suite: str, packages: tuple[str, ...], dest: Path, *, required: 
         if not (tmp / f).exists():
             raise core.StackError("images", f"the new {suite} root has no /{f}", log)
     os.rename(tmp, dest)
+    root_id.write_text(uuid.uuid4().hex + "\n")
     core.detail(f"{suite} root in {dest} ({_du(dest)})")
     return dest
 
@@ -244,19 +244,24 @@ def image_label(ref: str, label: str) -> str | None:
 
 
 def import_base(rootfs: Path) -> str:
-    """`docker import` the root as simplecqrs-base:bookworm, unless that image is already this root."""
-    rootfs_id = ROOTFS_ID.read_text().strip() if ROOTFS_ID.exists() else "unknown"
-    if image_label(BASE_TAG, BASE_LABEL) == rootfs_id:
-        core.detail(f"{BASE_TAG} is up to date with {rootfs}")
-        return BASE_TAG
-    changes = [f"LABEL {BASE_LABEL}={rootfs_id}", 'CMD ["python3"]']
-    changes += [f"ENV {k}={v}" for k, v in BASE_ENV.items()]
+    """The bookworm root as simplecqrs-base:bookworm, with the python:3.11 image's CMD and ENV."""
+    return import_root(rootfs, BASE_TAG, ['CMD ["python3"]', *(f"ENV {k}={v}" for k, v in BASE_ENV.items())])
+
+
+def import_root(rootfs: Path, tag: str, changes: list[str] | tuple[str, ...] = ()) -> str:
+    """`docker import` a root made by debian_root() as `tag`, unless that image is already this root."""
+    id_file = rootfs.with_name(f"{rootfs.name}.id")
+    rootfs_id = id_file.read_text().strip() if id_file.exists() else "unknown"
+    if image_label(tag, BASE_LABEL) == rootfs_id:
+        core.detail(f"{tag} is up to date with {rootfs}")
+        return tag
+    changes = [f"LABEL {BASE_LABEL}={rootfs_id}", *changes]
     script = (f"tar -C {shlex.quote(str(rootfs))} --numeric-owner --one-file-system "
               "--exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -c . | "
-              f"{shlex.quote(DOCKER)} import {' '.join('--change ' + shlex.quote(c) for c in changes)} - {BASE_TAG}")
-    core.run(["bash", "-o", "pipefail", "-c", script], f"images docker import {rootfs} as {BASE_TAG}",
+              f"{shlex.quote(DOCKER)} import {' '.join('--change ' + shlex.quote(c) for c in changes)} - {tag}")
+    core.run(["bash", "-o", "pipefail", "-c", script], f"images docker import {rootfs} as {tag}",
              env=docker_env(), log=core.LOGS / "images-import.log", timeout=600)
-    return BASE_TAG
+    return tag
 
 
 def archive_path(tag: str) -> Path:
@@ -264,7 +269,8 @@ def archive_path(tag: str) -> Path:
 
 
 def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT, dockerfile: Path | None = None,
-                target: str | None = None, base_arg: str | None = "PYTHON_IMAGE") -> Path:
+                target: str | None = None, base_arg: str | None = "PYTHON_IMAGE",
+                build_args: dict[str, str] | None = None) -> Path:
     """A real `docker build`; returns the `docker save` archive (`ctr -n k8s.io images import` takes it).
 
     By default the product's Dockerfile with its base (build argument PYTHON_IMAGE) set to the
@@ -278,6 +284,8 @@ def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT, dockerfile
         argv += ["--target", target]
     if base_arg:
         argv += ["--build-arg", f"{base_arg}={import_base(base_rootfs())}"]
+    for k, v in (build_args or {}).items():
+        argv += ["--build-arg", f"{k}={v}"]
     if CA_BUNDLE.is_file():
         argv += ["--secret", f"id={CA_SECRET_ID},src={CA_BUNDLE}"]
     argv.append(str(context))
