@@ -13,7 +13,6 @@ from .writestore import MySQLServer
 
 class MariaDB(MySQLServer):
     name = "mariadb"
-    product = "MariaDB"
 
     def install(self) -> None:
         if core.which("mariadbd") and core.which("mariadb-install-db"):

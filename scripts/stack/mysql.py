@@ -36,7 +36,6 @@ def from_root(program: str) -> list[str]:
 
 class OracleMySQL(MySQLServer):
     name = "mysql"
-    product = "MySQL"
 
     def install(self) -> None:
         images.debian_root(SUITE, PACKAGES, ROOT, required=("usr/sbin/mysqld", "usr/bin/mysql",

@@ -69,7 +69,6 @@ class MySQLServer(core.Component):
     """What both servers share: a root-over-socket client, readiness and the admin user."""
 
     start_timeout = 90
-    product = ""                # "MySQL" or "MariaDB", for messages
 
     def __init__(self, port: int = PORT):
         self.port = port
