@@ -187,6 +187,10 @@ class OperatorRelease(core.Component):
 
     def start(self) -> None:
         tag = image_ref().split(":", 1)[1]
+        # Helm installs the chart's crds/ once and never upgrades them (README, "CRD upgrades"): apply
+        # them first, as a user upgrading does, or a new CRD field is pruned from every OrderService.
+        kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=simplecqrs-stack",
+                "-f", str(OPERATOR_CHART / "crds"))
         helm("upgrade", "--install", "simplecqrs-operator", str(OPERATOR_CHART), "-n", OPERATOR_NAMESPACE,
              "--create-namespace", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
              "--wait", "--timeout=5m")
