@@ -192,13 +192,14 @@ def test_values_dev_runs_the_development_stores_on_the_node(operator, image, nam
          "--timeout=5m")
     try:
         os_obj = wait_for(lambda: ready(namespace, release), 600, "Ready on the chart's own stores")
+        stores = f"{release}-simplecqrs"  # the chart's fullname: the release name, then the chart's
         assert (os_obj["spec"]["mysql"]["host"], os_obj["spec"]["cassandra"]["contactPoints"]) == (
-            f"{release}-mysql.{namespace}.svc", [f"{release}-cassandra.{namespace}.svc"])
+            f"{stores}-mysql.{namespace}.svc", [f"{stores}-cassandra.{namespace}.svc"])
         claims = kjson("-n", namespace, "pvc")["items"]
         assert sorted((c["status"]["phase"], c["spec"]["storageClassName"]) for c in claims) == [
             ("Bound", "standard")] * 2, claims
         for pod in ("mysql-0", "cassandra-0"):
-            p = kjson("-n", namespace, "pod", f"{release}-{pod}")
+            p = kjson("-n", namespace, "pod", f"{stores}-{pod}")
             assert p["spec"]["containers"][0]["image"] in refs.values() and p["status"]["phase"] == "Running"
 
         host = f"{tag}.simplecqrs.local"
