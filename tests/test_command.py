@@ -116,8 +116,13 @@ def test_health_ready_metrics_openapi(api):
 
 
 @pytest.mark.faults
-def test_kafka_down_orders_still_accepted_then_published_once(settings, stack):
-    """Kafka stopped: POST keeps answering 201; after restart each order has its event, without operator action."""
+def test_kafka_down_orders_still_accepted_then_published_once(fresh_settings, stack):
+    """Kafka stopped: POST keeps answering 201; after restart each order has its event, without operator action.
+
+    An instance of its own: with the module's API (and its relay) on the same database, that relay
+    holds the backlog's rows locked while it fails, this relay's SKIP LOCKED finds nothing to do,
+    and its turn counts as a success (its /readyz reports its own last attempt)."""
+    settings = fresh_settings
     proc, url = start_api(settings, "api-kafka-outage", OUTBOX_POLL_INTERVAL_SECONDS="0.5",
                           OUTBOX_STALL_SECONDS="20", OUTBOX_MAX_BACKOFF_SECONDS="2")
     relay = proc.procs[1]
