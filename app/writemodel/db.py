@@ -63,7 +63,7 @@ def tls_args(s: MySQLSettings) -> dict:
 
 
 def server_kind(conn: pymysql.connections.Connection) -> str:
-    """"mariadb" or "mysql": the two differ in a little SQL (orders.py's upsert)."""
+    """The server kind, "mariadb" or "mysql": the two differ in a little SQL (orders.py's upsert)."""
     return "mariadb" if "mariadb" in conn.get_server_info().lower() else "mysql"
 
 
