@@ -96,14 +96,20 @@ def write_env_file() -> None:
         f.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
-def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
-    """The MySQL admin account the operator provisions with, as the labelled Secret it reads
-    (through stdin: never on a command line or in the output)."""
-    creds = credentials()
+def apply_labelled_secret(namespace: str, name: str, data: dict[str, str]) -> None:
+    """A Secret the operator may read (label simplecqrs.io/credentials=true), applied through stdin:
+    its values never on a command line or in the output."""
     kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}},
-        "type": "Opaque", "stringData": {"username": creds["MYSQL_ADMIN_USER"], "password": creds["MYSQL_ADMIN_PASSWORD"]}}))
+        "type": "Opaque", "stringData": data}))
+
+
+def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
+    """The MySQL admin account the operator provisions with."""
+    creds = credentials()
+    apply_labelled_secret(namespace, name, {"username": creds["MYSQL_ADMIN_USER"],
+                                            "password": creds["MYSQL_ADMIN_PASSWORD"]})
 
 
 MYSQL_CA_SECRET = "simplecqrs-mysql-ca"
@@ -118,10 +124,7 @@ def apply_mysql_ca_secret(namespace: str) -> str:
     ca = servers(both=False)[0].ca_file()
     if ca is None:
         return ""
-    kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": MYSQL_CA_SECRET, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}},
-        "type": "Opaque", "stringData": {"ca.crt": ca.read_text()}}))
+    apply_labelled_secret(namespace, MYSQL_CA_SECRET, {"ca.crt": ca.read_text()})
     return MYSQL_CA_SECRET
 
 
