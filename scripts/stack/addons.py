@@ -11,7 +11,6 @@ The add-ons run as Deployments from scripts/stack/addons/*.yaml.  Standard libra
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import struct
@@ -82,10 +81,7 @@ def ensure_image(image: NodeImage) -> None:
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     if image.binary is not None:
-        try:
-            os.link(image.binary, context / image.stage)
-        except OSError:                                 # another filesystem than the cache's
-            shutil.copy2(image.binary, context / image.stage)
+        core.link_or_copy(image.binary, context / image.stage)
     archive = images.build_image(image.ref, context=context, dockerfile=NODE_DOCKERFILE, target=image.stage,
                                  base_arg="BASE_IMAGE" if image.binary is None else None)
     node.import_image(archive, image.ref)

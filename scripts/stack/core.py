@@ -292,6 +292,14 @@ def link_tool(src: Path, name: str | None = None) -> Path:
     return dst
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link a cached file into a build context, or copy it when the two are on other filesystems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 # ---------------------------------------------------------------- components
 @dataclass
 class Status:

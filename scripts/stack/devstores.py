@@ -10,7 +10,6 @@ default StorageClass (addons.LocalPath).  Standard library only.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -25,10 +24,7 @@ MYSQL_BASE_TAG = "simplecqrs-base:sid-mysql"
 def _link_tree(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        try:
-            os.link(f, dst / f.name)
-        except OSError:                       # the cache on another filesystem
-            shutil.copy2(f, dst / f.name)
+        core.link_or_copy(f, dst / f.name)
 
 
 def _context() -> Path:
