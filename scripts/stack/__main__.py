@@ -26,10 +26,11 @@ def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
     from .kafka import Kafka
     from .kube import Etcd, KubeApiserver, KubeControllerManager
     from .node import node_components
+    from .strimzi import Strimzi
     from .writestore import servers
 
     return [Cassandra(), *servers(both=both_write_stores), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
-            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik()]
+            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik(), Strimzi()]
 
 
 def stop_all(comps: list[core.Component]) -> None:

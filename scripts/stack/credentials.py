@@ -18,6 +18,10 @@ _GENERATED = {
     "MYSQL_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "MYSQL_USER": lambda: "simplecqrs_app",
     "MYSQL_PASSWORD": lambda: secrets.token_urlsafe(24),
+    # Kafka's SCRAM super user, used by Strimzi's operators (kafka.scram_admin()).  token_urlsafe:
+    # nothing to quote in a JAAS line.
+    "KAFKA_SCRAM_ADMIN_USER": lambda: "strimzi-admin",
+    "KAFKA_SCRAM_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
 }
 
 

@@ -6,10 +6,16 @@ on the machine, and neither is reachable from outside it: the bridge has no upli
 own listeners (kubelet) bind the bridge address, never a public interface.
 
 The stores, Kafka and the apiserver listen on 127.0.0.1 only.  Pods reach them at the bridge
-address (GATEWAY:3306, :9042, :9094 for Kafka's PODS listener; the apiserver as the `kubernetes`
-Service 10.0.0.1:443) through DNAT rules to 127.0.0.1, which the kernel allows for packets that
-arrive on the bridge once `route_localnet` is set on it (kube-proxy uses the same switch for
-NodePorts on localhost).  So nothing is bound to a new address and nothing is opened to the world.
+address (GATEWAY:3306, :9042, :9094 and :9095 for Kafka's PODS and SCRAM listeners; the apiserver
+as the `kubernetes` Service 10.0.0.1:443) through DNAT rules to 127.0.0.1, which the kernel allows
+for packets that arrive on the bridge once `route_localnet` is set on it (kube-proxy uses the same
+switch for NodePorts on localhost).  So nothing is bound to a new address and nothing is opened to
+the world.
+
+Kafka tells its clients to come back to the address they are given for its listener (GATEWAY:9094,
+GATEWAY:9095), so processes on the host (the tests, a client with a KafkaUser's credentials) must
+reach those addresses too: a second chain DNATs the host's own connections to them (nat OUTPUT)
+to 127.0.0.1 as well.
 
 `make down` removes what `start` made: the rules (in chains of our own), the bridge, and
 restores net.ipv4.ip_forward.  Standard library only.
@@ -28,7 +34,9 @@ GATEWAY = "10.244.0.1"            # the bridge's host address: the node IP, pods
 PREFIX = 24
 CLUSTER_DNS = "10.0.0.10"         # CoreDNS's Service address (inside kube.SERVICE_CIDR)
 KAFKA_POD_PORT = 9094             # Kafka's listener for pods (advertised as GATEWAY:9094)
+KAFKA_SCRAM_POD_PORT = 9095       # Kafka's SASL SCRAM-SHA-512 listener (advertised as GATEWAY:9095)
 NAT_CHAIN = "SIMPLECQRS-TO-HOST"  # DNAT from the bridge to host loopback services
+OUTPUT_CHAIN = "SIMPLECQRS-HOST-OUT"  # DNAT of the host's own connections to GATEWAY's Kafka ports
 COMMENT = "simplecqrs local node"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 IP_FORWARD_SAVED = core.RUN / "ip_forward.before"
@@ -39,9 +47,24 @@ def host_forwards() -> list[tuple[str, int, int]]:
     from . import cassandra, kube, writestore
 
     return [(GATEWAY, writestore.PORT, writestore.PORT), (GATEWAY, cassandra.PORT, cassandra.PORT),
-            (GATEWAY, KAFKA_POD_PORT, KAFKA_POD_PORT),
+            (GATEWAY, KAFKA_POD_PORT, KAFKA_POD_PORT), (GATEWAY, KAFKA_SCRAM_POD_PORT, KAFKA_SCRAM_POD_PORT),
             # the `kubernetes` Service (first address of the Service range) -> the apiserver
             (kube.KUBERNETES_SERVICE_IP, 443, kube.APISERVER_PORT)]
+
+
+def host_local_forwards() -> list[tuple[str, int, int]]:
+    """The same, for connections made by processes on the host: only Kafka's listeners for pods,
+    whose advertised address (GATEWAY) is where every Kafka client reconnects after bootstrap."""
+    return [(GATEWAY, port, port) for port in (KAFKA_POD_PORT, KAFKA_SCRAM_POD_PORT)]
+
+
+def _chains() -> list[tuple[str, list[str], list[tuple[str, int, int]]]]:
+    """(chain, the nat rule that jumps to it, its DNAT forwards): packets from pods arriving on the
+    bridge (PREROUTING), and the host's own to GATEWAY (OUTPUT)."""
+    return [(NAT_CHAIN, ["PREROUTING", "-i", BRIDGE, "-m", "comment", "--comment", COMMENT, "-j", NAT_CHAIN],
+             host_forwards()),
+            (OUTPUT_CHAIN, ["OUTPUT", "-d", f"{GATEWAY}/32", "-m", "comment", "--comment", COMMENT, "-j", OUTPUT_CHAIN],
+             host_local_forwards())]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -98,20 +121,44 @@ class NodeNetwork(core.Component):
         if not IP_FORWARD_SAVED.exists():
             IP_FORWARD_SAVED.write_text(IP_FORWARD.read_text())
         IP_FORWARD.write_text("1\n")
-        if not chain_exists("nat", NAT_CHAIN):
-            sh("iptables", "-w", "-t", "nat", "-N", NAT_CHAIN)
-        sh("iptables", "-w", "-t", "nat", "-F", NAT_CHAIN)
-        for dest, port, local_port in host_forwards():
-            sh("iptables", "-w", "-t", "nat", "-A", NAT_CHAIN, "-d", dest, "-p", "tcp", "--dport", str(port),
-               "-m", "comment", "--comment", COMMENT, "-j", "DNAT", "--to-destination", f"127.0.0.1:{local_port}")
-        jump = ["PREROUTING", "-i", BRIDGE, "-m", "comment", "--comment", COMMENT, "-j", NAT_CHAIN]
-        if sh("iptables", "-w", "-t", "nat", "-C", *jump, check=False).returncode != 0:
-            sh("iptables", "-w", "-t", "nat", "-I", *jump)
+        for chain, jump, forwards in _chains():
+            if not chain_exists("nat", chain):
+                sh("iptables", "-w", "-t", "nat", "-N", chain)
+            sh("iptables", "-w", "-t", "nat", "-F", chain)
+            for dest, port, local_port in forwards:
+                sh("iptables", "-w", "-t", "nat", "-A", chain, "-d", dest, "-p", "tcp", "--dport", str(port),
+                   "-m", "comment", "--comment", COMMENT, "-j", "DNAT", "--to-destination", f"127.0.0.1:{local_port}")
+            if sh("iptables", "-w", "-t", "nat", "-C", *jump, check=False).returncode != 0:
+                sh("iptables", "-w", "-t", "nat", "-I", *jump)
 
     def ready(self) -> bool:
-        return bridge_exists() and chain_exists("nat", NAT_CHAIN)
+        return bridge_exists() and self._rules_complete()
+
+    def _rules_complete(self) -> bool:
+        """Every jump and DNAT rule is there (a node network set up by an older version of this file
+        lacks some: up() then programs them again)."""
+        for chain, jump, forwards in _chains():
+            if sh("iptables", "-w", "-t", "nat", "-C", *jump, check=False).returncode != 0:
+                return False
+            have = sh("iptables", "-w", "-t", "nat", "-S", chain, check=False).stdout
+            for dest, port, local_port in forwards:
+                if not any(f"-d {dest}/32 " in line and f"--dport {port} " in line
+                           and f"--to-destination 127.0.0.1:{local_port}" in line for line in have.splitlines()):
+                    return False
+        return True
+
+    def up(self) -> None:
+        # As core.Component.up(), except that a running network missing rules is set up again
+        # (start() is idempotent) instead of waited for.
+        if self.running() and self._ready_quietly():
+            core.detail(f"{self.name} answering on {self.address}")
+            return
+        core.say(f"{'updating' if self.running() else 'starting'} {self.name}")
+        self.start()
+        self.wait_ready()
 
     def stop(self) -> None:
+        delete_chain("nat", OUTPUT_CHAIN)
         delete_chain("nat", NAT_CHAIN)
         if bridge_exists():
             sh("ip", "link", "delete", BRIDGE, check=False)
