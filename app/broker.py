@@ -13,6 +13,20 @@ def servers(s: KafkaSettings) -> list[str]:
     return [h.strip() for h in s.bootstrap_servers.split(",") if h.strip()]
 
 
+def security(s: KafkaSettings) -> dict:
+    """How every client of `s` authenticates: nothing on PLAINTEXT, else SASL with the user's
+    name and password (SCRAM-SHA-512 for a KafkaUser of Strimzi's User Operator)."""
+    protocol = (s.security_protocol or "PLAINTEXT").upper()
+    if protocol not in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ValueError(f"KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SASL_PLAINTEXT or SASL_SSL, got {protocol!r}")
+    if protocol == "PLAINTEXT":
+        return {}
+    if not s.sasl_username or not s.sasl_password:
+        raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+    return dict(security_protocol=protocol, sasl_mechanism=s.sasl_mechanism,
+                sasl_plain_username=s.sasl_username, sasl_plain_password=s.sasl_password)
+
+
 def producer(s: KafkaSettings, **overrides) -> KafkaProducer:
     """Durable and ordered: acks from all in-sync replicas, idempotent, compressed, lightly batched.
 
@@ -24,7 +38,7 @@ def producer(s: KafkaSettings, **overrides) -> KafkaProducer:
         compression_type=s.compression or None, linger_ms=s.linger_ms, batch_size=64 * 1024,
         max_block_ms=5000, request_timeout_ms=10000, delivery_timeout_ms=30000,
         max_in_flight_requests_per_connection=5, retry_backoff_ms=200, reconnect_backoff_max_ms=5000,
-        bootstrap_timeout_ms=5000, client_id="simplecqrs-outbox",
+        bootstrap_timeout_ms=5000, client_id="simplecqrs-outbox", **security(s),
     )
     cfg.update(overrides)
     return KafkaProducer(**cfg)
@@ -39,14 +53,14 @@ def consumer(s: KafkaSettings, *, group_id: str | None, **overrides) -> KafkaCon
         bootstrap_servers=servers(s), group_id=group_id, enable_auto_commit=False, metadata_max_age_ms=30000,
         auto_offset_reset="earliest", max_poll_records=500, max_poll_interval_ms=300000,
         session_timeout_ms=10000, heartbeat_interval_ms=3000, request_timeout_ms=30500,
-        reconnect_backoff_max_ms=5000, client_id="simplecqrs-consumer",
+        reconnect_backoff_max_ms=5000, client_id="simplecqrs-consumer", **security(s),
     )
     cfg.update(overrides)
     return KafkaConsumer(**cfg)
 
 
 def admin(s: KafkaSettings, **overrides) -> KafkaAdminClient:
-    cfg = dict(bootstrap_servers=servers(s), request_timeout_ms=15000, client_id="simplecqrs-admin")
+    cfg = dict(bootstrap_servers=servers(s), request_timeout_ms=15000, client_id="simplecqrs-admin", **security(s))
     cfg.update(overrides)
     return KafkaAdminClient(**cfg)
 

@@ -58,6 +58,12 @@ class KafkaSettings:
     consumer_group: str = field(default_factory=lambda: _env("KAFKA_CONSUMER_GROUP", "simplecqrs-projector"))
     linger_ms: int = field(default_factory=lambda: _int("KAFKA_LINGER_MS", 5))
     compression: str = field(default_factory=lambda: _env("KAFKA_COMPRESSION", "lz4"))
+    # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL; with SASL, the mechanism (SCRAM-SHA-512 for the users
+    # Strimzi's User Operator makes) and the user's name and password (app/broker.py, security).
+    security_protocol: str = field(default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
+    sasl_mechanism: str = field(default_factory=lambda: _env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"))
+    sasl_username: str = field(default_factory=lambda: _env("KAFKA_SASL_USERNAME"))
+    sasl_password: str = field(default_factory=lambda: _env("KAFKA_SASL_PASSWORD"), repr=False)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import support
 from support import order
 
 from scripts.stack import core, network, node, services
+from scripts.stack import strimzi as stack_strimzi
 from scripts.stack.node import kubectl
 
 # kubectl and HTTP polls: once a second is plenty (conftest's default suits local processes)
@@ -73,11 +74,18 @@ def admin_secret(ns: str) -> None:
     services.apply_admin_secret(ns, "mysql-admin")
 
 
-def orderservice_spec(tag: str, image: str, policy: str = "Delete") -> dict:
-    """An OrderService like values-local.yaml's, with names of its own."""
+def orderservice_spec(tag: str, image: str, policy: str = "Delete", *, strimzi: bool = False) -> dict:
+    """An OrderService like values-local.yaml's, with names of its own.  strimzi: its topics and
+    SCRAM users made by the stack's Strimzi operators, as values-local.yaml has them; else the
+    operator makes the topics with the admin API and the pods connect without a user."""
+    kafka = {"bootstrapServers": f"{network.GATEWAY}:{network.KAFKA_POD_PORT}"}
+    if strimzi:
+        kafka = {"bootstrapServers": f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}",
+                 "strimzi": {"cluster": stack_strimzi.CLUSTER, "namespace": stack_strimzi.NAMESPACE,
+                             "authentication": {"type": "scram-sha-512"}}}
     return {
         "deletionPolicy": policy,
-        "kafka": {"bootstrapServers": f"{network.GATEWAY}:{network.KAFKA_POD_PORT}", "topic": f"OnNewOrder-{tag}",
+        "kafka": {**kafka, "topic": f"OnNewOrder-{tag}",
                   "partitions": 3, "replicationFactor": 1, "consumerGroup": f"projector-{tag}"},
         "mysql": {"host": network.GATEWAY, "port": 3306, "database": f"scqrs_{tag}",
                   "adminSecretRef": {"name": "mysql-admin"}},
@@ -109,14 +117,15 @@ def via_ingress(host: str, method: str, path: str, **kw) -> requests.Response:
 
 # ---------------------------------------------------------------- journeys
 def test_apply_an_orderservice_serve_through_the_ingress_then_delete_it(operator, image, namespace, admin_mysql):
-    """kubectl apply in a fresh namespace: stores provisioned, pods Running, Ready=True; an order
-    POSTed through the Ingress is read back through it; deletion (policy Delete) removes the pods
-    and drops the stores."""
+    """kubectl apply in a fresh namespace: stores provisioned, its topics and Kafka users made by
+    Strimzi's operators, pods Running, Ready=True; an order POSTed through the Ingress is read back
+    through it (so the relay and the consumers authenticated with SCRAM and were authorised by their
+    ACLs); deletion (policy Delete) removes the pods, the KafkaTopics and users, and drops the stores."""
     tag = namespace.replace("-", "")[-12:]
     name = "orders"
     admin_secret(namespace)
     obj = {"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
-           "metadata": {"name": name, "namespace": namespace}, "spec": orderservice_spec(tag, image)}
+           "metadata": {"name": name, "namespace": namespace}, "spec": orderservice_spec(tag, image, strimzi=True)}
     kubectl("apply", "-f", "-", input=json.dumps(obj))
     os_obj = wait_for(lambda: ready(namespace, name), 300, "Ready")
     assert (os_obj["status"]["api"], os_obj["status"]["consumer"]) == ("2/2", "2/2")
@@ -133,8 +142,13 @@ def test_apply_an_orderservice_serve_through_the_ingress_then_delete_it(operator
                    == 200 and resp.json(), 60, "the order read back through the Ingress")
     assert got["id"] == oid and got["quantity"] == body["quantity"]
 
+    relay = kjson("-n", namespace, "secret", f"{name}-kafka-relay")
+    assert relay and relay["metadata"]["ownerReferences"][0]["kind"] == "OrderService"
+
     kubectl("delete", "-n", namespace, "orderservice", name, "--timeout=180s")
     wait_for(lambda: not kjson("-n", namespace, "pods")["items"], 120, "the pods gone")
+    strimzi_objects = kjson("-n", stack_strimzi.NAMESPACE, "kafkatopics,kafkausers")["items"]
+    assert not [o["metadata"]["name"] for o in strimzi_objects if o["metadata"]["name"].startswith(f"{namespace}.")]
     conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
                            password=admin_mysql.admin_password)
     try:
@@ -177,8 +191,9 @@ def test_values_dev_runs_the_development_stores_on_the_node(operator, image, nam
     """values-dev.yaml as a kind user installs it: the chart's own MySQL and Cassandra
     StatefulSets, from images built here with the official images' contract, on volumes of the
     node's default StorageClass.  The operator provisions them, the instance becomes Ready, and an
-    order goes in and comes back through the Ingress.  (Its Strimzi Kafka belongs to the Strimzi
-    issue: Kafka here is the host's, as in values-local.yaml.)"""
+    order goes in and comes back through the Ingress.  (Kafka is the host's, its topics and users the
+    stack's Strimzi operators', as in values-local.yaml: the chart's own Strimzi `Kafka` needs Strimzi's
+    Cluster Operator, which does not run here.)"""
     from scripts.stack import devstores
 
     refs = devstores.build()

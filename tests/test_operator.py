@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import kubernetes
@@ -24,20 +25,21 @@ import pytest
 import requests
 import yaml
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
 from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
 from app.config import KafkaSettings
-from scripts.stack import core
+from scripts.stack import core, network
+from scripts.stack import kafka as stack_kafka
+from scripts.stack import strimzi as stack_strimzi
 from scripts.stack.instance import Proc, ProcessDied, free_port, wait_for
 from scripts.stack.node import kubectl
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT.parent / "shared" / "ref"
 SA = "simplecqrs-operator"
-STRIMZI_CRD = "kafkatopics.kafka.strimzi.io"
 OPERATOR_ENV = {  # quick retries and resync, so the tests do not wait on production timings
     "SIMPLECQRS_OPERATOR_RESYNC_SECONDS": "10", "SIMPLECQRS_OPERATOR_BACKOFF_SECONDS": "1",
     "SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS": "4", "SIMPLECQRS_OPERATOR_DELETE_ATTEMPTS": "3"}
@@ -662,84 +664,145 @@ def test_one_replica_leads_another_takes_over_and_a_killed_operator_converges_on
     assert has_event(ns, names.resource, "DataDeleted")
 
 
-# ---------------------------------------------------------------- Strimzi
-TEST_OWNED = "simplecqrs.io/test-owned"
+# ---------------------------------------------------------------- Strimzi (its real Topic and User Operators)
+KAFKA_USER_CRD = "kafkausers.kafka.strimzi.io"
 
 
-def strimzi_crd(variant: str) -> dict:
-    """Strimzi's KafkaTopic CRD (shared/ref), labelled as this suite's so a later run may remove it."""
-    if variant == "v1 (Strimzi 1.2)":
-        crd = yaml.safe_load((REF / "strimzi-kafkatopic.yaml").read_text())
-    else:
-        crd = yaml.safe_load((REF / "strimzi-0.51-kafkatopic.yaml").read_text())
-    if variant == "v1beta2 only (Strimzi 0.51, v1 not served)":
-        for v in crd["spec"]["versions"]:
-            v["served"] = v["name"] != "v1"
-    crd["metadata"].setdefault("labels", {})[TEST_OWNED] = "true"
-    return crd
+def scram_settings(username: str, password: str) -> KafkaSettings:
+    """A client of the broker's SCRAM-SHA-512 listener, the one pods use (reachable from the host too)."""
+    return KafkaSettings(bootstrap_servers=f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}",
+                         security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                         sasl_username=username, sasl_password=password)
 
 
-def remove_test_kafkatopic_crd() -> None:
-    """Remove the KafkaTopic CRD this suite installed (by an earlier, interrupted run too) and wait
-    until it is gone; refuse to touch one that someone else installed (a real Strimzi)."""
-    out = kubectl("get", "crd", STRIMZI_CRD, "-o", "json", check=False)
-    if out.returncode != 0:
-        return
-    labels = json.loads(out.stdout)["metadata"].get("labels") or {}
-    assert labels.get(TEST_OWNED) == "true", (
-        f"{STRIMZI_CRD} is served but was not installed by this suite (a real Strimzi?): this test replaces "
-        "the CRD with variants of its own, so it needs an apiserver without it")
-    kubectl("delete", "crd", STRIMZI_CRD, "--timeout=90s")
-    wait_for(lambda: kubectl("get", "crd", STRIMZI_CRD, check=False).returncode != 0, 60, f"{STRIMZI_CRD} gone")
+def super_admin():
+    """The super user Strimzi's operators use: sees every topic whatever its ACLs."""
+    return broker.admin(scram_settings(*stack_kafka.scram_admin()))
 
 
-@pytest.mark.parametrize("variant, version", [
-    ("v1 (Strimzi 1.2)", "v1"),
-    ("v1 + v1beta2 (Strimzi 0.51)", "v1"),
-    ("v1beta2 only (Strimzi 0.51, v1 not served)", "v1beta2"),
-])
-def test_strimzi_kafkatopic_when_the_kind_is_served(cluster, admin_mysql, variant, version):
-    ns, kafka_ns = cluster["ns"], cluster["kafka_ns"]
-    remove_test_kafkatopic_crd()
-    # The Kafka cluster lives in another namespace: the operator's ServiceAccount gets a Role there.
-    meta = {"name": "simplecqrs-operator-topics", "namespace": kafka_ns}
-    apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
-               {"apiGroups": ["kafka.strimzi.io"], "resources": ["kafkatopics"], "verbs": ["create", "patch", "delete"]}]},
-           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
-            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": ns}]}])
-    apply(strimzi_crd(variant))
-    names = Names(cluster["run_id"], f"kt{version[-2:]}{uuid.uuid4().hex[:3]}")
-    cluster["leftovers"].append(names)
+def kafka_topics_as_super_user() -> dict[str, int]:
+    client = super_admin()
     try:
-        kubectl("wait", "--for=condition=Established", f"crd/{STRIMZI_CRD}", "--timeout=30s")
-        apply(orderservice(ns, names, deletionPolicy="Delete", kafka__partitions=4,
-                           kafka__strimzi={"cluster": "events", "namespace": kafka_ns}))
-        wait_conditions(ns, names.resource, ("WriteStoreReady", "ReadStoreReady"))
-        topic_name = f"{ns}.{names.resource}.events"
-        kt = wait_for(lambda: get(f"kafkatopics.{version}.kafka.strimzi.io", topic_name, kafka_ns), 30,
-                      "the KafkaTopic")
-        assert kt["apiVersion"] == f"kafka.strimzi.io/{version}"
-        assert kt["metadata"]["labels"]["strimzi.io/cluster"] == "events"
-        assert kt["spec"] == {"topicName": names.topic, "partitions": 4, "replicas": 1,
-                              "config": {"retention.ms": "604800000"}}
-        dlq = get(f"kafkatopics.{version}.kafka.strimzi.io", f"{ns}.{names.resource}.dead-letter", kafka_ns)
-        assert dlq["spec"]["topicName"] == f"{names.topic}.DLQ"
-        # No Strimzi operator runs here: the topic is not ready, and the status says so.
-        topic = wait_for(lambda: condition(get("orderservice", names.resource, ns), "TopicReady"), 20, "TopicReady")
-        assert (topic["status"], topic["reason"]) == ("False", "KafkaTopicNotReady")
-        assert names.topic not in kafka_admin_topics()  # Strimzi's job, not the admin API's
-        if version == "v1" and "1.2" in variant:
-            # Strimzi reports Ready: the next resync reports TopicReady.
-            kubectl("-n", kafka_ns, "patch", f"kafkatopics.{version}.kafka.strimzi.io", topic_name, "--subresource=status",
-                    "--type=merge", "-p", json.dumps({"status": {"observedGeneration": kt["metadata"]["generation"],
-                                                                 "conditions": [{"type": "Ready", "status": "True"}]}}))
-            wait_conditions(ns, names.resource, ("TopicReady",), timeout=30)
-        kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
-        assert get(f"kafkatopics.{version}.kafka.strimzi.io", topic_name, kafka_ns) is None
-        assert cassandra_tables(names.keyspace) == set()
+        return {t["name"]: len(t["partitions"]) for t in client.describe_topics()}
     finally:
-        remove_test_kafkatopic_crd()
+        client.close()
+
+
+def strimzi_rbac_in(ns: str, operator_ns: str) -> list[dict]:
+    """The operator's rules for a Kafka cluster in another namespace, taken from the shipped
+    rbac-namespaced.yaml (its Strimzi rules, and reading the User Operator's Secrets)."""
+    role = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/rbac-namespaced.yaml").read_text())
+                if d and d["kind"] == "Role" and d["metadata"]["name"] == SA)
+    rules = [r for r in role["rules"] if r["apiGroups"] == ["kafka.strimzi.io"]]
+    rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
+    meta = {"name": f"simplecqrs-operator-{operator_ns}", "namespace": ns}
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
+             "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": operator_ns}]}]
+
+
+def test_strimzi_owns_the_topics_and_users_of_an_instance(cluster, admin_mysql):
+    """spec.kafka.strimzi with SCRAM users, against the Topic and User Operators `make up` runs:
+    TopicReady is Strimzi's own Ready; the users can do what their role does and nothing else;
+    partitions grow through the KafkaTopic; a decrease is refused by the CRD and, when it gets past
+    it (an instance re-created over a retained topic), reported with Strimzi's reason; Delete waits
+    for Strimzi to delete the topics."""
+    ns, kns = cluster["ns"], stack_strimzi.NAMESPACE
+    names = Names(cluster["run_id"], f"kt{uuid.uuid4().hex[:3]}")
+    cluster["leftovers"].append(names)
+    topic_obj, dlq_obj = f"{ns}.{names.resource}.events", f"{ns}.{names.resource}.dead-letter"
+    users = {role: f"{ns}.{names.resource}.{role}" for role in ("relay", "consumer")}
+    rbac = strimzi_rbac_in(kns, ns)
+    apply(rbac)
+
+    def os_body(**patch) -> dict:
+        return orderservice(ns, names, kafka__bootstrapServers=f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}",
+                            kafka__strimzi={"cluster": stack_strimzi.CLUSTER, "namespace": kns,
+                                            "authentication": {"type": "scram-sha-512"}}, **patch)
+
+    def topic_ready() -> dict:
+        return condition(get("orderservice", names.resource, ns), "TopicReady")
+
+    try:
+        apply(os_body(deletionPolicy="Retain", kafka__partitions=3))
+        wait_conditions(ns, names.resource, ("TopicReady", "WriteStoreReady", "ReadStoreReady"), timeout=120)
+        assert "Strimzi" in topic_ready()["message"]
+        kt = get("kafkatopics.kafka.strimzi.io", topic_obj, kns)
+        assert kt["status"]["topicId"] and kt["metadata"]["finalizers"] == ["strimzi.io/topic-operator"]
+        assert kafka_topics_as_super_user()[names.topic] == 3
+        assert kafka_topics_as_super_user()[f"{names.topic}.DLQ"] == 1
+        for user in users.values():
+            assert condition(get("kafkausers.kafka.strimzi.io", user, kns), "Ready")["status"] == "True"
+
+        # The users: the operator's copies of the User Operator's passwords, in the instance's namespace.
+        relay = scram_settings(users["relay"], secret_value(ns, f"{names.resource}-kafka-relay", "password"))
+        consumer = scram_settings(users["consumer"], secret_value(ns, f"{names.resource}-kafka-consumer", "password"))
+        assert secret_value(ns, f"{names.resource}-kafka-relay", "username") == users["relay"]
+        p = broker.producer(replace(relay, topic=names.topic))
+        try:
+            p.send(names.topic, b"from the relay user").get(timeout=30)    # Write on the topic
+        finally:
+            p.close()
+        c = broker.consumer(replace(consumer, topic=names.topic), group_id=names.group,
+                            consumer_timeout_ms=20000)
+        try:                                                               # Read, in its own group
+            c.subscribe([names.topic])
+            assert b"from the relay user" in [m.value for m in c]
+        finally:
+            c.close()
+        refused = broker.producer(consumer)
+        try:                                        # the consumers' user may not write the events topic
+            with pytest.raises(KafkaError, match="Authorization"):
+                refused.send(names.topic, b"forged").get(timeout=30)
+        finally:
+            refused.close()
+        with pytest.raises(KafkaError):             # a wrong password is refused at the handshake
+            broker.producer(replace(relay, sasl_password="not-the-password"))
+        anonymous = kafka_admin()                   # no user (the plaintext listener): the topic is closed
+        try:
+            try:
+                code = anonymous.describe_topics([names.topic])[0]["error_code"]
+            except TopicAuthorizationFailedError:
+                code = TopicAuthorizationFailedError.errno
+            assert code == TopicAuthorizationFailedError.errno
+        finally:
+            anonymous.close()
+
+        # Partitions grow through the KafkaTopic; a decrease is refused by our CRD.
+        kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge",
+                "-p", json.dumps({"spec": {"kafka": {"partitions": 5}}}))
+        wait_for(lambda: kafka_topics_as_super_user()[names.topic] == 5, 60, "the topic grown by Strimzi")
+        out = kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge",
+                      "-p", json.dumps({"spec": {"kafka": {"partitions": 4}}}), check=False)
+        assert out.returncode != 0 and "partitions may never decrease" in out.stderr
+
+        # Retain keeps the KafkaTopics (and users); an instance re-created with fewer partitions gets past
+        # the CRD's rule, and Strimzi's own refusal is what TopicReady reports.
+        kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=60s")
+        assert get("kafkatopics.kafka.strimzi.io", topic_obj, kns) is not None
+        apply(os_body(deletionPolicy="Delete", kafka__partitions=3))
+        refused_cond = wait_for(lambda: (c := topic_ready()).get("status") == "False"
+                                and c["reason"] == "NotSupported" and c, 60, "Strimzi's NotSupported in TopicReady")
+        assert topic_obj in refused_cond["message"]
+        assert kafka_topics_as_super_user()[names.topic] == 5             # nothing was removed
+        kubectl("-n", ns, "patch", "orderservice", names.resource, "--type=merge",
+                "-p", json.dumps({"spec": {"kafka": {"partitions": 5}}}))
+        wait_for(lambda: topic_ready().get("status") == "True", 60, "TopicReady again")
+
+        # Delete: the KafkaTopics go through Strimzi's finalizer, and the topics with them.
+        kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=120s")
+        assert get("kafkatopics.kafka.strimzi.io", topic_obj, kns) is None
+        assert get("kafkatopics.kafka.strimzi.io", dlq_obj, kns) is None
+        assert not {names.topic, f"{names.topic}.DLQ"} & set(kafka_topics_as_super_user())
+        for user in users.values():
+            wait_for(lambda u=user: get("kafkausers.kafka.strimzi.io", u, kns) is None, 30, f"KafkaUser {user} gone")
+        assert has_event(ns, names.resource, "DataDeleted")
+    finally:
+        for kind, name in [("kafkatopics.kafka.strimzi.io", topic_obj), ("kafkatopics.kafka.strimzi.io", dlq_obj),
+                           *[("kafkausers.kafka.strimzi.io", u) for u in users.values()]]:
+            kubectl("-n", kns, "delete", kind, name, "--ignore-not-found", "--timeout=60s", check=False)
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=yaml.safe_dump_all(rbac), check=False)
 
 
 # ---------------------------------------------------------------- RBAC

@@ -236,6 +236,93 @@ def test_kafka_topics_for_strimzi():
     assert osvc(kafka__strimzi={"cluster": "events"}).kafka.strimzi_namespace == "shop"
 
 
+SCRAM = {"cluster": "local", "namespace": "kafka", "authentication": {"type": "scram-sha-512"}}
+
+
+def test_kafka_users_get_exactly_what_each_role_does():
+    o = osvc(kafka__strimzi=SCRAM, kafka__bootstrapServers="10.244.0.1:9095")
+    relay, consumer = children.kafka_users(o, "kafka.strimzi.io/v1")
+    assert [u["metadata"]["name"] for u in (relay, consumer)] == ["shop.simplecqrs.relay", "shop.simplecqrs.consumer"]
+    for u in (relay, consumer):
+        assert u["metadata"]["namespace"] == "kafka" and "ownerReferences" not in u["metadata"]
+        assert u["metadata"]["labels"]["strimzi.io/cluster"] == "local"
+        assert u["spec"]["authentication"] == {"type": "scram-sha-512"}
+
+    def grants(user: dict) -> set[tuple[str, str, str]]:
+        return {(a["resource"]["type"], a["resource"]["name"], op) for a in user["spec"]["authorization"]["acls"]
+                for op in a["operations"]}
+    assert grants(relay) == {("topic", "OnNewOrder", "Write"), ("topic", "OnNewOrder", "Describe")}
+    assert grants(consumer) == {("topic", "OnNewOrder", "Read"), ("topic", "OnNewOrder", "Describe"),
+                                ("group", "simplecqrs-projector", "Read"),
+                                ("topic", "OnNewOrder.DLQ", "Write"), ("topic", "OnNewOrder.DLQ", "Describe")}
+    assert all(a["resource"]["patternType"] == "literal" for u in (relay, consumer)
+               for a in u["spec"]["authorization"]["acls"])
+
+
+def test_only_the_relay_and_the_consumer_get_a_kafka_user_and_only_their_own():
+    o = osvc(kafka__strimzi=SCRAM)
+    api_pod = children.api_deployment(o, "h", {"relay": "r1"})["spec"]["template"]
+    api, relay = (env_of(c) for c in api_pod["spec"]["containers"])
+    assert "KAFKA_SASL_USERNAME" not in api and "KAFKA_SECURITY_PROTOCOL" not in api   # gunicorn never talks to Kafka
+    assert relay["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and relay["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert relay["KAFKA_SASL_PASSWORD"] == "simplecqrs-kafka-relay/password"
+    assert api_pod["metadata"]["annotations"]["simplecqrs.io/kafka-credentials-hash"] == "r1"
+    consumer_pod = children.consumer_deployment(o, {"relay": "r1", "consumer": "c1"})["spec"]["template"]
+    consumer = env_of(consumer_pod["spec"]["containers"][0])
+    assert consumer["KAFKA_SASL_USERNAME"] == "simplecqrs-kafka-consumer/username"
+    with mock.patch.dict(os.environ, consumer, clear=True):
+        k = load_settings().kafka   # the names app/config.py reads
+    assert (k.security_protocol, k.sasl_mechanism, k.sasl_username) == (
+        "SASL_PLAINTEXT", "SCRAM-SHA-512", "simplecqrs-kafka-consumer/username")
+    assert consumer_pod["metadata"]["annotations"]["simplecqrs.io/kafka-credentials-hash"] == "c1"
+    secret = children.kafka_user_secret(o, "relay", "s3cret")
+    assert base64.b64decode(secret["data"]["username"]).decode() == "shop.simplecqrs.relay"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
+    # Without authentication (or without Strimzi) nothing of it appears.
+    for plain in (osvc(), osvc(kafka__strimzi={"cluster": "local"})):
+        relay = env_of(children.api_deployment(plain, "h")["spec"]["template"]["spec"]["containers"][1])
+        assert not {k for k in relay if k.startswith(("KAFKA_SASL", "KAFKA_SECURITY"))}
+
+
+def test_strimzi_version_preference_follows_what_is_served():
+    from simplecqrs_operator.kube import preferred_strimzi_version
+
+    docs = {"v1": {"resources": [{"name": "kafkatopics"}, {"name": "kafkausers"}]},
+            "v1beta2": {"resources": [{"name": "kafkatopics"}]}}
+    assert preferred_strimzi_version(["v1"], "kafkatopics", docs.get) == "kafka.strimzi.io/v1"        # Strimzi 1.2
+    assert preferred_strimzi_version(["v1", "v1beta2"], "kafkatopics", docs.get) == "kafka.strimzi.io/v1"  # 0.51
+    assert preferred_strimzi_version(["v1beta2"], "kafkatopics", docs.get) == "kafka.strimzi.io/v1beta2"
+    assert preferred_strimzi_version(["v1beta2"], "kafkausers", docs.get) is None
+    assert preferred_strimzi_version([], "kafkatopics", docs.get) is None
+
+
+def test_strimzi_readiness_is_strimzis_own():
+    from simplecqrs_operator.stores import strimzi_ready
+
+    def obj(generation, observed, *conds):
+        return {"metadata": {"generation": generation}, "status": {"observedGeneration": observed,
+                                                                   "conditions": list(conds)}}
+    assert strimzi_ready(obj(2, 2, {"type": "Ready", "status": "True"}))[0]
+    assert strimzi_ready(obj(3, 2, {"type": "Ready", "status": "True"}))[:2] == (False, "NotReconciled")
+    refused = {"type": "Ready", "status": "False", "reason": "NotSupported", "message": "Decreasing partitions not supported"}
+    assert strimzi_ready(obj(2, 2, refused)) == (False, "NotSupported", "Decreasing partitions not supported")
+    assert strimzi_ready({"metadata": {"generation": 1}})[:2] == (False, "NotReconciled")
+
+
+def test_kafka_client_security_settings():
+    from app.broker import security
+    from app.config import KafkaSettings
+
+    assert security(KafkaSettings(security_protocol="PLAINTEXT")) == {}
+    scram = security(KafkaSettings(security_protocol="sasl_plaintext", sasl_username="u", sasl_password="p"))
+    assert scram == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                     "sasl_plain_username": "u", "sasl_plain_password": "p"}
+    with pytest.raises(ValueError, match="KAFKA_SASL_USERNAME"):
+        security(KafkaSettings(security_protocol="SASL_PLAINTEXT"))
+    with pytest.raises(ValueError, match="KAFKA_SECURITY_PROTOCOL"):
+        security(KafkaSettings(security_protocol="SSL_MAYBE"))
+
+
 # ---------------------------------------------------------------- conditions
 def test_conditions_keep_transition_time_until_status_changes():
     first = conditions.merge([], [conditions.true("TopicReady", "Provisioned", "6 partitions")], 1, "T1")
@@ -339,7 +426,7 @@ def test_module_help_runs():
 
 
 def test_local_stack_installs_the_chart_with_the_local_values():
-    from scripts.stack import network, services
+    from scripts.stack import network, services, strimzi
 
     local = yaml.safe_load(services.LOCAL_VALUES.read_text())
     defaults = yaml.safe_load((services.APP_CHART / "values.yaml").read_text())
@@ -347,7 +434,10 @@ def test_local_stack_installs_the_chart_with_the_local_values():
     assert defaults["mysql"]["adminSecret"]["name"] == services.ADMIN_SECRET
     # the stores as pods on the local node reach them (scripts/stack/network.py)
     assert local["mysql"]["host"] == network.GATEWAY == local["cassandra"]["contactPoints"][0]
-    assert local["kafka"]["bootstrapServers"] == f"{network.GATEWAY}:{network.KAFKA_POD_PORT}"
+    # Kafka: the SCRAM listener for pods, topics and users by the stack's Strimzi operators
+    assert local["kafka"]["bootstrapServers"] == f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}"
+    assert local["kafka"]["strimzi"] == {"cluster": strimzi.CLUSTER, "namespace": strimzi.NAMESPACE,
+                                         "authentication": "scram-sha-512"}
     assert yaml.safe_load(EXAMPLE_FILE.read_text())["spec"]["mysql"]["host"] == network.GATEWAY
 
 

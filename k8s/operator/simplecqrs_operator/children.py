@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .resource import MYSQL_CA_KEY, OrderService
+from .resource import KAFKA_ROLES, MYSQL_CA_KEY, OrderService
 
 API_PORT = 8080
 RELAY_PORT = 9101
@@ -35,10 +35,21 @@ def _env(values: dict[str, str]) -> list[dict[str, Any]]:
     return [{"name": k, "value": str(v)} for k, v in values.items()]
 
 
-def kafka_env(osvc: OrderService) -> list[dict[str, Any]]:
+KAFKA_SASL = {"scram-sha-512": ("SASL_PLAINTEXT", "SCRAM-SHA-512")}  # authentication -> protocol, mechanism
+
+
+def kafka_env(osvc: OrderService, role: str | None = None) -> list[dict[str, Any]]:
+    """Where the events are; with Kafka users (spec.kafka.strimzi.authentication), `role`'s own
+    user from the Secret the operator keeps in this namespace.  role None: no Kafka access."""
     k = osvc.kafka
-    return _env({"KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers, "KAFKA_TOPIC": k.topic,
-                 "KAFKA_DLQ_TOPIC": k.dead_letter_topic, "KAFKA_CONSUMER_GROUP": k.consumer_group})
+    env = _env({"KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers, "KAFKA_TOPIC": k.topic,
+                "KAFKA_DLQ_TOPIC": k.dead_letter_topic, "KAFKA_CONSUMER_GROUP": k.consumer_group})
+    if k.users and role:
+        protocol, mechanism = KAFKA_SASL[k.authentication]
+        env += _env({"KAFKA_SECURITY_PROTOCOL": protocol, "KAFKA_SASL_MECHANISM": mechanism}) + [
+            _secret_env("KAFKA_SASL_USERNAME", osvc.kafka_secret(role), "username"),
+            _secret_env("KAFKA_SASL_PASSWORD", osvc.kafka_secret(role), "password")]
+    return env
 
 
 def cassandra_env(osvc: OrderService) -> list[dict[str, Any]]:
@@ -129,10 +140,15 @@ def _deployment(osvc: OrderService, name: str, component: str, replicas: int | N
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(osvc, name, component), "spec": spec}
 
 
-def api_deployment(osvc: OrderService, credentials_hash: str) -> dict[str, Any]:
+def _kafka_hash(kafka_hashes: dict[str, str], role: str) -> dict[str, str]:
+    return {"simplecqrs.io/kafka-credentials-hash": kafka_hashes[role]} if role in kafka_hashes else {}
+
+
+def api_deployment(osvc: OrderService, credentials_hash: str, kafka_hashes: dict[str, str] | None = None) -> dict[str, Any]:
     """The API pods: gunicorn, and the outbox relay beside it (app/outbox.py: its own process,
     never inside the request workers).  The relay has no readiness probe: while Kafka is down
-    the API keeps taking orders, so the pod stays in the Service."""
+    the API keeps taking orders, so the pod stays in the Service.  Only the relay talks to Kafka."""
+    kafka_hashes = kafka_hashes or {}
     env = mysql_env(osvc) + kafka_env(osvc) + cassandra_env(osvc) + _env({
         "API_ROLE": "both", "API_BIND": f"0.0.0.0:{API_PORT}", "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics"})
     api = _container("api", osvc.api.image, API_COMMAND, env, osvc.api.resources, API_PORT, "http")
@@ -140,26 +156,29 @@ def api_deployment(osvc: OrderService, credentials_hash: str) -> dict[str, Any]:
     # and the ingress controller learn it a moment later and would still send it requests that a
     # stopped gunicorn refuses (502s on every rollout).  gunicorn gets SIGTERM after the sleep.
     api["lifecycle"] = {"preStop": {"sleep": {"seconds": API_DRAIN_SECONDS}}}
-    relay_env = mysql_env(osvc) + kafka_env(osvc) + _env({
+    relay_env = mysql_env(osvc) + kafka_env(osvc, "relay") + _env({
         "OUTBOX_METRICS_HOST": "0.0.0.0", "OUTBOX_METRICS_PORT": RELAY_PORT})
     relay = _container("relay", osvc.api.image, RELAY_COMMAND, relay_env, RELAY_RESOURCES, RELAY_PORT,
                        "relay-metrics", readiness=False)
-    # A new password (a re-created credentials Secret) rolls the pods, which read it at start.
+    # A new password (a re-created credentials Secret, a Kafka user's new password) rolls the pods,
+    # which read it at start.
     deployment = _deployment(osvc, osvc.api_name, "api", osvc.api.replicas, [api, relay],
-                             {"simplecqrs.io/credentials-hash": credentials_hash})
+                             {"simplecqrs.io/credentials-hash": credentials_hash,
+                              **_kafka_hash(kafka_hashes, "relay")})
     # The drain, then gunicorn's graceful timeout (GUNICORN_GRACEFUL_TIMEOUT, 20 s), then a margin.
     deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = API_DRAIN_SECONDS + 20 + 10
     _with_mysql_ca(osvc, deployment, ("api", "relay"))
     return deployment
 
 
-def consumer_deployment(osvc: OrderService) -> dict[str, Any]:
-    env = kafka_env(osvc) + cassandra_env(osvc) + _env({
+def consumer_deployment(osvc: OrderService, kafka_hashes: dict[str, str] | None = None) -> dict[str, Any]:
+    env = kafka_env(osvc, "consumer") + cassandra_env(osvc) + _env({
         "CONSUMER_METRICS_HOST": "0.0.0.0", "CONSUMER_METRICS_PORT": METRICS_PORT})
     container = _container("consumer", osvc.consumer.image, CONSUMER_COMMAND, env, osvc.consumer.resources,
                            METRICS_PORT, "metrics")
     replicas = None if osvc.consumer.autoscaling else osvc.consumer.replicas
-    return _deployment(osvc, osvc.consumer_name, "consumer", replicas, [container], {})
+    return _deployment(osvc, osvc.consumer_name, "consumer", replicas, [container],
+                       _kafka_hash(kafka_hashes or {}, "consumer"))
 
 
 def api_service(osvc: OrderService) -> dict[str, Any]:
@@ -228,9 +247,11 @@ def network_policy(osvc: OrderService) -> dict[str, Any]:
                 ]}}
 
 
-def workloads(osvc: OrderService, credentials_hash: str) -> tuple[list[dict], list[tuple[str, str]]]:
+def workloads(osvc: OrderService, credentials_hash: str,
+              kafka_hashes: dict[str, str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """(manifests to apply, (kind, name) of optional children to delete because the spec dropped them)."""
-    wanted = [api_deployment(osvc, credentials_hash), consumer_deployment(osvc), api_service(osvc),
+    wanted = [api_deployment(osvc, credentials_hash, kafka_hashes), consumer_deployment(osvc, kafka_hashes),
+              api_service(osvc),
               pdb(osvc, "api"), pdb(osvc, "consumer"), network_policy(osvc)]
     unwanted = []
     for kind, name, manifest in (("Ingress", osvc.api_name, api_ingress(osvc)),
@@ -242,13 +263,14 @@ def workloads(osvc: OrderService, credentials_hash: str) -> tuple[list[dict], li
     return wanted, unwanted
 
 
-def credentials_secret(osvc: OrderService, password: str) -> dict[str, Any]:
-    def b64(s: str) -> str:
-        return base64.b64encode(s.encode()).decode()
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
 
+
+def credentials_secret(osvc: OrderService, password: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": _meta(osvc, osvc.credentials_secret, "credentials"),
-            "data": {"username": b64(osvc.mysql.app_user), "password": b64(password)}}
+            "data": {"username": _b64(osvc.mysql.app_user), "password": _b64(password)}}
 
 
 def kafka_topics(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:
@@ -268,3 +290,39 @@ def kafka_topics(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:
             "name": obj_name, "namespace": k.strimzi_namespace, "labels": labels,
             "annotations": {"simplecqrs.io/owner": f"{osvc.namespace}/{osvc.name}"}}, "spec": spec})
     return out
+
+
+def kafka_user_acls(osvc: OrderService, role: str) -> list[dict[str, Any]]:
+    """What each role may do, and nothing more: the relay writes the events topic (Write also
+    covers the idempotent producer since Kafka 3.0, KIP-679); the consumers read it in their group
+    and write the dead-letter topic.  Describe: the clients' metadata requests."""
+    k = osvc.kafka
+
+    def acl(kind: str, name: str, *operations: str) -> dict[str, Any]:
+        return {"resource": {"type": kind, "name": name, "patternType": "literal"},
+                "operations": list(operations), "host": "*"}
+
+    if role == "relay":
+        return [acl("topic", k.topic, "Write", "Describe")]
+    return [acl("topic", k.topic, "Read", "Describe"), acl("group", k.consumer_group, "Read"),
+            acl("topic", k.dead_letter_topic, "Write", "Describe")]
+
+
+def kafka_users(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:
+    """Strimzi KafkaUsers, one per role, beside the KafkaTopics in the Kafka cluster's namespace (so,
+    like them, without owner references: the operator deletes them under deletionPolicy Delete).
+    Strimzi's User Operator makes the SCRAM credential, the ACLs and a Secret of the same name."""
+    k = osvc.kafka
+    labels = {**osvc.labels("kafka-user"), "strimzi.io/cluster": k.strimzi_cluster}
+    return [{"apiVersion": api_version, "kind": "KafkaUser", "metadata": {
+        "name": osvc.kafka_user_name(role), "namespace": k.strimzi_namespace, "labels": labels,
+        "annotations": {"simplecqrs.io/owner": f"{osvc.namespace}/{osvc.name}"}}, "spec": {
+        "authentication": {"type": k.authentication},
+        "authorization": {"type": "simple", "acls": kafka_user_acls(osvc, role)}}} for role in KAFKA_ROLES]
+
+
+def kafka_user_secret(osvc: OrderService, role: str, password: str) -> dict[str, Any]:
+    """This namespace's copy of a role's Kafka credentials (pods cannot mount another namespace's)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(osvc, osvc.kafka_secret(role), "kafka-user"),
+            "data": {"username": _b64(osvc.kafka_user_name(role)), "password": _b64(password)}}

@@ -128,22 +128,29 @@ class Kube:
         except Exception as exc:  # noqa: BLE001 - an event is information, not state
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
 
-    def strimzi_topic_version(self) -> str | None:
-        """The KafkaTopic API version this cluster serves (v1 preferred, else v1beta2), or None.
+    def strimzi_version(self, plural: str) -> str | None:
+        """The apiVersion this cluster serves Strimzi's `plural` (kafkatopics, kafkausers) in, or None.
 
         Asked on every reconcile, from the API's own discovery documents (not the client's cached
-        discovery): installing or removing Strimzi's CRD takes effect at once."""
-        try:
-            group = _plain(self.dynamic.request("GET", f"/apis/{STRIMZI_GROUP}"))
-        except NotFoundError:
-            return None
-        served = {v["version"] for v in (group or {}).get("versions", [])}
-        for version in STRIMZI_VERSIONS:
-            if version in served:
-                try:
-                    resources = _plain(self.dynamic.request("GET", f"/apis/{STRIMZI_GROUP}/{version}")) or {}
-                except NotFoundError:
-                    continue
-                if any(r["name"] == "kafkatopics" for r in resources.get("resources", [])):
-                    return f"{STRIMZI_GROUP}/{version}"
-        return None
+        discovery): installing or removing Strimzi's CRDs takes effect at once."""
+        def document(path: str) -> dict | None:
+            try:
+                return _plain(self.dynamic.request("GET", path))
+            except NotFoundError:
+                return None
+
+        group = document(f"/apis/{STRIMZI_GROUP}")
+        served = [v["version"] for v in (group or {}).get("versions", [])]
+        return preferred_strimzi_version(served, plural, lambda v: document(f"/apis/{STRIMZI_GROUP}/{v}"))
+
+
+def preferred_strimzi_version(served: list[str], plural: str, resources_of) -> str | None:
+    """The first of STRIMZI_VERSIONS that is served and lists `plural`; resources_of(version) is
+    that version's discovery document (or None).  Strimzi 1.2 serves v1 only; 0.51 v1 and v1beta2,
+    or v1beta2 alone when v1 is switched off."""
+    for version in STRIMZI_VERSIONS:
+        if version in served:
+            resources = resources_of(version) or {}
+            if any(r["name"] == plural for r in resources.get("resources", [])):
+                return f"{STRIMZI_GROUP}/{version}"
+    return None

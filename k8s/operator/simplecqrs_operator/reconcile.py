@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from . import children, conditions, ownership, stores
 from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
 from .kube import Kube
-from .resource import CREDENTIALS_LABEL, MYSQL_CA_KEY, OrderService, SecretRef
+from .resource import CREDENTIALS_LABEL, KAFKA_ROLES, MYSQL_CA_KEY, OrderService, SecretRef
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -113,7 +113,12 @@ def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str
 
 
 def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> None:
-    wanted, unwanted = children.workloads(osvc, credentials_hash_)
+    kafka_hashes = stores.kafka_credentials_hashes(kube, osvc)
+    if not all(kafka_hashes.values()):
+        # Kafka users asked for, their Secrets not copied yet (TopicReady says why): pods started now
+        # could not start (no Secret) and would roll again once it exists.  Wait for them.
+        return
+    wanted, unwanted = children.workloads(osvc, credentials_hash_, kafka_hashes)
     for manifest in wanted:
         keep_live_replicas(kube, manifest)
         kube.apply(manifest)
@@ -208,7 +213,9 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
 
 def _data_of(osvc: OrderService) -> str:
     k, m, c = osvc.kafka, osvc.mysql, osvc.cassandra
-    return f"topics {k.topic} and {k.dead_letter_topic}, database {m.database} (user {m.app_user}), keyspace {c.keyspace}"
+    users = f" (and Kafka users {', '.join(osvc.kafka_user_name(r) for r in KAFKA_ROLES)})" if k.users else ""
+    return (f"topics {k.topic} and {k.dead_letter_topic}{users}, database {m.database} (user {m.app_user}), "
+            f"keyspace {c.keyspace}")
 
 
 def retained(kube: Kube, body: dict) -> None:

@@ -38,6 +38,7 @@ class SecretRef:
 
 CREDENTIALS_LABEL = f"{GROUP}/credentials"
 MYSQL_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use
+KAFKA_ROLES = ("relay", "consumer")  # the processes that talk to Kafka: a KafkaUser each
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,15 @@ class Kafka:
     config: dict[str, str]
     strimzi_cluster: str | None
     strimzi_namespace: str | None
+    authentication: str = ""    # "" (none) or "scram-sha-512": a KafkaUser per role (spec.kafka.strimzi)
 
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic}.DLQ"
+
+    @property
+    def users(self) -> bool:
+        return bool(self.strimzi_cluster and self.authentication)
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,8 @@ class OrderService:
                 consumer_group=k.get("consumerGroup") or f"{meta['name']}-projector",
                 config=dict(k.get("config") or {}),
                 strimzi_cluster=strimzi.get("cluster"),
-                strimzi_namespace=strimzi.get("namespace") or (meta["namespace"] if strimzi else None)),
+                strimzi_namespace=strimzi.get("namespace") or (meta["namespace"] if strimzi else None),
+                authentication=(strimzi.get("authentication") or {}).get("type", "")),
             mysql=MySQL(host=m["host"], port=m["port"], database=m["database"],
                         admin_secret=SecretRef.from_spec(m["adminSecretRef"]),
                         tls_mode=(m.get("tls") or {}).get("mode", ""),
@@ -172,6 +179,16 @@ class OrderService:
         namespace (the Kafka cluster's), so their names carry this OrderService's namespace."""
         prefix = f"{self.namespace}.{self.name}"
         return {f"{prefix}.events": self.kafka.topic, f"{prefix}.dead-letter": self.kafka.dead_letter_topic}
+
+    def kafka_user_name(self, role: str) -> str:
+        """The KafkaUser (and Kafka principal User:<name>) of a role.  It lives in the Kafka
+        cluster's namespace, so the name carries this OrderService's namespace, as the topics do."""
+        return f"{self.namespace}.{self.name}.{role}"
+
+    def kafka_secret(self, role: str) -> str:
+        """The Secret in this namespace with the role's Kafka `username` and `password`: the
+        operator's copy of the one Strimzi's User Operator makes beside the KafkaUser."""
+        return f"{self.name}-kafka-{role}"
 
     # ------------------------------------------------------------ metadata of the children
     def labels(self, component: str) -> dict[str, str]:
@@ -217,6 +234,7 @@ class OrderService:
                                  replication=self.cassandra.replication_setting, username=user, password=password)
 
     def kafka_settings(self) -> KafkaSettings:
+        """The operator's own admin client: used only where Strimzi does not own the topics."""
         return KafkaSettings(bootstrap_servers=self.kafka.bootstrap_servers, topic=self.kafka.topic,
                              dead_letter_topic=self.kafka.dead_letter_topic,
                              consumer_group=self.kafka.consumer_group)

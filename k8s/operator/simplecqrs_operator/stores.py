@@ -3,7 +3,7 @@
 The work itself is the application's own code, never a copy of it:
   write store  app.writemodel.migrations.provision()/drop()  database, migrations, least-privileged user
   read store   app.readmodel.schema.migrate()/drop()         keyspace and read-model tables
-  topic        app.broker.ensure_topic()/ensure_topic_config(), or Strimzi KafkaTopic objects
+  topic        app.broker.ensure_topic()/ensure_topic_config(), or Strimzi KafkaTopic (and KafkaUser) objects
 
 Every ensure_* call is idempotent and returns a Result instead of raising: a store that
 fails is a False condition with a reason (Unreachable, AccessDenied, ...), never a crash.
@@ -12,6 +12,8 @@ the Kafka admin client of an instance are kept between passes (`Clients`), not o
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import tempfile
 import threading
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from app.writemodel import migrations
 from . import children
 from .conditions import READ_STORE, TOPIC, WRITE_STORE, Condition, false, true
 from .kube import Kube
-from .resource import OrderService
+from .resource import KAFKA_ROLES, OrderService
 
 APP_USER_HOST = "%"  # pods connect from changing addresses
 MYSQL_ACCESS_DENIED = {1044, 1045, 1142, 1227}
@@ -113,6 +115,10 @@ def describe(exc: BaseException) -> str:
 
 
 def reason_for(exc: BaseException) -> str:
+    if isinstance(exc, StrimziDeletionPending):
+        return "WaitingForStrimzi"
+    if isinstance(exc, StrimziSecretMissing):
+        return "KafkaUserSecretMissing"
     if isinstance(exc, NoHostAvailable):
         errors = list(getattr(exc, "errors", {}).values())
         return "AccessDenied" if any(isinstance(e, AuthenticationFailed) for e in errors) else "Unreachable"
@@ -187,11 +193,13 @@ def drop_read_store(osvc: OrderService, credentials: tuple[str, str] | None) -> 
 
 # ---------------------------------------------------------------- topic (Kafka admin API or Strimzi)
 def ensure_topic(kube: Kube, osvc: OrderService) -> Result:
+    """The topics, and with spec.kafka.strimzi.authentication the instance's Kafka users: all one
+    condition (TopicReady), since the pods can use the topic only once both are there."""
     note = ""
     if osvc.kafka.strimzi_cluster:
-        version = kube.strimzi_topic_version()
+        version = kube.strimzi_version("kafkatopics")
         if version:
-            return _ensure_kafka_topics(kube, osvc, version)
+            return _ensure_strimzi(kube, osvc, version)
         note = " (KafkaTopic is not served in this cluster: managed through the Kafka admin API)"
     result = _ensure_topic_admin(osvc)
     return Result(Condition(result.condition.type, result.condition.status, result.condition.reason,
@@ -232,28 +240,105 @@ def _ensure_topic_admin(osvc: OrderService) -> Result:
     return Result(true(TOPIC, "Provisioned", message), events)
 
 
-def _ensure_kafka_topics(kube: Kube, osvc: OrderService, api_version: str) -> Result:
-    """Apply the KafkaTopics; TopicReady follows Strimzi's own Ready condition on the events topic."""
-    try:
-        live = [kube.apply(m) for m in children.kafka_topics(osvc, api_version)]
-    except Exception as exc:  # noqa: BLE001 - reported as the condition
-        return Result(failure(TOPIC, f"KafkaTopic in namespace {osvc.kafka.strimzi_namespace}", exc))
-    events_topic = live[0]
-    ref = f"KafkaTopic {osvc.kafka.strimzi_namespace}/{events_topic['metadata']['name']} ({api_version})"
-    status = events_topic.get("status") or {}
+def strimzi_ready(obj: dict) -> tuple[bool, str, str]:
+    """(ready, reason, message) of a Strimzi object from its own status: Ready=True for the
+    generation it has observed; otherwise Strimzi's reason and message (NotSupported, ...)."""
+    status = obj.get("status") or {}
     ready = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), None)
-    current = status.get("observedGeneration", 0) >= events_topic["metadata"].get("generation", 1)
-    if ready and ready.get("status") == "True" and current:
-        return Result(true(TOPIC, "KafkaTopicReady", f"{ref} is Ready"))
-    detail = ready.get("message") or ready.get("reason") if ready else "no Ready condition yet"
-    return Result(false(TOPIC, "KafkaTopicNotReady", f"waiting for Strimzi's topic operator: {ref}: {detail}"))
+    if ready is None:
+        return False, "NotReconciled", "no Ready condition yet"
+    if status.get("observedGeneration", 0) < obj["metadata"].get("generation", 1):
+        return False, "NotReconciled", f"generation {obj['metadata'].get('generation')} not observed yet"
+    return ready.get("status") == "True", ready.get("reason") or "", ready.get("message") or ""
+
+
+def _ensure_strimzi(kube: Kube, osvc: OrderService, topic_version: str) -> Result:
+    """Apply the KafkaTopics (and KafkaUsers); TopicReady follows Strimzi's own Ready conditions.
+    The admin API is never used for a topic Strimzi owns."""
+    k = osvc.kafka
+    wanted = children.kafka_topics(osvc, topic_version)
+    if k.users:
+        user_version = kube.strimzi_version("kafkausers")
+        if not user_version:
+            return Result(false(TOPIC, "KafkaUserNotServed", "spec.kafka.strimzi.authentication needs Strimzi's "
+                                "KafkaUser kind (its User Operator), which this cluster does not serve"))
+        wanted += children.kafka_users(osvc, user_version)
+    try:
+        live = [kube.apply(m) for m in wanted]
+    except Exception as exc:  # noqa: BLE001 - reported as the condition
+        return Result(failure(TOPIC, f"Strimzi objects in namespace {k.strimzi_namespace}", exc))
+    for obj in live:
+        ready, reason, message = strimzi_ready(obj)
+        if not ready:
+            ref = f"{obj['kind']} {k.strimzi_namespace}/{obj['metadata']['name']}"
+            return Result(false(TOPIC, reason or "StrimziNotReady", f"{ref}: {message or 'not Ready'}"))
+    if k.users:
+        try:
+            copy_kafka_user_secrets(kube, osvc)
+        except Exception as exc:  # noqa: BLE001 - reported as the condition
+            return Result(failure(TOPIC, "the Kafka users' Secrets", exc))
+    users = f"; users {', '.join(osvc.kafka_user_name(r) for r in KAFKA_ROLES)} Ready" if k.users else ""
+    return Result(true(TOPIC, "KafkaTopicReady",
+                       f"KafkaTopics of {k.topic} and {k.dead_letter_topic} in {k.strimzi_namespace} Ready{users} "
+                       f"(Strimzi, {topic_version})"))
+
+
+class StrimziSecretMissing(RuntimeError):
+    pass
+
+
+def copy_kafka_user_secrets(kube: Kube, osvc: OrderService) -> None:
+    """The password the User Operator generated (Secret <KafkaUser name> beside it, key `password`;
+    its Secret has no `username`: the KafkaUser's name is the user), copied with the user's name into
+    this namespace for the pods; copied again when Strimzi's changes."""
+    for role in KAFKA_ROLES:
+        name = osvc.kafka_user_name(role)
+        source = kube.get("Secret", osvc.kafka.strimzi_namespace, name)
+        password = (source or {}).get("data", {}).get("password")
+        if not password:
+            raise StrimziSecretMissing(f"Secret {osvc.kafka.strimzi_namespace}/{name} (made by Strimzi's "
+                                       f"User Operator) has no password yet")
+        wanted = children.kafka_user_secret(osvc, role, base64.b64decode(password).decode())
+        held = kube.get("Secret", osvc.namespace, osvc.kafka_secret(role))
+        if (held or {}).get("data") != wanted["data"]:     # looks before it writes: one read when current
+            kube.apply(wanted)
+
+
+def kafka_credentials_hashes(kube: Kube, osvc: OrderService) -> dict[str, str]:
+    """role -> a hash of the role's Kafka Secret in this namespace ("" while it does not exist), for
+    the pod templates: a new password rolls the pods that use it."""
+    if not osvc.kafka.users:
+        return {}
+    out = {}
+    for role in KAFKA_ROLES:
+        secret = kube.get("Secret", osvc.namespace, osvc.kafka_secret(role))
+        data = (secret or {}).get("data") or {}
+        out[role] = hashlib.sha256(f"{data.get('username')}:{data.get('password')}".encode()).hexdigest()[:16] \
+            if secret else ""
+    return out
+
+
+class StrimziDeletionPending(RuntimeError):
+    pass
 
 
 def drop_topic(kube: Kube, osvc: OrderService) -> None:
-    version = kube.strimzi_topic_version() if osvc.kafka.strimzi_cluster else None
+    """Delete the topics (and the instance's Kafka users).  With Strimzi: delete the KafkaTopics and
+    KafkaUsers, then wait (raise, so the finalizer retries) until Strimzi's topic operator has
+    deleted the topics and released its finalizer on the KafkaTopics."""
+    k = osvc.kafka
+    version = kube.strimzi_version("kafkatopics") if k.strimzi_cluster else None
     if version:
-        for name in osvc.kafka_topic_names():  # Strimzi deletes the Kafka topics with them
-            kube.delete("KafkaTopic", osvc.kafka.strimzi_namespace, name, version)
+        user_version = kube.strimzi_version("kafkausers") if k.users else None
+        for name in osvc.kafka_topic_names():
+            kube.delete("KafkaTopic", k.strimzi_namespace, name, version)
+        for role in KAFKA_ROLES if user_version else ():
+            kube.delete("KafkaUser", k.strimzi_namespace, osvc.kafka_user_name(role), user_version)
+        pending = [name for name in osvc.kafka_topic_names()
+                   if kube.get("KafkaTopic", k.strimzi_namespace, name, version) is not None]
+        if pending:
+            raise StrimziDeletionPending(f"KafkaTopic {', '.join(pending)} in {k.strimzi_namespace}: waiting for "
+                                         f"Strimzi's topic operator to delete the topic and its finalizer")
         return
     client = _admin(osvc)
     try:
