@@ -68,6 +68,30 @@ def test_kafka_produce_then_consume_keyed_message(stack, run_id):
         admin.close()
 
 
+def test_strimzis_operators_run_as_restricted_pods_with_the_crds_their_build_generated(stack):
+    """The Topic and User Operators built from source, as non-root pods; the KafkaTopic and KafkaUser
+    CRDs the apiserver serves are the ones that build generated (and Strimzi 1.2.0's published ones)."""
+    import yaml
+
+    from scripts.stack import strimzi
+
+    for name in (strimzi.TOPIC_OPERATOR, strimzi.USER_OPERATOR):
+        d = json.loads(kubectl("-n", strimzi.NAMESPACE, "get", "deployment", name, "-o", "json").stdout)
+        assert d["status"].get("availableReplicas") == 1, name
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 1001
+        c = pod["containers"][0]
+        assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert c["image"].startswith(f"{strimzi.REPOSITORY}:") and "limits" in c["resources"]
+    ref = core.ROOT.parent / "shared" / "ref"
+    for generated, crd in strimzi.CRDS.items():
+        served = json.loads(kubectl("get", "crd", crd, "-o", "json").stdout)
+        built = yaml.safe_load((strimzi.HOME / "crds" / generated).read_text())
+        published = yaml.safe_load((ref / f"strimzi-{crd.split('.')[0].removesuffix('s')}.yaml").read_text())
+        schemas = [{v["name"]: v["schema"] for v in c["spec"]["versions"]} for c in (served, built, published)]
+        assert schemas[0] == schemas[1] == schemas[2], crd
+
+
 def test_cassandra_keyspace_table_write_read(stack, run_id):
     from cassandra.cluster import Cluster
 
