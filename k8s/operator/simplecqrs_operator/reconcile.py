@@ -113,7 +113,7 @@ def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str
 
 
 def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> None:
-    kafka_hashes = stores.kafka_credentials_hashes(kube, osvc)
+    kafka_hashes = kafka_credentials_hashes(kube, osvc)
     if not all(kafka_hashes.values()):
         # Kafka users asked for, their Secrets not copied yet (TopicReady says why): pods started now
         # could not start (no Secret) and would roll again once it exists.  Wait for them.
@@ -278,6 +278,15 @@ def read_ca(kube: Kube, namespace: str, ref: SecretRef | None) -> tuple[str | No
         return "", "", ""
     secret, reason, why = labelled_secret(kube, namespace, ref, (MYSQL_CA_KEY,))
     return (decode(secret, MYSQL_CA_KEY) if secret else None), reason, why
+
+
+def kafka_credentials_hashes(kube: Kube, osvc: OrderService) -> dict[str, str]:
+    """role -> credentials_hash of the role's Kafka Secret in this namespace ("" while it does not
+    exist), for the pod templates: a new password rolls the pods that use it."""
+    if not osvc.kafka.users:
+        return {}
+    secrets_ = {role: kube.get("Secret", osvc.namespace, osvc.kafka_secret(role)) for role in KAFKA_ROLES}
+    return {role: credentials_hash(secret) if secret else "" for role, secret in secrets_.items()}
 
 
 def credentials_hash(secret: dict) -> str:

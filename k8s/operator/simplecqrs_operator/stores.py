@@ -13,7 +13,6 @@ the Kafka admin client of an instance are kept between passes (`Clients`), not o
 from __future__ import annotations
 
 import base64
-import hashlib
 import tempfile
 import threading
 from collections.abc import Callable
@@ -302,20 +301,6 @@ def copy_kafka_user_secrets(kube: Kube, osvc: OrderService) -> None:
         held = kube.get("Secret", osvc.namespace, osvc.kafka_secret(role))
         if (held or {}).get("data") != wanted["data"]:     # looks before it writes: one read when current
             kube.apply(wanted)
-
-
-def kafka_credentials_hashes(kube: Kube, osvc: OrderService) -> dict[str, str]:
-    """role -> a hash of the role's Kafka Secret in this namespace ("" while it does not exist), for
-    the pod templates: a new password rolls the pods that use it."""
-    if not osvc.kafka.users:
-        return {}
-    out = {}
-    for role in KAFKA_ROLES:
-        secret = kube.get("Secret", osvc.namespace, osvc.kafka_secret(role))
-        data = (secret or {}).get("data") or {}
-        out[role] = hashlib.sha256(f"{data.get('username')}:{data.get('password')}".encode()).hexdigest()[:16] \
-            if secret else ""
-    return out
 
 
 class StrimziDeletionPending(RuntimeError):
