@@ -34,6 +34,17 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+RELAYS = ("binlog", "poll")
+DEFAULT_RELAY = "binlog"  # measured against the poller: README, "Outbox relays"
+
+
+def _relay_kind() -> str:
+    kind = _env("OUTBOX_RELAY", DEFAULT_RELAY).strip().lower()
+    if kind not in RELAYS:
+        raise ValueError(f"environment variable OUTBOX_RELAY must be one of {', '.join(RELAYS)}, got {kind!r}")
+    return kind
+
+
 @dataclass(frozen=True)
 class MySQLSettings:
     host: str = field(default_factory=lambda: _env("MYSQL_HOST", "127.0.0.1"))
@@ -93,6 +104,9 @@ class ApiSettings:
 
 @dataclass(frozen=True)
 class OutboxSettings:
+    # binlog: follow MySQL's row-based binlog (app/binlog_relay.py); poll: poll the outbox table
+    # (app/outbox.py), for a server whose binlog the relay may not read (README, "Outbox relays").
+    relay: str = field(default_factory=lambda: _relay_kind())
     batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     poll_interval_s: float = field(default_factory=lambda: _float("OUTBOX_POLL_INTERVAL_SECONDS", 0.02))
     retention_hours: float = field(default_factory=lambda: _float("OUTBOX_RETENTION_HOURS", 24.0))

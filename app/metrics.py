@@ -36,6 +36,10 @@ PUBLISH_LATENCY = Histogram("simplecqrs_outbox_publish_duration_seconds",
 COMMIT_TO_PUBLISH = Histogram("simplecqrs_outbox_commit_to_publish_seconds",
                               "Time from an order's commit to its event's acknowledgement by Kafka",
                               buckets=LATENCY_BUCKETS + (30, 60, 300))
+POSITION_SAVED = Gauge("simplecqrs_outbox_position_saved_timestamp_seconds",
+                       "When the binlog relay last saved its position (Unix time)")
+POSITION_LOST = Gauge("simplecqrs_outbox_position_lost",
+                      "1 while the binlog relay's saved position is gone from the server (it publishes nothing)")
 # Set by whichever gunicorn worker serves a scrape.  "livemostrecent": the latest value of a live
 # worker (child_exit in app/gunicorn_conf.py drops a dead worker's file); "max" kept reporting the
 # highest value any worker ever set, a dead one's included, so the gauge could stick.

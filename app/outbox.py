@@ -2,6 +2,9 @@
 
     python -m app.outbox        (entry point `simplecqrs-relay`; health and metrics on OUTBOX_METRICS_PORT)
 
+This module is the polling relay (OUTBOX_RELAY=poll); app/binlog_relay.py follows the binlog instead
+and shares this one's producer handling, liveness and pruning.
+
 Where it runs: its own process beside the API (a second container in each API
 pod; a process of its own in the local stack), never inside the request
 workers.  Measured (README, "Performance"): a relay thread inside each
@@ -64,6 +67,10 @@ def message_for(seq: int, payload: str) -> events.OnNewOrder:
 
 
 class OutboxRelay:
+    # Which rows pruning may delete: published, longer ago than OUTBOX_RETENTION_HOURS (%s seconds).
+    PRUNE_WHERE = "published_at IS NOT NULL AND published_at < UTC_TIMESTAMP(3) - INTERVAL %s SECOND"
+    PRUNE_ORDER = "published_at"  # the index the range above walks (outbox_unpublished)
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.pool = ConnectionPool(settings.mysql)
@@ -219,8 +226,8 @@ class OutboxRelay:
         while time.monotonic() - started < PRUNE_SLICE_S and not self._stop.is_set():
             conn = self.pool.get()
             with conn.cursor() as cur:
-                cur.execute("DELETE FROM outbox WHERE published_at IS NOT NULL"
-                            " AND published_at < UTC_TIMESTAMP(3) - INTERVAL %s SECOND LIMIT %s", (seconds, PRUNE_BATCH))
+                cur.execute(f"DELETE FROM outbox WHERE {self.PRUNE_WHERE} ORDER BY {self.PRUNE_ORDER} LIMIT %s",
+                            (seconds, PRUNE_BATCH))
                 rows = cur.rowcount
                 cur.execute("DELETE FROM idempotency_keys WHERE created_at < UTC_TIMESTAMP(3) - INTERVAL %s SECOND"
                             " LIMIT %s", (seconds, PRUNE_BATCH))
@@ -232,30 +239,46 @@ class OutboxRelay:
         return False, pruned, keys
 
 
-def backlog(pool: ConnectionPool) -> tuple[int, float]:
+UNPUBLISHED = {
+    "poll": "WHERE published_at IS NULL",
+    # The binlog relay marks no row; it saves (about once a second) the highest seq it published.
+    # Rows above it are waiting: at most a second's worth more than truly are.
+    "binlog": "WHERE seq > COALESCE((SELECT last_seq FROM outbox_relay WHERE name = 'binlog'), 0)",
+}
+
+
+def backlog(pool: ConnectionPool, relay: str = "poll") -> tuple[int, float]:
     """(unpublished events, age in seconds of the oldest one): the API's /metrics and /readyz use it."""
     conn = pool.get()
     with conn.cursor() as cur:
         cur.execute("SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(3))"
-                    " FROM outbox WHERE published_at IS NULL")
+                    f" FROM outbox {UNPUBLISHED[relay]}")
         n, age_us = cur.fetchone()
     conn.rollback()
     return int(n), (age_us or 0) / 1e6
 
 
-def main() -> int:
-    """The relay process: drain until SIGTERM, with /healthz, /readyz and /metrics on OUTBOX_METRICS_PORT."""
-    from . import healthserver, logs
+def main(argv: list[str] | None = None) -> int:
+    """The relay process: publish until SIGTERM, with /healthz, /readyz and /metrics on OUTBOX_METRICS_PORT.
+    OUTBOX_RELAY picks the input: the binlog (app/binlog_relay.py) or polling the table (this module)."""
+    from . import binlog_relay, healthserver, logs
 
+    args = binlog_relay.command_line(argv)
     settings = load()
     logs.setup(settings.log_level)
-    relay = OutboxRelay(settings)
+    if args.reset_position:
+        found = binlog_relay.reset_position(settings)
+        log.warning("binlog relay position reset" if found else "no binlog relay position was saved",
+                    extra={"database": settings.mysql.database})
+        return 0
+    relay = binlog_relay.BinlogRelay(settings) if settings.outbox.relay == "binlog" else OutboxRelay(settings)
     signal.signal(signal.SIGTERM, lambda *_: relay.stop())
     signal.signal(signal.SIGINT, lambda *_: relay.stop())
     server = healthserver.serve(settings.outbox.metrics_host, settings.outbox.metrics_port,
                                 alive=relay.progress.alive,
                                 ready=lambda: relay.publishing)
-    log.info("outbox relay started", extra={"topic": settings.kafka.topic, "metrics_port": settings.outbox.metrics_port})
+    log.info("outbox relay started", extra={"relay": settings.outbox.relay, "topic": settings.kafka.topic,
+                                            "metrics_port": settings.outbox.metrics_port})
     relay.run()
     server.shutdown()
     log.info("outbox relay stopped")

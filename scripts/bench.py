@@ -6,11 +6,20 @@ Every figure is a ratio of two things measured in the same run on the same
 stack (this machine is shared and noisy), each the median of several
 repetitions with its spread:
 
+Per outbox relay (--relays binlog,poll: each on an instance of its own, one after the other):
   command_ratio        our POST /orders/s  / bare-floor orders/s (one plain INSERT behind Flask)
   db_ratio             our POST /orders/s  / the same SQL transaction with raw pymysql, no HTTP
   vs_naive_ratio       our POST /orders/s  / the demo's insert-then-synchronous-publish
+  freshness p50/p99    order created -> projected, at --fresh-rate orders/s, read off the consumers'
+                       own histograms (scripts/bench_measure.py: nothing polls the read model)
+  freshness_p99_ratio  that p99 / p99 of a raw produce->consume->write at the same rate (and p50)
+  write_store_per_order  InnoDB rows and bytes, redo, binlog bytes and statements per order (the
+                       server's global counters over the freshness runs, at a rate the relay keeps up with)
+  cpu_s_per_1000_orders  CPU seconds per 1000 orders of each process (API, relay, consumers, stores)
+  kafka_restart        once a second, freshness of what was projected, through a Kafka stop and start
+The top-level command_ratio, db_ratio, vs_naive_ratio and freshness_p99_ratio are the default relay's.
+Once per run:
   projection_ratio     consumer events/s   / the same rows written directly with cassandra-driver
-  freshness_p99_ratio  p99 of POST 201 -> readable via GET  /  p99 of a raw produce->consume->write
   scaling              projection events/s with 1, 2 and 4 consumer processes on 6 partitions
 
 Writes .local/bench/latest.json (+ a timestamped copy), latest.txt (summary) and latest.png.
@@ -37,11 +46,12 @@ from pathlib import Path
 
 from app import broker, events
 from app.api.validation import NewOrder
-from app.config import Settings
+from app.config import DEFAULT_RELAY, RELAYS, Settings
 from app.readmodel.session import connect as cassandra_connect
 from app.readmodel.store import ReadModel
 from app.writemodel.db import connect as mysql_connect
 from app.writemodel.orders import insert_order
+from scripts import bench_measure as measure
 from scripts.stack import core
 from scripts.stack.instance import (
     Proc,
@@ -225,27 +235,26 @@ def direct_rate(settings: Settings, n: int) -> float:
 
 
 # ---------------------------------------------------------------- freshness
-def freshness_ours(api_url: str, rate: float, duration: float, query_url: str | None = None) -> list[float]:
-    """POST to the command API, then GET ?wait= on the query API until readable (query_url: a query-role
-    API of its own, as in a split deployment, so waiting GETs never queue behind the POSTs)."""
+def post_at_rate(api_url: str, rate: float, duration: float, tag: str = "fresh") -> int:
+    """POST orders at `rate` for `duration` seconds (a pool of 32 clients); returns how many got 201.
+    Nothing reads them back: freshness comes from the consumers' own histograms (bench_measure)."""
     import requests
 
     local = threading.local()
-    samples: list[float] = []
+    ok = [0]
     lock = threading.Lock()
 
     def one(i: int) -> None:
         s = getattr(local, "s", None) or requests.Session()
         local.s = s
-        r = s.post(f"{api_url}/orders", json={"description": "fresh", "quantity": 1, "firstName": "F",
-                                              "lastName": "R", "email": f"f{i % 1000}@bench.test"}, timeout=10)
-        if r.status_code != 201:
+        try:
+            r = s.post(f"{api_url}/orders", json={"description": tag, "quantity": 1, "firstName": "F",
+                                                  "lastName": "R", "email": f"f{i % 1000}@bench.test"}, timeout=10)
+        except requests.RequestException:
             return
-        t201 = time.monotonic()
-        g = s.get(f"{query_url or api_url}/orders/{r.json()['id']}", params={"wait": 5000}, timeout=15)
-        if g.status_code == 200:
+        if r.status_code == 201:
             with lock:
-                samples.append(time.monotonic() - t201)
+                ok[0] += 1
 
     n = max(1, int(rate * duration))
     with ThreadPoolExecutor(32) as pool:
@@ -255,7 +264,58 @@ def freshness_ours(api_url: str, rate: float, duration: float, query_url: str | 
             if delay > 0:
                 time.sleep(delay)
             pool.submit(one, i)
-    return samples
+    return ok[0]
+
+
+def freshness_ours(api_url: str, rate: float, duration: float, consumers: list[Proc]) -> dict:
+    """Order created -> projected, off the consumers' histograms, for the orders of one run at `rate`."""
+    urls = [c.metrics_url for c in consumers]
+    before = measure.scrape_buckets(urls)
+    placed = post_at_rate(api_url, rate, duration)
+    wait_for(lambda: measure.count(measure.delta(measure.scrape_buckets(urls), before)) >= placed, 120,
+             "every order of the run projected", interval=0.5)
+    hist = measure.delta(measure.scrape_buckets(urls), before)
+    return {"p50": measure.percentile(hist, 50), "p99": measure.percentile(hist, 99), "orders": placed}
+
+
+def kafka_restart_timeline(api_url: str, rate: float, consumers: list[Proc], total_s: float = 60.0,
+                           stop_at: float = 10.0, down_s: float = 10.0) -> list[dict]:
+    """Orders at `rate` for `total_s`; Kafka stopped at `stop_at` for `down_s`, then started again.
+    Once a second: p50/p99 of the delay of the orders projected in that second."""
+    from scripts.stack.kafka import Kafka
+
+    kafka = Kafka()
+    urls = [c.metrics_url for c in consumers]
+    loader = threading.Thread(target=post_at_rate, args=(api_url, rate, total_s, "restart"))
+    timeline: list[dict] = []
+    prev = measure.scrape_buckets(urls)
+    t0 = time.monotonic()
+    loader.start()
+    stopped = started = False
+    try:
+        while time.monotonic() - t0 < total_s + 60:
+            time.sleep(1.0)
+            t = time.monotonic() - t0
+            if not stopped and t >= stop_at:
+                say("kafka-restart: stopping Kafka")
+                kafka.stop()
+                stopped = True
+            if stopped and not started and t >= stop_at + down_s:
+                say("kafka-restart: starting Kafka")
+                kafka.up()
+                started = True
+            now = measure.scrape_buckets(urls)
+            d = measure.delta(now, prev)
+            prev = now
+            timeline.append({"t": round(t, 1), "projected": measure.count(d),
+                             "p50_ms": measure.percentile(d, 50) * 1000, "p99_ms": measure.percentile(d, 99) * 1000})
+            if t > total_s and not loader.is_alive() and measure.count(d) == 0:
+                break
+    finally:
+        if not started:
+            kafka.up()
+        loader.join()
+    return timeline
 
 
 def freshness_baseline(settings: Settings, rate: float, duration: float, in_flight: int = 128) -> list[float]:
@@ -348,6 +408,88 @@ def start_baseline(settings: Settings, app: str, workers: int, threads: int) -> 
     return p, url
 
 
+def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_url: str, floor_settings: Settings,
+                  script: Path, admin_conn) -> dict:
+    """Everything measured per outbox relay, on an instance of its own (a relay kind's bookkeeping,
+    published_at or a saved binlog position, would make the other republish everything)."""
+    settings = make_settings(admin_mysql(), f"bench{secrets.token_hex(2)}{relay[0]}")
+    say(f"[{relay}] provisioning an instance")
+    provision(settings, partitions=6)
+    env = dict(GUNICORN_WORKERS=str(args.workers), GUNICORN_THREADS=str(args.threads), LOG_LEVEL="WARNING",
+               OUTBOX_RELAY=relay)
+    procs: list = []
+    out: dict = {}
+    try:
+        ours, ours_url = start_api(settings, f"bench-{relay}", API_ROLE="both", **env)
+        procs.append(ours)
+        # Command throughput: ours, the bare floor, the naive dual write and raw pymysql, interleaved.
+        command: dict = {}
+        for conc in args.concurrency:
+            runs: dict[str, list] = {"ours": [], "floor": [], "naive": [], "raw_pymysql": []}
+            for rep in range(args.reps):
+                for name, url in (("ours", ours_url), ("floor", floor_url), ("naive", naive_url)):
+                    say(f"[{relay}] command c={conc} rep {rep + 1}/{args.reps}: {name}")
+                    runs[name].append(wrk(url, conc, args.duration, script))
+                say(f"[{relay}] command c={conc} rep {rep + 1}/{args.reps}: raw pymysql")
+                runs["raw_pymysql"].append({"rate": raw_pymysql(floor_settings, conc, args.duration, args.workers)})
+            command[str(conc)] = {k: {"orders_per_s": spread([r["rate"] for r in v]),
+                                      "latency_ms": {p: statistics.median(r["latency_ms"][str(p)] for r in v)
+                                                     for p in PERCENTILES} if v and "latency_ms" in v[0] else None,
+                                      "errors": sum(r.get("errors", 0) for r in v)}
+                                  for k, v in runs.items()}
+        best = max(command, key=lambda c: command[c]["ours"]["orders_per_s"]["median"])
+        c = command[best]
+        out.update(command=command, ratios_at_concurrency=int(best),
+                   command_ratio=ratio(c["ours"]["orders_per_s"], c["floor"]["orders_per_s"]),
+                   db_ratio=ratio(c["ours"]["orders_per_s"], c["raw_pymysql"]["orders_per_s"]),
+                   vs_naive_ratio=ratio(c["ours"]["orders_per_s"], c["naive"]["orders_per_s"]))
+
+        # Freshness, write-store cost and CPU per order, at a fixed rate the system keeps up with.
+        say(f"[{relay}] freshness at {args.fresh_rate:.0f} orders/s: 2 consumers, waiting for them to catch up")
+        consumers = [start_consumer(settings, f"bench-{relay}-consumer-{i}", LOG_LEVEL="WARNING") for i in (1, 2)]
+        procs += consumers
+        wait_caught_up(settings)
+        samples, cost, cpu = [], [], []
+        relay_pid = ours.procs[1].proc.pid
+        for rep in range(args.reps):
+            say(f"[{relay}] freshness rep {rep + 1}/{args.reps}: created -> projected, from the consumers' histograms")
+            counters, pids = measure.store_counters(admin_conn), dict(measure.stack_pids())
+            pids.update(api=ours.procs[0].proc.pid, relay=relay_pid,
+                        **{f"consumer{i}": c.proc.pid for i, c in enumerate(consumers, 1)})
+            cpu0 = {k: measure.cpu_seconds(v) for k, v in pids.items()}
+            f = freshness_ours(ours_url, args.fresh_rate, args.fresh_duration, consumers)
+            cost.append(measure.per_order(measure.store_counters(admin_conn), counters, f["orders"]))
+            cpu.append({k: round((measure.cpu_seconds(v) - cpu0[k]) * 1000 / max(1, f["orders"]), 3)
+                        for k, v in pids.items()})
+            samples.append(f)
+        out["freshness_ms"] = {p: spread([f[p] * 1000 for f in samples]) for p in ("p50", "p99")}
+        out["write_store_per_order"] = {k: statistics.median(c[k] for c in cost) for k in cost[0]}
+        out["cpu_s_per_1000_orders"] = {k: statistics.median(c[k] for c in cpu) for k in cpu[0]}
+        if args.kafka_restart:
+            say(f"[{relay}] freshness through a Kafka restart")
+            out["kafka_restart"] = kafka_restart_timeline(ours_url, args.fresh_rate, consumers)
+    finally:
+        for p in procs:
+            p.stop()
+        deprovision(settings)
+    return out
+
+
+def wait_caught_up(settings: Settings) -> None:
+    from kafka import TopicPartition
+
+    admin = broker.admin(settings.kafka)
+    tps = [TopicPartition(settings.kafka.topic, p) for p in range(6)]
+    cons = broker.consumer(settings.kafka, group_id=None)
+    end = sum(cons.end_offsets(tps).values())
+    cons.close()
+    try:
+        wait_for(lambda: end == 0 or committed(admin, settings.kafka.consumer_group) >= end, 900,
+                 "the consumers to catch up", interval=0.5)
+    finally:
+        admin.close()
+
+
 def run(args: argparse.Namespace) -> dict:
     from scripts.stack.__main__ import bring_up, infrastructure
     from scripts.stack.writestore import chosen
@@ -357,56 +499,50 @@ def run(args: argparse.Namespace) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"bench{secrets.token_hex(3)}"
     settings = make_settings(admin_mysql(), suffix)
-    say(f"provisioning bench instance {suffix}")
+    say(f"provisioning the baselines' instance {suffix}")
     provision(settings, partitions=6)
     conn = mysql_connect(settings.mysql, admin=True)
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE bench_floor_orders (id CHAR(36) PRIMARY KEY, email VARCHAR(254),"
                     " description VARCHAR(500), quantity INT)")
     conn.commit()
-    conn.close()
+    admin_conn = mysql_connect(settings.mysql, admin=True, autocommit=True)
 
     workers, threads = args.workers, args.threads
-    env = dict(GUNICORN_WORKERS=str(workers), GUNICORN_THREADS=str(threads), LOG_LEVEL="WARNING")
     script = Path(tempfile.mkdtemp()) / "post.lua"
     script.write_text(WRK_SCRIPT.replace("%PCTS%", ",".join(str(p) for p in PERCENTILES)))
     result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version()},
+                                "python": platform.python_version(), "write_store": chosen()},
                     "settings": {"gunicorn_workers": workers, "gunicorn_threads": threads, "reps": args.reps,
                                  "duration_s": args.duration, "concurrency": args.concurrency,
-                                 "projection_events": args.events, "quick": args.quick},
+                                 "projection_events": args.events, "quick": args.quick,
+                                 "relays": args.relays, "default_relay": DEFAULT_RELAY,
+                                 "freshness_orders_per_s": args.fresh_rate},
                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     procs: list[Proc] = []
     try:
-        ours, ours_url = start_api(settings, "bench-ours", API_ROLE="both", **env)
         floor, floor_url = start_baseline(settings, "floor", workers, threads)
         naive, naive_url = start_baseline(settings, "naive", workers, threads)
-        procs += [ours, floor, naive]
+        procs += [floor, naive]
+        result["relays"] = {relay: measure_relay(relay, args, floor_url, naive_url, settings, script, admin_conn)
+                            for relay in args.relays}
+        default = result["relays"].get(DEFAULT_RELAY) or next(iter(result["relays"].values()))
+        for key in ("command", "command_ratio", "db_ratio", "vs_naive_ratio", "ratios_at_concurrency"):
+            result[key] = default[key]
 
-        # 1 + 4: command throughput, ours vs bare floor vs naive dual write vs raw pymysql
-        command: dict = {}
-        for conc in args.concurrency:
-            runs: dict[str, list] = {"ours": [], "floor": [], "naive": [], "raw_pymysql": []}
-            for rep in range(args.reps):
-                for name, url in (("ours", ours_url), ("floor", floor_url), ("naive", naive_url)):
-                    say(f"command c={conc} rep {rep + 1}/{args.reps}: {name}")
-                    runs[name].append(wrk(url, conc, args.duration, script))
-                say(f"command c={conc} rep {rep + 1}/{args.reps}: raw pymysql")
-                runs["raw_pymysql"].append({"rate": raw_pymysql(settings, conc, args.duration, workers)})
-            command[str(conc)] = {k: {"orders_per_s": spread([r["rate"] for r in v]),
-                                      "latency_ms": {p: statistics.median(r["latency_ms"][str(p)] for r in v)
-                                                     for p in PERCENTILES} if v and "latency_ms" in v[0] else None,
-                                      "errors": sum(r.get("errors", 0) for r in v)}
-                                  for k, v in runs.items()}
-        best = max(command, key=lambda c: command[c]["ours"]["orders_per_s"]["median"])
-        c = command[best]
-        result["command"] = command
-        result["command_ratio"] = ratio(c["ours"]["orders_per_s"], c["floor"]["orders_per_s"])
-        result["db_ratio"] = ratio(c["ours"]["orders_per_s"], c["raw_pymysql"]["orders_per_s"])
-        result["vs_naive_ratio"] = ratio(c["ours"]["orders_per_s"], c["naive"]["orders_per_s"])
-        result["ratios_at_concurrency"] = int(best)
+        # The raw floor of freshness: produce -> consume -> one Cassandra write, at the same rate.
+        base_f = []
+        for rep in range(args.reps):
+            say(f"freshness baseline rep {rep + 1}/{args.reps}: raw produce -> consume -> write")
+            base_f.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration))
+        base = {"p50": spread([pct(s, 50) * 1000 for s in base_f]), "p99": spread([pct(s, 99) * 1000 for s in base_f])}
+        result["freshness_baseline_ms"] = base
+        for r in result["relays"].values():
+            r["freshness_p99_ratio"] = ratio(r["freshness_ms"]["p99"], base["p99"])
+            r["freshness_p50_ratio"] = ratio(r["freshness_ms"]["p50"], base["p50"])
+        result["freshness_p99_ratio"] = default["freshness_p99_ratio"]
 
-        # 2 + 5: projection throughput and the scaling curve
+        # Projection throughput and the scaling curve (no relay involved).
         topic = f"bench-proj-{suffix}"
         say(f"preloading {args.events} events on a 6-partition topic")
         preload(settings, topic, args.events)
@@ -425,100 +561,83 @@ def run(args: argparse.Namespace) -> dict:
             say(f"scaling: {k} consumer process(es)")
             scaling[str(k)] = spread([consumer_rate(settings, topic, args.events, k) for _ in range(args.reps)])
         result["scaling"] = {"partitions": 6, "events_per_s": scaling}
-
-        # 3: freshness at half the measured maximum
-        rate = max(5.0, min(args.max_fresh_rate, c["ours"]["orders_per_s"]["median"] / 2))
-        say(f"freshness at {rate:.0f} orders/s: starting 2 consumers and waiting for them to catch up")
-        group = settings.kafka.consumer_group
-        consumers = [start_consumer(settings, f"bench-fresh-{i}", LOG_LEVEL="WARNING") for i in (1, 2)]
-        procs += consumers
-        # Reads go to a query-role API of their own, as in a split deployment.
-        query, query_url = start_api(settings, "bench-query", relay=False, API_ROLE="query", LOG_LEVEL="WARNING",
-                                     GUNICORN_WORKERS=str(workers), GUNICORN_THREADS="16")
-        procs.append(query)
-        admin = broker.admin(settings.kafka)
-        from kafka import TopicPartition
-
-        tps = [TopicPartition(settings.kafka.topic, p) for p in range(6)]
-        cons = broker.consumer(settings.kafka, group_id=None)
-        end = sum(cons.end_offsets(tps).values())
-        cons.close()
-        wait_for(lambda: committed(admin, group) >= end, 900, "the consumers to catch up", interval=0.5)
-        admin.close()
-        ours_f, base_f = [], []
-        for rep in range(args.reps):
-            say(f"freshness rep {rep + 1}/{args.reps}: POST -> readable")
-            ours_f.append(freshness_ours(ours_url, rate, args.fresh_duration, query_url))
-            say(f"freshness rep {rep + 1}/{args.reps}: raw produce -> consume -> write")
-            base_f.append(freshness_baseline(settings, rate, args.fresh_duration))
-        result["freshness"] = {
-            "offered_orders_per_s": rate,
-            "ours_ms": {"p50": spread([pct(s, 50) * 1000 for s in ours_f]),
-                        "p99": spread([pct(s, 99) * 1000 for s in ours_f]), "samples": sum(map(len, ours_f))},
-            "baseline_ms": {"p50": spread([pct(s, 50) * 1000 for s in base_f]),
-                            "p99": spread([pct(s, 99) * 1000 for s in base_f]), "samples": sum(map(len, base_f))},
-        }
-        result["freshness_p99_ratio"] = ratio(result["freshness"]["ours_ms"]["p99"],
-                                              result["freshness"]["baseline_ms"]["p99"])
-        result["_samples"] = {"ours": [x for s in ours_f for x in s], "baseline": [x for s in base_f for x in s]}
     finally:
         for p in procs:
             p.stop()
+        admin_conn.close()
         deprovision(settings)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return result
 
 
 def summary(r: dict) -> str:
-    c = r["command"][str(r["ratios_at_concurrency"])]
+    base = r["freshness_baseline_ms"]
     lines = [
-        f"simplecqrs bench {r['finished_at']} ({r['machine']['cpus']} cpus; gunicorn {r['settings']['gunicorn_workers']}"
-        f"x{r['settings']['gunicorn_threads']}; {'quick' if r['settings']['quick'] else 'full'} run)",
-        f"  command_ratio       {r['command_ratio']:.2f}   (target >= 0.8)",
-        f"  db_ratio            {r['db_ratio']:.2f}",
-        f"  vs_naive_ratio      {r['vs_naive_ratio']:.2f}   (target >= 1.0)",
-        f"  projection_ratio    {r['projection_ratio']:.2f}   (target >= 0.7)",
-        f"  freshness_p99_ratio {r['freshness_p99_ratio']:.2f}   (target <= 3)",
-        f"  at concurrency {r['ratios_at_concurrency']}: ours {c['ours']['orders_per_s']['median']:.0f}/s, "
-        f"floor {c['floor']['orders_per_s']['median']:.0f}/s, naive {c['naive']['orders_per_s']['median']:.0f}/s, "
-        f"raw pymysql {c['raw_pymysql']['orders_per_s']['median']:.0f}/s",
-        f"  projection: consumer {r['projection']['consumer_events_per_s']['median']:.0f}/s, "
-        f"direct {r['projection']['direct_events_per_s']['median']:.0f}/s",
+        f"simplecqrs bench {r['finished_at']} ({r['machine']['cpus']} cpus; {r['machine']['write_store']}; gunicorn "
+        f"{r['settings']['gunicorn_workers']}x{r['settings']['gunicorn_threads']}; "
+        f"{'quick' if r['settings']['quick'] else 'full'} run; default relay {r['settings']['default_relay']})",
+        f"  projection_ratio    {r['projection_ratio']:.2f}   (target >= 0.9): consumer "
+        f"{r['projection']['consumer_events_per_s']['median']:.0f}/s, direct "
+        f"{r['projection']['direct_events_per_s']['median']:.0f}/s",
         "  scaling: " + ", ".join(f"{k} proc {v['median']:.0f}/s" for k, v in r["scaling"]["events_per_s"].items()),
-        f"  freshness at {r['freshness']['offered_orders_per_s']:.0f}/s: ours p50 "
-        f"{r['freshness']['ours_ms']['p50']['median']:.1f} ms p99 {r['freshness']['ours_ms']['p99']['median']:.1f} ms; "
-        f"baseline p50 {r['freshness']['baseline_ms']['p50']['median']:.1f} ms p99 "
-        f"{r['freshness']['baseline_ms']['p99']['median']:.1f} ms",
+        f"  freshness baseline at {r['settings']['freshness_orders_per_s']:.0f}/s (raw produce -> consume -> write): "
+        f"p50 {base['p50']['median']:.1f} ms, p99 {base['p99']['median']:.1f} ms",
     ]
+    for relay, x in r["relays"].items():
+        c = x["command"][str(x["ratios_at_concurrency"])]
+        w, cpu = x["write_store_per_order"], x["cpu_s_per_1000_orders"]
+        lines += [
+            f"  relay {relay}:",
+            f"    command_ratio {x['command_ratio']:.2f} (target >= 0.8), db_ratio {x['db_ratio']:.2f}, "
+            f"vs_naive_ratio {x['vs_naive_ratio']:.2f} (target >= 2): at concurrency {x['ratios_at_concurrency']} "
+            f"ours {c['ours']['orders_per_s']['median']:.0f}/s, floor {c['floor']['orders_per_s']['median']:.0f}/s, "
+            f"naive {c['naive']['orders_per_s']['median']:.0f}/s, "
+            f"raw pymysql {c['raw_pymysql']['orders_per_s']['median']:.0f}/s",
+            f"    freshness p50 {x['freshness_ms']['p50']['median']:.1f} ms, p99 {x['freshness_ms']['p99']['median']:.1f} ms;"
+            f" freshness_p99_ratio {x['freshness_p99_ratio']:.2f} (target <= 3), p50 ratio {x['freshness_p50_ratio']:.2f}",
+            f"    write store per order: rows inserted {w['Innodb_rows_inserted']}, updated {w['Innodb_rows_updated']}, "
+            f"deleted {w['Innodb_rows_deleted']}, read {w['Innodb_rows_read']}; statements {w['Questions']}; "
+            f"bytes: data {w['Innodb_data_written']:.0f}, redo {w['Innodb_os_log_written']:.0f}, "
+            f"binlog {w['binlog_bytes']:.0f}",
+            "    CPU s per 1000 orders: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()),
+        ]
     return "\n".join(lines)
 
 
-def plot(r: dict, samples: dict, path: Path) -> None:
+def plot(r: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    restarts = {k: v["kafka_restart"] for k, v in r["relays"].items() if v.get("kafka_restart")}
+    fig, axes = plt.subplots(1, 2 if restarts else 1, figsize=(13 if restarts else 7, 4.5), squeeze=False)
+    a1 = axes[0][0]
+    xs = [str(x) for x in PERCENTILES]
+    for relay, x in r["relays"].items():
+        c = x["command"][str(x["ratios_at_concurrency"])]
+        a1.plot(xs, [c["ours"]["latency_ms"][p] for p in PERCENTILES], marker="o",
+                label=f"ours, {relay} relay ({c['ours']['orders_per_s']['median']:.0f}/s)")
     c = r["command"][str(r["ratios_at_concurrency"])]
-    xs = list(PERCENTILES)
-    for name in ("ours", "floor", "naive"):
-        a1.plot([str(x) for x in xs], [c[name]["latency_ms"][p] for p in xs], marker="o",
+    for name in ("floor", "naive"):
+        a1.plot(xs, [c[name]["latency_ms"][p] for p in PERCENTILES], marker="o", linestyle="--",
                 label=f"{name} ({c[name]['orders_per_s']['median']:.0f}/s)")
     a1.set_yscale("log")
     a1.set_xlabel("percentile")
     a1.set_ylabel("POST /orders latency (ms)")
     a1.set_title(f"Command latency at concurrency {r['ratios_at_concurrency']}")
-    a1.legend()
-    for name, vals in samples.items():
-        s = sorted(v * 1000 for v in vals)
-        if s:
-            a2.plot(s, [i / len(s) for i in range(1, len(s) + 1)], label=name)
-    a2.set_xscale("log")
-    a2.set_xlabel("ms until readable")
-    a2.set_ylabel("fraction of orders")
-    a2.set_title(f"Freshness at {r['freshness']['offered_orders_per_s']:.0f} orders/s (CDF)")
-    a2.legend()
+    a1.legend(fontsize=8)
+    if restarts:
+        a2 = axes[0][1]
+        for relay, timeline in restarts.items():
+            a2.plot([p["t"] for p in timeline], [p["p99_ms"] for p in timeline], label=f"{relay}: p99")
+            a2.plot([p["t"] for p in timeline], [p["p50_ms"] for p in timeline], linestyle=":", label=f"{relay}: p50")
+        a2.axvspan(10, 20, color="grey", alpha=0.2, label="Kafka stopped")
+        a2.set_yscale("log")
+        a2.set_xlabel("seconds")
+        a2.set_ylabel("created -> projected (ms), orders projected that second")
+        a2.set_title(f"Freshness through a Kafka restart at {r['settings']['freshness_orders_per_s']:.0f} orders/s")
+        a2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -534,24 +653,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=20000, help="events preloaded for the projection measurements")
     p.add_argument("--scaling", default="1,2,4")
     p.add_argument("--fresh-duration", type=float, default=10.0)
-    p.add_argument("--max-fresh-rate", type=float, default=200.0)
+    p.add_argument("--fresh-rate", type=float, default=200.0, help="orders/s offered while freshness is measured")
+    p.add_argument("--relays", default=",".join(RELAYS), help="the outbox relays to measure, one after the other")
+    p.add_argument("--no-kafka-restart", dest="kafka_restart", action="store_false",
+                   help="skip the freshness timeline through a Kafka restart (also skipped by --quick)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
     p.add_argument("--out", type=Path, default=OUT / "latest.json")
     args = p.parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.concurrency, args.events = 1, 1.0, "4", 300
-        args.scaling, args.fresh_duration, args.max_fresh_rate = "1,2", 2.0, 20.0
+        args.scaling, args.fresh_duration, args.fresh_rate, args.kafka_restart = "1,2", 2.0, 20.0, False
     args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
     args.scaling = [int(x) for x in str(args.scaling).split(",")]
+    args.relays = [x for x in str(args.relays).split(",") if x]
+    if not set(args.relays) <= set(RELAYS):
+        p.error(f"--relays: each of {', '.join(RELAYS)}")
     r = run(args)
-    samples = r.pop("_samples")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1))
     (args.out.parent / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(r, indent=1))
     text = summary(r)
     args.out.with_suffix(".txt").write_text(text + "\n")
-    plot(r, samples, args.out.with_suffix(".png"))
+    plot(r, args.out.with_suffix(".png"))
     print(text)
     print(f"results: {args.out} (+ .txt, .png)")
     return 0

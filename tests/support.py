@@ -71,6 +71,15 @@ def mysql(s: Settings, sql: str, args=()) -> list[tuple]:
         conn.close()
 
 
+def unpublished(s: Settings, relay: str | None = None) -> int:
+    """Outbox events not yet published, as the relay of kind `relay` (default: the environment's) counts
+    them: the poller marks rows published, the binlog relay saves the highest seq it published."""
+    from app.config import load
+    from app.outbox import UNPUBLISHED
+
+    return mysql(s, f"SELECT COUNT(*) FROM outbox {UNPUBLISHED[relay or load().outbox.relay]}")[0][0]
+
+
 def pipeline_stages(s: Settings) -> dict:
     """Where each order is in the pipeline right now: the figures that name a stalled stage.
 
@@ -79,7 +88,7 @@ def pipeline_stages(s: Settings) -> dict:
     from kafka import KafkaAdminClient
 
     orders = mysql(s, "SELECT COUNT(*) FROM orders")[0][0]
-    unpublished = mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")[0][0]
+    waiting = unpublished(s)
     c = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None)
     admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
     try:
@@ -90,7 +99,7 @@ def pipeline_stages(s: Settings) -> dict:
         c.close()
         admin.close()
     lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
-    return {"orders_in_mysql": orders, "outbox_unpublished": unpublished, "topic_records": sum(end.values()),
+    return {"orders_in_mysql": orders, "outbox_unpublished": waiting, "topic_records": sum(end.values()),
             "group_lag": lag}
 
 

@@ -20,8 +20,21 @@ def test_bench_quick_writes_every_figure(stack, tmp_path):
                          capture_output=True, text=True, timeout=600, cwd=core.ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads(out.read_text())
+    def positive(x) -> bool:
+        return isinstance(x, float) and math.isfinite(x) and x > 0
+
     for key in ("command_ratio", "db_ratio", "projection_ratio", "freshness_p99_ratio", "vs_naive_ratio"):
-        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
+        assert positive(result[key]), key
+    assert set(result["relays"]) == {"binlog", "poll"}, "both outbox relays measured in one run"
+    for relay, r in result["relays"].items():
+        for key in ("command_ratio", "db_ratio", "vs_naive_ratio", "freshness_p99_ratio", "freshness_p50_ratio"):
+            assert positive(r[key]), (relay, key)
+        assert r["write_store_per_order"]["Innodb_rows_inserted"] >= 3, (relay, "outbox, customer and order rows")
+        assert r["write_store_per_order"]["binlog_bytes"] > 0, relay
+        assert r["cpu_s_per_1000_orders"]["relay"] > 0 and r["cpu_s_per_1000_orders"]["api"] > 0, relay
+    # The binlog relay marks no row; the poller marks each event published.
+    assert result["relays"]["binlog"]["write_store_per_order"]["Innodb_rows_updated"] < \
+        result["relays"]["poll"]["write_store_per_order"]["Innodb_rows_updated"]
     assert set(result["scaling"]["events_per_s"]) == {"1", "2"}
     assert all(v["median"] > 0 for v in result["scaling"]["events_per_s"].values())
     assert out.with_suffix(".png").stat().st_size > 1000

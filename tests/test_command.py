@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from conftest import on_each_write_store, start_api, wait_for
-from support import admin_connection, events_on_topic, mysql, order, post
+from support import admin_connection, events_on_topic, mysql, order, post, unpublished
 
 pytestmark = pytest.mark.both_write_stores
 admin_mysql, settings, api = on_each_write_store()
@@ -40,8 +40,7 @@ def test_post_creates_one_order_one_customer_one_event(api, settings):
     rec = [r for r in read_topic(settings) if json.loads(r.value)["orderId"] == oid][0]
     assert rec.key == oid.encode()
     assert dict(rec.headers)["eventId"] == ev["eventId"].encode()
-    wait_for(lambda: mysql(settings, "SELECT published_at IS NOT NULL FROM outbox WHERE aggregate_id = %s",
-                           (oid,)) == [(1,)], 30, "the outbox row marked published")
+    wait_for(lambda: unpublished(settings) == 0, 30, "the relay's count of unpublished events back to 0")
 
 
 def test_the_app_user_logs_in_the_way_each_server_defaults_to(api, settings, write_store):
@@ -149,7 +148,7 @@ def test_kafka_down_orders_still_accepted_then_published_once(fresh_settings, st
         # At most one event id per order; duplicates on the wire (if any) carry the same eventId.
         ids_per_order = {oid: {e["eventId"] for e in evs if e["orderId"] == oid} for oid in ids}
         assert all(len(v) == 1 for v in ids_per_order.values()), ids_per_order
-        wait_for(lambda: mysql(settings, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(0,)],
+        wait_for(lambda: unpublished(settings) == 0,
                  60, "an empty outbox backlog")
     finally:
         kafka.up()
@@ -177,9 +176,11 @@ def test_mysql_down_answers_503_then_recovers_without_restart(api, settings, wri
     assert r.status_code == 201
 
 
-def test_the_relay_prunes_until_caught_up(fresh_settings):
+@pytest.mark.parametrize("relay", ["poll", "binlog"])
+def test_the_relay_prunes_until_caught_up(fresh_settings, relay):
     """Old published rows and idempotency keys beyond one batch (and beyond the former cap of
-    10,000 per 300 s) are all pruned by one relay; recent and unpublished rows stay."""
+    10,000 per 300 s) are all pruned by one relay; recent and unpublished rows stay.  The binlog
+    relay, which marks no row, prunes by creation time the rows at or below its saved position."""
     from scripts.stack.instance import start_relay
 
     s = fresh_settings
@@ -198,7 +199,7 @@ def test_the_relay_prunes_until_caught_up(fresh_settings):
         conn.commit()
     finally:
         conn.close()
-    relay = start_relay(s, "relay-prune")
+    relay = start_relay(s, f"relay-prune-{relay}", OUTBOX_RELAY=relay)
     try:
         wait_for(lambda: mysql(s, "SELECT COUNT(*) FROM outbox") == [(1,)]
                  and mysql(s, "SELECT COUNT(*) FROM idempotency_keys") == [(0,)], 60, "the relay to prune everything old")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 from conftest import on_each_write_store, start_api, start_consumer, wait_for
-from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage
+from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage, unpublished
 
 from app.audit import audit
 from scripts.stack import core, writestore
@@ -112,10 +112,10 @@ class Load:
 class Instance:
     """API + relay + two consumers on one isolated instance; the harness restarts what a fault kills."""
 
-    def __init__(self, settings, name: str):
+    def __init__(self, settings, name: str, **env: str):
         self.settings = settings
         self.api, self.url = start_api(settings, f"api-{name}", OUTBOX_POLL_INTERVAL_SECONDS="0.05",
-                                       OUTBOX_MAX_BACKOFF_SECONDS="2")
+                                       OUTBOX_MAX_BACKOFF_SECONDS="2", **env)
         self.consumers = [start_consumer(settings, f"consumer-{name}-{i}") for i in (1, 2)]
 
     def stop(self) -> None:
@@ -171,9 +171,10 @@ def converge(inst: Instance, load: Load, scenario: str) -> dict:
     return row
 
 
-def run_scenario(settings, name: str, fault, *, before: float = 3.0, after: float = 4.0) -> dict:
+def run_scenario(settings, name: str, fault, *, before: float = 3.0, after: float = 4.0, **env: str) -> dict:
+    """`env`: for the API and relay (OUTBOX_RELAY=poll for the poller's own scenario; else the default)."""
     name = f"{name}-{writestore.name_on(settings.mysql.port)}"  # the table says which server
-    inst = Instance(settings, name)
+    inst = Instance(settings, name, **env)
     load = Load(inst.url).start()
     try:
         time.sleep(before)
@@ -264,8 +265,9 @@ def test_write_store_stopped_and_restarted(fresh_settings, write_store):
     assert row["statuses"].get(503, 0) > 0, "clients should have seen 503 with Retry-After while MySQL was down"
 
 
-def test_relay_killed_between_publish_and_marking(fresh_settings):
-    """The relay is SIGKILLed after Kafka acknowledged a batch and before the rows were marked.
+def test_polling_relay_killed_between_publish_and_marking(fresh_settings):
+    """The polling relay (OUTBOX_RELAY=poll) is SIGKILLed after Kafka acknowledged a batch and
+    before the rows were marked.
 
     The fault comes from the test, not from product code: a trigger (created with the admin account)
     holds the relay's marking UPDATE in MySQL; the test sees the trigger's SLEEP in the process list
@@ -296,8 +298,41 @@ def test_relay_killed_between_publish_and_marking(fresh_settings):
             admin.close()
         relay.start()
 
-    row = run_scenario(fresh_settings, "relay-killed-before-marking", fault)
+    row = run_scenario(fresh_settings, "poll-relay-killed-before-marking", fault, OUTBOX_RELAY="poll")
     assert row["duplicates_delivered"] > 0, "the killed batch is re-sent: duplicates on the wire, counted"
+
+
+def test_binlog_relay_killed_between_publish_and_position_save(fresh_settings):
+    """The binlog relay (the default) is SIGKILLed after Kafka acknowledged events and before it saved
+    the position past them: a trigger (the test's) holds its position save, as the poller's test holds
+    the marking.  Restarted, it reads the binlog again from the saved position and re-sends them."""
+    def fault(inst: Instance):
+        relay = inst.api.procs[1]
+        admin = admin_connection(inst.settings)
+
+        def sql(statement: str) -> list:
+            with admin.cursor() as cur:
+                cur.execute(statement)
+                return list(cur.fetchall())
+
+        def held() -> list:
+            return sql("SELECT id FROM information_schema.processlist WHERE info LIKE 'SET @hold_save%'")
+
+        try:
+            sql("SET SESSION lock_wait_timeout = 30")
+            sql("CREATE TRIGGER hold_save BEFORE INSERT ON outbox_relay FOR EACH ROW SET @hold_save = SLEEP(60)")
+            wait_for(held, 30, "the relay's position save held by the trigger", interval=0.1)
+        finally:
+            relay.signal(signal.SIGKILL)
+            relay.proc.wait(10)
+            for (conn_id,) in held():
+                sql(f"KILL {int(conn_id)}")
+            sql("DROP TRIGGER IF EXISTS hold_save")
+            admin.close()
+        relay.start()
+
+    row = run_scenario(fresh_settings, "binlog-relay-killed-before-saving", fault, OUTBOX_RELAY="binlog")
+    assert row["duplicates_delivered"] > 0, "the events past the saved position are re-sent: duplicates, counted"
 
 
 def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_settings):
@@ -334,11 +369,11 @@ def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_se
                  "the stalled relay's /healthz to fail")
         stalled_after = time.monotonic() - t0
         assert stalled_after >= 19, f"liveness failed after {stalled_after:.1f}s, before OUTBOX_STALL_SECONDS"
-        assert mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(20,)]
+        assert unpublished(s) == 20
         max_message_bytes("1048588")  # Kafka's default
         relay.stop()
         relay = start_relay(s, "relay-wedge-restarted")
-        wait_for(lambda: mysql(s, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL") == [(0,)], 60,
+        wait_for(lambda: unpublished(s) == 0, 60,
                  "the restarted relay to drain the backlog")
         assert {json.loads(r.value)["orderId"] for r in read_topic(s)} == set(ids)
     finally:

@@ -121,11 +121,14 @@ def test_workload_environment_is_read_back_by_app_config():
         assert (s.cassandra.hosts, s.cassandra.port, s.cassandra.local_dc) == (["127.0.0.1"], 9042, "datacenter1")
         assert (s.cassandra.keyspace, s.cassandra.replication) == ("simplecqrs_r", "SimpleStrategy:1")
         assert (s.cassandra.username, s.cassandra.password) == ("cass/username", "cass/password")
-    for container in (api, relay):
+    for container, key in ((api, ""), (relay, "relay-")):
         with mock.patch.dict(os.environ, env_of(container), clear=True):
             s = load_settings()
         assert (s.mysql.host, s.mysql.port, s.mysql.database) == ("127.0.0.1", 3306, "simplecqrs_w")
-        assert (s.mysql.user, s.mysql.password) == ("simplecqrs-mysql-app/username", "simplecqrs-mysql-app/password")
+        # The relay logs in as its own user (the outbox tables and replication, no application rights).
+        assert (s.mysql.user, s.mysql.password) == (f"simplecqrs-mysql-app/{key}username",
+                                                    f"simplecqrs-mysql-app/{key}password")
+        assert s.outbox.relay == "binlog"
         assert not s.mysql.admin_user  # the admin account never reaches the workloads
     assert s.outbox.metrics_host == "0.0.0.0" and s.outbox.metrics_port == 9101
     with mock.patch.dict(os.environ, env_of(api), clear=True):
@@ -185,7 +188,7 @@ def test_every_child_is_owned_and_labelled():
     assert sorted(m["kind"] for m in wanted) == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "Ingress",
                                                  "NetworkPolicy", "PodDisruptionBudget", "PodDisruptionBudget",
                                                  "Service"]
-    for m in wanted + [children.credentials_secret(o, "pw")]:
+    for m in wanted + [children.credentials_secret(o, "pw", "rpw")]:
         meta = m["metadata"]
         assert meta["namespace"] == "shop"
         assert meta["ownerReferences"] == [{"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",

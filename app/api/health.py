@@ -36,12 +36,12 @@ def readyz():
         settings = current_app.extensions["simplecqrs.settings"]
         try:
             try:
-                pending, oldest = backlog(pool)  # also proves MySQL answers
+                pending, oldest = backlog(pool, settings.outbox.relay)  # also proves MySQL answers
             except Exception as e:  # noqa: BLE001
                 if not is_connection_error(e):
                     raise
                 pool.discard()  # a connection left over from before a MySQL restart: try a fresh one
-                pending, oldest = backlog(pool)
+                pending, oldest = backlog(pool, settings.outbox.relay)
             checks["mysql"] = "ok"
             checks["publishing"] = ("ok" if oldest < settings.outbox.degraded_after_s else
                                     f"degraded: {pending} events waiting, oldest {oldest:.0f}s old")
@@ -70,7 +70,8 @@ def metrics_endpoint():
         from ..outbox import backlog
 
         try:
-            metrics.OUTBOX_BACKLOG.set(backlog(pool)[0])
+            relay = current_app.extensions["simplecqrs.settings"].outbox.relay
+            metrics.OUTBOX_BACKLOG.set(backlog(pool, relay)[0])
         except Exception:  # noqa: BLE001 - a scrape must not fail because MySQL is down
             pool.discard()
     data, ctype = metrics.render()

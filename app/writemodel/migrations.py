@@ -6,7 +6,9 @@ The operator and the local stack (`make up`) both call `provision()`:
   2. apply every migrations/NNNN_name.sql not yet recorded in schema_migrations,
      under a named lock so two appliers never race
   3. create/update the application user with SELECT, INSERT, UPDATE, DELETE on
-     that database only: no DDL, no other database.
+     that database only: no DDL, no other database;
+  4. create/update the outbox relay's user (when given): rights on the outbox tables only, and
+     with the binlog relay the two global replication privileges it cannot do without.
 
 Each step looks before it writes: an up-to-date database takes only reads, and the user is
 left alone when it logs in with its password and already holds its grants.  (The operator
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import MySQLSettings, load
@@ -26,6 +29,14 @@ from .db import connect, error_code
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+# The relay's user, per table: the outbox (read; mark published, by the poller; prune), the
+# idempotency keys (prune: a DELETE's WHERE reads), its own position.  With the binlog relay also
+# REPLICATION SLAVE (read the binlog) and REPLICATION CLIENT (SHOW BINARY LOGS, BINARY LOG STATUS):
+# global privileges, since MySQL has none for one database's binlog, so this user never holds the
+# application's rights.
+RELAY_TABLE_PRIVILEGES = {"outbox": "SELECT, UPDATE, DELETE", "idempotency_keys": "SELECT, DELETE",
+                          "outbox_relay": "SELECT, INSERT, UPDATE, DELETE"}
+REPLICATION_PRIVILEGES = "REPLICATION SLAVE, REPLICATION CLIENT"
 LOGIN_REFUSED = {1045, 1698}    # ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
 _IDENT = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _USER = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -108,10 +119,11 @@ def migrate(s: MySQLSettings) -> list[str]:
     return applied_now
 
 
-def app_user_state(s: MySQLSettings) -> str:
-    """"ok" when the application user logs in with its password and holds its grants on the
-    database; otherwise "no-login" or "no-grants".  Looked at as the user itself: any user may
-    SHOW GRANTS for itself, so the admin needs no read access to the mysql schema."""
+def user_state(s: MySQLSettings, wanted: list[str]) -> str:
+    """"ok" when the user of `s` logs in with its password and its grants contain each of
+    `wanted` (texts of SHOW GRANTS without backquotes); otherwise "no-login" or "no-grants".
+    Looked at as the user itself: any user may SHOW GRANTS for itself, so the admin needs no
+    read access to the mysql schema."""
     try:
         conn = connect(s, database=None, autocommit=True)
     except Exception as exc:  # noqa: BLE001 - only "cannot log in" is an answer; an outage is raised
@@ -125,16 +137,19 @@ def app_user_state(s: MySQLSettings) -> str:
             grants = " ".join(row[0] for row in cur.fetchall()).replace("`", "")
     finally:
         conn.close()
-    wanted = f"GRANT {APP_PRIVILEGES} ON {s.database}.* TO "
-    return "ok" if wanted in grants else "no-grants"
+    return "ok" if all(w in grants for w in wanted) else "no-grants"
 
 
-def ensure_app_user(s: MySQLSettings, host: str = "%") -> list[str]:
-    """Create or repair the application user (row access to its own database, nothing else);
+def app_user_state(s: MySQLSettings) -> str:
+    return user_state(s, [f"GRANT {APP_PRIVILEGES} ON {s.database}.* TO "])
+
+
+def _ensure_user(s: MySQLSettings, host: str, grants: list[str], wanted: list[str]) -> list[str]:
+    """Create or repair the user of `s` with `grants` (GRANT statements without their "TO ...");
     returns what it changed (nothing when the user is as it should be)."""
     if not _USER.match(s.user):
         raise ValueError(f"invalid MySQL user name {s.user!r}")
-    state = app_user_state(s)
+    state = user_state(s, wanted)
     if state == "ok":
         return []
     conn = connect(s, admin=True, database=None, autocommit=True)
@@ -146,30 +161,61 @@ def ensure_app_user(s: MySQLSettings, host: str = "%") -> list[str]:
                 cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (s.user, host, s.password))
                 cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (s.user, host, s.password))
                 changed.append("password")
-            cur.execute(f"GRANT {APP_PRIVILEGES} ON {quote_ident(s.database)}.* TO %s@%s", (s.user, host))
+            for grant in grants:
+                cur.execute(f"{grant} TO %s@%s", (s.user, host))
             changed.append("grants")
     finally:
         conn.close()
     return changed
 
 
-def drop(s: MySQLSettings, host: str = "%") -> None:
-    """Remove the database and the application user (the operator's deletionPolicy: Delete)."""
+def ensure_app_user(s: MySQLSettings, host: str = "%") -> list[str]:
+    """The application user: row access to its own database, nothing else."""
+    db = quote_ident(s.database)
+    return _ensure_user(s, host, [f"GRANT {APP_PRIVILEGES} ON {db}.*"], [f"GRANT {APP_PRIVILEGES} ON {s.database}.* TO "])
+
+
+def relay_grants(database: str, binlog: bool) -> tuple[list[str], list[str]]:
+    """(GRANT statements, texts SHOW GRANTS shows for them) of the relay's user.  MariaDB shows
+    the replication privileges under its own names (REPLICATION REPLICA, BINLOG MONITOR), so the
+    check looks for the table grants, which both servers show alike, and for "REPLICATION"."""
+    db = quote_ident(database)
+    grants = [f"GRANT {p} ON {db}.{quote_ident(t)}" for t, p in RELAY_TABLE_PRIVILEGES.items()]
+    wanted = [f"GRANT {p} ON {database}.{t} TO " for t, p in RELAY_TABLE_PRIVILEGES.items()]
+    if binlog:
+        grants.append(f"GRANT {REPLICATION_PRIVILEGES} ON *.*")
+        wanted.append("GRANT REPLICATION")
+    return grants, wanted
+
+
+def ensure_relay_user(s: MySQLSettings, relay: tuple[str, str], host: str = "%", binlog: bool = True) -> list[str]:
+    """The outbox relay's user (`relay`: name and password) on the database of `s`."""
+    grants, wanted = relay_grants(s.database, binlog)
+    return _ensure_user(replace(s, user=relay[0], password=relay[1]), host, grants, wanted)
+
+
+def drop(s: MySQLSettings, host: str = "%", relay_user: str = "") -> None:
+    """Remove the database, the application user and the relay's (the operator's deletionPolicy: Delete)."""
     conn = connect(s, admin=True, database=None, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(s.database)}")
-            if s.user and _USER.match(s.user):
-                cur.execute("DROP USER IF EXISTS %s@%s", (s.user, host))
+            for user in (s.user, relay_user):
+                if user and _USER.match(user):
+                    cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
     finally:
         conn.close()
 
 
-def provision(s: MySQLSettings, host: str = "%") -> list[str]:
-    """migrate() and ensure_app_user(); returns the migrations applied now."""
+def provision(s: MySQLSettings, host: str = "%", relay: tuple[str, str] | None = None,
+              binlog: bool = True) -> list[str]:
+    """migrate(), ensure_app_user() and (given its login) ensure_relay_user(); returns the
+    migrations applied now."""
     applied = migrate(s)
     if s.user:
         ensure_app_user(s, host)
+    if relay:
+        ensure_relay_user(s, relay, host, binlog)
     return applied
 
 

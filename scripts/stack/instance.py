@@ -6,6 +6,7 @@ same code the operator and `make up` use.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -58,12 +59,19 @@ def make_settings(admin_mysql: MySQLSettings, suffix: str) -> Settings:
     )
 
 
+def relay_login(s: Settings) -> tuple[str, str]:
+    """The outbox relay's MySQL user of an instance: named beside the application user, its
+    password derived from the application's (both exist only for this instance)."""
+    user = "rpl_" + s.mysql.user.removeprefix("app_")
+    return user[:32], hashlib.sha256(f"relay:{s.mysql.password}".encode()).hexdigest()[:24]
+
+
 def provision(settings: Settings, partitions: int = 3) -> None:
     from app.readmodel import schema
     from app.readmodel.session import connect
     from app.writemodel import migrations
 
-    migrations.provision(settings.mysql, host="127.0.0.1")
+    migrations.provision(settings.mysql, host="127.0.0.1", relay=relay_login(settings), binlog=True)
     session = connect(settings.cassandra, keyspace=False, request_timeout=60)
     try:
         schema.migrate(session, settings.cassandra)
@@ -82,7 +90,7 @@ def deprovision(settings: Settings) -> None:
     from app.readmodel.session import connect
     from app.writemodel import migrations
 
-    migrations.drop(settings.mysql, host="127.0.0.1")
+    migrations.drop(settings.mysql, host="127.0.0.1", relay_user=relay_login(settings)[0])
     session = connect(settings.cassandra, keyspace=False, request_timeout=60)
     try:
         schema.drop(session, settings.cassandra)
@@ -208,8 +216,12 @@ class ProcGroup:
 
 
 def start_relay(s: Settings, name: str, **env: str) -> Proc:
+    """The outbox relay (OUTBOX_RELAY from `env`, else the environment's, else the default), as its
+    own MySQL user: the relay container's, which holds no application rights."""
     port = free_port()
-    p = Proc(name, [sys.executable, "-m", "app.outbox"], settings_env(s, OUTBOX_METRICS_PORT=str(port), **env)).start()
+    user, password = relay_login(s)
+    p = Proc(name, [sys.executable, "-m", "app.outbox"],
+             settings_env(s, OUTBOX_METRICS_PORT=str(port), MYSQL_USER=user, MYSQL_PASSWORD=password, **env)).start()
     p.metrics_url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _alive_or_die(p) and http_status(f"{p.metrics_url}/healthz") == 200, 60, f"{name} up")

@@ -34,6 +34,7 @@ class MariaDB(MySQLServer):
             "mariadbd", *self.common_flags(), "--collation-server=utf8mb4_unicode_ci",
             # Strict mode as a MySQL 8 server has it by default.
             "--sql-mode=STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
+            "--binlog-format=ROW",  # MariaDB's default is MIXED; MySQL 9's is ROW (and the option deprecated)
         ])
 
     def version(self) -> str:

@@ -67,14 +67,20 @@ def cassandra_env(osvc: OrderService) -> list[dict[str, Any]]:
 MYSQL_CA_DIR = "/etc/simplecqrs/mysql-ca"  # the CA Secret's mount in the API and relay containers
 
 
-def mysql_env(osvc: OrderService) -> list[dict[str, Any]]:
+RELAY_KEYS = ("relay-username", "relay-password")  # the relay's user in the credentials Secret
+
+
+def mysql_env(osvc: OrderService, user: str = "app") -> list[dict[str, Any]]:
+    """The write store's settings, logged in as the application (`app`) or the outbox relay (`relay`)."""
     m = osvc.mysql
     tls = {"MYSQL_SSL_MODE": m.tls_mode} if m.tls_mode else {}
     if m.ca_secret:
         tls["MYSQL_SSL_CA"] = f"{MYSQL_CA_DIR}/{MYSQL_CA_KEY}"
-    return _env({"MYSQL_HOST": m.host, "MYSQL_PORT": m.port, "MYSQL_DATABASE": m.database, **tls}) + [
-        _secret_env("MYSQL_USER", osvc.credentials_secret, "username"),
-        _secret_env("MYSQL_PASSWORD", osvc.credentials_secret, "password")]
+    keys = RELAY_KEYS if user == "relay" else ("username", "password")
+    return _env({"MYSQL_HOST": m.host, "MYSQL_PORT": m.port, "MYSQL_DATABASE": m.database,
+                 "OUTBOX_RELAY": m.outbox_relay, **tls}) + [
+        _secret_env("MYSQL_USER", osvc.credentials_secret, keys[0]),
+        _secret_env("MYSQL_PASSWORD", osvc.credentials_secret, keys[1])]
 
 
 def _with_mysql_ca(osvc: OrderService, deployment: dict[str, Any], containers: tuple[str, ...]) -> None:
@@ -156,7 +162,7 @@ def api_deployment(osvc: OrderService, credentials_hash: str, kafka_hashes: dict
     # and the ingress controller learn it a moment later and would still send it requests that a
     # stopped gunicorn refuses (502s on every rollout).  gunicorn gets SIGTERM after the sleep.
     api["lifecycle"] = {"preStop": {"sleep": {"seconds": API_DRAIN_SECONDS}}}
-    relay_env = mysql_env(osvc) + kafka_env(osvc, "relay") + _env({
+    relay_env = mysql_env(osvc, "relay") + kafka_env(osvc, "relay") + _env({
         "OUTBOX_METRICS_HOST": "0.0.0.0", "OUTBOX_METRICS_PORT": RELAY_PORT})
     relay = _container("relay", osvc.api.image, RELAY_COMMAND, relay_env, RELAY_RESOURCES, RELAY_PORT,
                        "relay-metrics", readiness=False)
@@ -267,10 +273,11 @@ def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def credentials_secret(osvc: OrderService, password: str) -> dict[str, Any]:
+def credentials_secret(osvc: OrderService, password: str, relay_password: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": _meta(osvc, osvc.credentials_secret, "credentials"),
-            "data": {"username": _b64(osvc.mysql.app_user), "password": _b64(password)}}
+            "data": {"username": _b64(osvc.mysql.app_user), "password": _b64(password),
+                     RELAY_KEYS[0]: _b64(osvc.mysql.relay_user), RELAY_KEYS[1]: _b64(relay_password)}}
 
 
 def kafka_topics(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:

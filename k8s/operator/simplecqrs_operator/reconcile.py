@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from kubernetes.client.exceptions import ApiException
 
 from . import children, conditions, ownership, stores
+from .children import RELAY_KEYS
 from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
 from .kube import Kube
 from .resource import CREDENTIALS_LABEL, KAFKA_ROLES, MYSQL_CA_KEY, OrderService, SecretRef
@@ -58,7 +59,7 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
         updates: list[Condition] = []
         if stores_too or secret is None:
             secret = ensure_credentials(kube, osvc, secret)
-            updates += provision(kube, osvc, decode(secret, "password"), taken)
+            updates += provision(kube, osvc, (decode(secret, "password"), decode(secret, RELAY_KEYS[1])), taken)
         if not taken:       # workloads of a conflicting instance would write into the owner's data
             apply_children(kube, osvc, credentials_hash(secret))
         workloads, counts = observe_workloads(kube, osvc)
@@ -67,22 +68,29 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
 
 
 def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> dict:
-    """The Secret with the generated application user: created once, then reused as is."""
+    """The Secret with the generated application and relay users: created once, then reused as is.
+    A Secret made before the relay had a user of its own gets one added (the application's kept)."""
     if secret is not None:
-        return secret
-    manifest = children.credentials_secret(osvc, secrets.token_urlsafe(24))
+        if all(key in (secret.get("data") or {}) for key in RELAY_KEYS):
+            return secret
+        updated = kube.apply(children.credentials_secret(osvc, decode(secret, "password"), secrets.token_urlsafe(24)))
+        event(kube, osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.relay_user} for the outbox relay; "
+                                                f"its password is in Secret {osvc.credentials_secret}")
+        return updated
+    manifest = children.credentials_secret(osvc, secrets.token_urlsafe(24), secrets.token_urlsafe(24))
     try:
         created = kube.create(manifest)
     except ApiException as e:
         if e.status != 409:
             raise
         return kube.get("Secret", osvc.namespace, osvc.credentials_secret)
-    event(kube, osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.app_user}; its password is in "
+    event(kube, osvc, "CredentialsCreated", f"generated MySQL users {osvc.mysql.app_user} and {osvc.mysql.relay_user};"
+                                      " their passwords are in "
                                       f"Secret {osvc.credentials_secret}")
     return created
 
 
-def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str, dict]) -> list[Condition]:
+def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken: dict[str, dict]) -> list[Condition]:
     """Each store, unless an older OrderService owns it (`taken`: ResourceConflict, untouched)."""
     def conflict(kind: str) -> stores.Result:
         return stores.Result(false(kind, "ResourceConflict", ownership.describe(kind, taken[kind])))
@@ -97,7 +105,7 @@ def provision(kube: Kube, osvc: OrderService, app_password: str, taken: dict[str
     elif ca_pem is None:
         results.append(stores.Result(false(WRITE_STORE, ca_reason or "CASecretMissing", ca_why)))
     else:
-        results.append(stores.ensure_write_store(osvc, admin, app_password, ca_pem))
+        results.append(stores.ensure_write_store(osvc, admin, passwords, ca_pem))
     ref = osvc.cassandra.credentials_secret
     cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref) if ref else (None, "", "")
     if READ_STORE in taken:
@@ -290,5 +298,6 @@ def kafka_credentials_hashes(kube: Kube, osvc: OrderService) -> dict[str, str]:
 
 
 def credentials_hash(secret: dict) -> str:
-    """Changes when the credentials do, reveals nothing about them."""
-    return hashlib.sha256(f"{decode(secret, 'username')}:{decode(secret, 'password')}".encode()).hexdigest()[:16]
+    """Changes when the credentials do (every key of the Secret), reveals nothing about them."""
+    data = secret.get("data") or {}
+    return hashlib.sha256("\n".join(f"{k}:{data[k]}" for k in sorted(data)).encode()).hexdigest()[:16]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.config import CassandraSettings, KafkaSettings, MySQLSettings
+from app.config import DEFAULT_RELAY, CassandraSettings, KafkaSettings, MySQLSettings
 
 GROUP = "simplecqrs.io"
 VERSION = "v1alpha1"
@@ -70,10 +70,16 @@ class MySQL:
     admin_secret: SecretRef
     tls_mode: str = ""                  # MYSQL_SSL_MODE; empty: VERIFY_CA with a CA, else PREFERRED
     ca_secret: SecretRef | None = None  # key MYSQL_CA_KEY: the CA the server's certificate must chain to
+    outbox_relay: str = DEFAULT_RELAY   # OUTBOX_RELAY: binlog or poll
 
     @property
     def app_user(self) -> str:
         return f"{self.database}_app"  # database has at most 28 characters; MySQL user names 32
+
+    @property
+    def relay_user(self) -> str:
+        """The outbox relay's own user: only the outbox tables (and, for the binlog, replication)."""
+        return f"{self.database}_rpl"
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,8 @@ class OrderService:
             mysql=MySQL(host=m["host"], port=m["port"], database=m["database"],
                         admin_secret=SecretRef.from_spec(m["adminSecretRef"]),
                         tls_mode=(m.get("tls") or {}).get("mode", ""),
-                        ca_secret=SecretRef.from_spec((m.get("tls") or {}).get("caSecretRef"))),
+                        ca_secret=SecretRef.from_spec((m.get("tls") or {}).get("caSecretRef")),
+                        outbox_relay=m.get("outboxRelay") or DEFAULT_RELAY),
             cassandra=Cassandra(
                 contact_points=list(c["contactPoints"]), port=c["port"], local_dc=c["localDatacenter"],
                 keyspace=c["keyspace"], replication=c["replication"],
@@ -171,7 +178,8 @@ class OrderService:
 
     @property
     def credentials_secret(self) -> str:
-        """The Secret the operator owns: the generated MySQL application user and password."""
+        """The Secret the operator owns: the generated MySQL users and passwords, the application's
+        (username, password) and the outbox relay's (relay-username, relay-password)."""
         return f"{self.name}-mysql-app"
 
     def kafka_topic_names(self) -> dict[str, str]:

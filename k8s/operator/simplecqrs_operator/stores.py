@@ -147,21 +147,25 @@ def ca_file(osvc: OrderService, pem: str) -> str:
     return str(path)
 
 
-def ensure_write_store(osvc: OrderService, admin: tuple[str, str], app_password: str, ca_pem: str = "") -> Result:
+def ensure_write_store(osvc: OrderService, admin: tuple[str, str], passwords: tuple[str, str], ca_pem: str = "") -> Result:
+    """The database, its migrations, and the two users (`passwords`: the application's, the relay's)."""
     m = osvc.mysql
     where = f"MySQL {m.host}:{m.port}"
     try:
-        applied = migrations.provision(osvc.mysql_settings(admin=admin, app_password=app_password,
-                                                           ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST)
+        applied = migrations.provision(osvc.mysql_settings(admin=admin, app_password=passwords[0],
+                                                           ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST,
+                                       relay=(m.relay_user, passwords[1]), binlog=m.outbox_relay == "binlog")
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         return Result(failure(WRITE_STORE, where, exc))
     events = [("MigrationsApplied", f"database {m.database}: applied {', '.join(applied)}")] if applied else []
     return Result(true(WRITE_STORE, "Provisioned", f"database {m.database} on {m.host}:{m.port}; user "
-                       f"{m.app_user} has {migrations.APP_PRIVILEGES} on it"), events)
+                       f"{m.app_user} has {migrations.APP_PRIVILEGES} on it; user {m.relay_user} has the outbox"
+                       f" tables{' and replication' if m.outbox_relay == 'binlog' else ''}"), events)
 
 
 def drop_write_store(osvc: OrderService, admin: tuple[str, str], ca_pem: str = "") -> None:
-    migrations.drop(osvc.mysql_settings(admin=admin, ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST)
+    migrations.drop(osvc.mysql_settings(admin=admin, ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST,
+                    relay_user=osvc.mysql.relay_user)
 
 
 # ---------------------------------------------------------------- read store (Cassandra)
