@@ -40,7 +40,7 @@ import yaml
 from conftest import settings_env
 
 from scripts.stack import core, gotools, images
-from scripts.stack.instance import ProcessDied, wait_for
+from scripts.stack.instance import ProcessDied, relay_login, wait_for
 from scripts.stack.node import kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -630,8 +630,10 @@ def test_image_processes_round_trip_and_stop_gracefully(image, settings, tmp_pat
     api = Container(image, "api", image["cmd"], dict(
         stores, API_BIND=f"127.0.0.1:{api_port}", GUNICORN_WORKERS="2", GUNICORN_THREADS="4",
         PROMETHEUS_MULTIPROC_DIR="/tmp/metrics"), tmp_path)
+    relay_user, relay_password = relay_login(settings)  # the relay's own user, as the operator gives it
     relay = Container(image, "relay", image["entrypoints"]["relay"], dict(
-        stores, OUTBOX_METRICS_HOST="127.0.0.1", OUTBOX_METRICS_PORT=str(relay_port)), tmp_path)
+        stores, MYSQL_USER=relay_user, MYSQL_PASSWORD=relay_password, OUTBOX_METRICS_HOST="127.0.0.1",
+        OUTBOX_METRICS_PORT=str(relay_port)), tmp_path)
     consumer = Container(image, "consumer", image["entrypoints"]["consumer"], dict(
         stores, CONSUMER_METRICS_HOST="127.0.0.1", CONSUMER_METRICS_PORT=str(consumer_port)), tmp_path)
     procs = {"api": api, "relay": relay, "consumer": consumer}
