@@ -28,7 +28,10 @@ ENTRYPOINT ["/usr/local/bin/docker-entrypoint"]
 
 # ---------------------------------------------------------------- Cassandra (jars from Maven Central)
 FROM debian AS cassandra
-RUN groupadd --system --gid 999 cassandra \
+# The base root carries no man pages, and the JRE's postinst registers `java` with update-alternatives,
+# which links its man page into /usr/share/man/man1 and fails where that directory is missing.
+RUN mkdir -p /usr/share/man/man1 \
+ && groupadd --system --gid 999 cassandra \
  && useradd --system --uid 999 --gid 999 --home-dir /var/lib/cassandra --no-create-home --shell /usr/sbin/nologin cassandra \
  && apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless \
