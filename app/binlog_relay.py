@@ -60,7 +60,7 @@ from pymysqlreplication.row_event import WriteRowsEvent
 from . import events, metrics
 from .config import Settings
 from .outbox import FLUSH_TIMEOUT_S, OutboxRelay, message_for
-from .writemodel.db import connect, error_code, is_connection_error
+from .writemodel.db import connect, error_code, is_connection_error, tls_args
 
 log = logging.getLogger(__name__)
 NAME = "binlog"             # the outbox_relay row of this relay
@@ -271,7 +271,6 @@ class BinlogRelay(OutboxRelay):
                     raise StreamBroken("the binlog connection broke")
             return pymysql.connect(**kwargs)
 
-        from .writemodel.db import tls_args
         reader = BinLogStreamReader(
             connection_settings={"host": m.host, "port": m.port, "user": m.user, "passwd": m.password,
                                  "connect_timeout": m.connect_timeout, **tls_args(m)},
