@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pymysql
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from scripts.stack import core
 
@@ -31,14 +32,20 @@ def scrape_buckets(urls: list[str]) -> dict[float, float]:
     """le -> cumulative count, summed over the consumers at `urls`."""
     total: dict[float, float] = {}
     for url in urls:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
-            text = resp.read().decode()
-        for line in text.splitlines():
+        for line in _metrics_text(url).splitlines():
             if line.startswith(DELAY_METRIC + "{"):
                 le = line.split('le="', 1)[1].split('"', 1)[0]
                 bound = math.inf if le == "+Inf" else float(le)
                 total[bound] = total.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
     return total
+
+
+# A consumer busy with a rebalance (the Kafka-restart timeline) may reset a scrape: asked again, as
+# Prometheus would at its next interval; the histogram is cumulative, so nothing is lost meanwhile.
+@retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(5), wait=wait_fixed(0.5), reraise=True)
+def _metrics_text(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+        return resp.read().decode()
 
 
 def delta(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:

@@ -601,7 +601,8 @@ def test_two_orderservices_naming_one_database_the_younger_waits_and_never_drops
     assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (owner.database,)) == [(owner.database,)]
     assert has_event(ns, twin.resource, "DataLeftToOwner")
     assert twin.topic not in kafka_admin_topics() and cassandra_tables(twin.keyspace) == set()
-    assert condition(get("orderservice", owner.resource, ns), "WriteStoreReady")["status"] == "True"
+    owned = condition(get("orderservice", owner.resource, ns), "WriteStoreReady")
+    assert owned["status"] == "True", owned
 
 
 # ---------------------------------------------------------------- restarts and replicas
