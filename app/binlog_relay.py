@@ -278,7 +278,7 @@ class BinlogRelay(OutboxRelay):
             resume_stream=True, blocking=True, log_file=start.log_file, log_pos=start.log_pos,
             only_events=[WriteRowsEvent, XidEvent, RotateEvent, HeartbeatLogEvent],
             only_schemas=[m.database], only_tables=["outbox"],
-            slave_heartbeat=HEARTBEAT_S, pymysql_wrapper=connect_once, enable_logging=False)
+            slave_heartbeat=HEARTBEAT_S, pymysql_wrapper=connect_once, enable_logging=False, freeze_schema=True)
         pending: deque[Transaction] = deque()
         current: list = []
         top_seq = 0
