@@ -162,6 +162,51 @@ def raw_pymysql(settings: Settings, concurrency: int, duration: float, processes
     return total / (time.monotonic() - start)
 
 
+# ---------------------------------------------------------------- the outbox row: keep, or delete at once
+def outbox_row_cost(settings: Settings, admin_conn, n: int = 2000) -> dict:
+    """Write-store cost per order of the two outbox patterns, the command's transaction by raw pymysql:
+    `keep` (ours: the row stays, pruned later in batches of PRUNE_BATCH: the prune is counted here too)
+    and `insert_delete` (Debezium's outbox pattern: the row deleted in the same transaction, so only the
+    binlog carries it).  The variant's SQL is swapped in for this measurement only."""
+    from app.outbox import PRUNE_BATCH
+    from app.writemodel import orders
+    from app.writemodel.db import server_kind
+
+    conn = mysql_connect(settings.mysql, multi_statements=True)
+    kind = server_kind(conn)
+    kept = orders._ORDER_SQL[kind]
+    out = {}
+
+    def prune(above: int) -> None:
+        with conn.cursor() as cur:
+            while cur.execute("DELETE FROM outbox WHERE seq > %s ORDER BY seq LIMIT %s", (above, PRUNE_BATCH)):
+                conn.commit()
+        conn.commit()
+
+    try:
+        for variant, sql in (("keep", kept), ("insert_delete", kept.replace(
+                "COMMIT", "DELETE FROM outbox WHERE seq = LAST_INSERT_ID();COMMIT"))):
+            orders._ORDER_SQL[kind] = sql
+            with conn.cursor() as cur:
+                cur.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox")
+                first = cur.fetchone()[0]
+            conn.commit()
+            before, started = measure.store_counters(admin_conn), time.monotonic()
+            for i in range(n):   # new customers each time (an upsert that updates costs otherwise)
+                with conn.cursor() as cur:
+                    insert_order(cur, str(uuid.uuid4()),
+                                 NewOrder("row cost", 1, f"rc-{variant}-{i}@bench.test", "Row", "Cost"))
+            took = time.monotonic() - started
+            if variant == "keep":
+                prune(first)     # this run's rows only, as the relay's pruning would, counted in
+            out[variant] = {**measure.per_order(measure.store_counters(admin_conn), before, n),
+                            "orders_per_s_one_connection": round(n / took, 1)}
+    finally:
+        orders._ORDER_SQL[kind] = kept
+        conn.close()
+    return out
+
+
 # ---------------------------------------------------------------- projection
 def preload(settings: Settings, topic: str, n: int, partitions: int = 6) -> None:
     admin = broker.admin(settings.kafka)
@@ -542,6 +587,9 @@ def run(args: argparse.Namespace) -> dict:
             r["freshness_p50_ratio"] = ratio(r["freshness_ms"]["p50"], base["p50"])
         result["freshness_p99_ratio"] = default["freshness_p99_ratio"]
 
+        say("the outbox row's cost: kept and pruned, or inserted and deleted in one transaction")
+        result["outbox_row_cost"] = outbox_row_cost(settings, admin_conn, 200 if args.quick else 2000)
+
         # Projection throughput and the scaling curve (no relay involved).
         topic = f"bench-proj-{suffix}"
         say(f"preloading {args.events} events on a 6-partition topic")
@@ -601,6 +649,11 @@ def summary(r: dict) -> str:
             f"binlog {w['binlog_bytes']:.0f}",
             "    CPU s per 1000 orders: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()),
         ]
+    for variant, w in r.get("outbox_row_cost", {}).items():
+        lines.append(f"  outbox row {variant}: per order rows inserted {w['Innodb_rows_inserted']}, deleted "
+                     f"{w['Innodb_rows_deleted']}; bytes data {w['Innodb_data_written']:.0f}, redo "
+                     f"{w['Innodb_os_log_written']:.0f}, binlog {w['binlog_bytes']:.0f}; "
+                     f"{w['orders_per_s_one_connection']:.0f} orders/s on one connection")
     return "\n".join(lines)
 
 

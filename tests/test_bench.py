@@ -35,6 +35,13 @@ def test_bench_quick_writes_every_figure(stack, tmp_path):
     # The binlog relay marks no row; the poller marks each event published.
     assert result["relays"]["binlog"]["write_store_per_order"]["Innodb_rows_updated"] < \
         result["relays"]["poll"]["write_store_per_order"]["Innodb_rows_updated"]
+    # The outbox row kept and pruned later against inserted and deleted in its transaction: each
+    # deletes its row once per order, the prune counted in.
+    cost = result["outbox_row_cost"]
+    assert set(cost) == {"keep", "insert_delete"}
+    for variant, c in cost.items():
+        assert c["Innodb_rows_inserted"] >= 3 and c["Innodb_rows_deleted"] >= 1, (variant, c)
+        assert c["Innodb_os_log_written"] > 0 and c["binlog_bytes"] > 0 and c["orders_per_s_one_connection"] > 0
     assert set(result["scaling"]["events_per_s"]) == {"1", "2"}
     assert all(v["median"] > 0 for v in result["scaling"]["events_per_s"].values())
     assert out.with_suffix(".png").stat().st_size > 1000
