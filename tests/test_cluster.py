@@ -219,8 +219,14 @@ def test_values_dev_runs_the_development_stores_on_the_node(operator, image, nam
 
         host = f"{tag}.simplecqrs.local"
         body = order()
-        r = wait_for(lambda: (resp := via_ingress(host, "POST", "/orders", json=body)).status_code == 201 and resp,
-                     120, "an order accepted through the Ingress")
+        try:
+            r = wait_for(lambda: (resp := via_ingress(host, "POST", "/orders", json=body)).status_code == 201
+                         and resp, 120, "an order accepted through the Ingress")
+        except AssertionError as e:   # say why: what the API and its relay logged, and the pods' states
+            logs = kubectl("-n", namespace, "logs", f"deploy/{release}-api", "--all-containers", "--tail=40",
+                           check=False)
+            pods = kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False)
+            raise AssertionError(f"{e}\n{pods.stdout}\n{logs.stdout[-6000:]}{logs.stderr[-1000:]}") from None
         oid = r.json()["id"]
         got = wait_for(lambda: (resp := via_ingress(host, "GET", f"/orders/{oid}", params={"wait": 5000}))
                        .status_code == 200 and resp.json(), 120, "the order read back through the Ingress")
