@@ -158,8 +158,9 @@ def _create_cgroups() -> None:
 
 
 def _remove_cgroups() -> None:
-    """rmdir our cgroup subtree in every v1 hierarchy (children first)."""
-    for ctrl in _v1_hierarchies():
+    """rmdir our cgroup subtree in every hierarchy, children first: the v1 ones, and the hybrid
+    layout's `unified` (v2) one, where runc puts each pod too (it was left behind there)."""
+    for ctrl in [p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()]:
         top = ctrl / CGROUP_PARENT
         if not top.is_dir():
             continue
