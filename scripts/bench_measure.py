@@ -22,18 +22,20 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from scripts.stack import core
 
 DELAY_METRIC = "simplecqrs_consumer_projection_delay_seconds_bucket"
+# The relay's: created -> acknowledged by Kafka, the first part of the freshness above.
+PUBLISH_METRIC = "simplecqrs_outbox_commit_to_publish_seconds_bucket"
 STORE_COUNTERS = ("Innodb_rows_inserted", "Innodb_rows_updated", "Innodb_rows_deleted", "Innodb_rows_read",
                   "Innodb_data_written", "Innodb_os_log_written", "Com_select", "Com_insert", "Com_update",
                   "Com_delete", "Com_commit", "Questions")
 
 
 # ---------------------------------------------------------------- histograms
-def scrape_buckets(urls: list[str]) -> dict[float, float]:
-    """le -> cumulative count, summed over the consumers at `urls`."""
+def scrape_buckets(urls: list[str], metric: str = DELAY_METRIC) -> dict[float, float]:
+    """le -> cumulative count of the histogram `metric`, summed over the processes at `urls`."""
     total: dict[float, float] = {}
     for url in urls:
         for line in _metrics_text(url).splitlines():
-            if line.startswith(DELAY_METRIC + "{"):
+            if line.startswith(metric + "{"):
                 le = line.split('le="', 1)[1].split('"', 1)[0]
                 bound = math.inf if le == "+Inf" else float(le)
                 total[bound] = total.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
