@@ -126,6 +126,8 @@ class ConsumerSettings:
     max_poll_records: int = field(default_factory=lambda: _int("CONSUMER_MAX_POLL_RECORDS", 500))
     # /healthz fails after this long without projecting while partitions lag and Kafka answers.
     stall_s: float = field(default_factory=lambda: _float("CONSUMER_STALL_SECONDS", 60.0))
+    # Projected offsets are committed at most this often (consumer/projector.py says why).
+    commit_interval_s: float = field(default_factory=lambda: _float("CONSUMER_COMMIT_INTERVAL_SECONDS", 1.0))
     metrics_port: int = field(default_factory=lambda: _int("CONSUMER_METRICS_PORT", 9102))
     metrics_host: str = field(default_factory=lambda: _env("CONSUMER_METRICS_HOST", "127.0.0.1"))
 

@@ -227,6 +227,19 @@ def test_projector_commits_the_batch_after_its_writes_succeed():
     assert consumer.commits == [{tps[0]: 2, tps[1]: 6}]
 
 
+def test_projector_commits_at_most_once_per_interval_and_what_is_due_when_it_passes():
+    projector, consumer, batch, tps = _projector_parts(fail_first=0)
+    projector.process(batch)                                   # the first batch commits at once
+    rec = batch[tps[0]][1]
+    projector.process({tps[0]: [type(rec)(**{**vars(rec), "offset": 7})]})  # within the interval: no commit
+    assert consumer.commits == [{tps[0]: 2, tps[1]: 6}]
+    projector._committed_at -= projector.settings.consumer.commit_interval_s
+    projector.commit_due()                                     # the interval passed: only what moved
+    assert consumer.commits == [{tps[0]: 2, tps[1]: 6}, {tps[0]: 8}]
+    projector.commit_due()
+    assert len(consumer.commits) == 2, "nothing new projected, nothing committed"
+
+
 def test_projector_commits_nothing_for_a_partition_revoked_while_its_writes_were_retried():
     def rebalance(consumer):  # partition 0 moves to another member during the retry wait
         if tps[0] in consumer.assigned:
