@@ -106,7 +106,7 @@ class Projector:
             self.commit_due()  # also while idle: the last batch's offsets within the interval
             self.observe_lag()
             self.check_progress()
-        self.commit(self.processed)
+        self.commit(dict(self.processed))
 
     def stop(self) -> None:
         self.running = False
@@ -251,7 +251,9 @@ class Projector:
             return
         self._committed_at = now
         owned = self.consumer.assignment()
-        self.commit({tp: off for tp, off in self.processed.items() if tp in owned and self.committed.get(tp) != off})
+        # A copy first: on_revoked (kafka-python's IO thread) may pop entries meanwhile.
+        processed = dict(self.processed)
+        self.commit({tp: off for tp, off in processed.items() if tp in owned and self.committed.get(tp) != off})
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
