@@ -24,6 +24,12 @@ EVENT_NAME = "OnNewOrder"
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 MAX_EVENT_BYTES = 64 * 1024
+# Histogram buckets (seconds) of an event's delay since occurredAt, one set for every stage that
+# measures it (the relay's commit -> acknowledged by Kafka, the consumers' -> projected), so the
+# stages can be compared bucket by bucket (scripts/bench splits freshness with them).  Fine below
+# a second, where the bench reads its percentiles.
+DELAY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+                 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
 
 
 class PoisonEvent(ValueError):

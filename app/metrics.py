@@ -20,6 +20,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from . import events
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 HTTP_REQUESTS = Counter("simplecqrs_http_requests_total", "HTTP requests by route, method and status",
@@ -33,12 +35,9 @@ PRODUCER_REPLACED = Counter("simplecqrs_outbox_producer_replaced_total",
                             "Kafka producers the relay closed and replaced after a batch was not acknowledged")
 PUBLISH_LATENCY = Histogram("simplecqrs_outbox_publish_duration_seconds",
                             "Time from send to acknowledgement of one outbox batch", buckets=LATENCY_BUCKETS)
-# The consumers' projection-delay buckets (consumer/metrics.py), so that scripts/bench can split an
-# order's freshness into created -> acknowledged by Kafka (here) and the rest (there).
 COMMIT_TO_PUBLISH = Histogram("simplecqrs_outbox_commit_to_publish_seconds",
                               "Time from an order's commit to its event's acknowledgement by Kafka",
-                              buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,
-                                       0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300))
+                              buckets=events.DELAY_BUCKETS)
 POSITION_SAVED = Gauge("simplecqrs_outbox_position_saved_timestamp_seconds",
                        "When the binlog relay last saved its position (Unix time)")
 POSITION_LOST = Gauge("simplecqrs_outbox_position_lost",
