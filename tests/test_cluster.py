@@ -57,15 +57,16 @@ def image(stack) -> str:
     return services.image_ref()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(image):
-    """The operator as a Deployment from its chart (kept if `make up` installed it)."""
+    """The operator as a Deployment from its chart (kept if `make up` installed it), for this
+    module only: left running, it would serve every namespace of the modules after this one."""
     had = kjson("-n", services.OPERATOR_NAMESPACE, "deployment", "simplecqrs-operator") is not None
     helm("upgrade", "--install", "simplecqrs-operator", str(services.OPERATOR_CHART), "-n",
          services.OPERATOR_NAMESPACE, "--create-namespace", "--set", f"image.tag={image.split(':', 1)[1]}",
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=5m")
     yield
-    if not had:  # (tolerant: test_skaffold's cleanup may have uninstalled it already)
+    if not had:  # (unchecked: a test may have uninstalled it already)
         subprocess.run([str(HELM), f"--kubeconfig={core.KUBECONFIG}", "uninstall", "simplecqrs-operator", "-n",
                         services.OPERATOR_NAMESPACE, "--wait"], capture_output=True, timeout=300)
 

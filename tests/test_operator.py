@@ -236,10 +236,44 @@ def hand_over(cluster: dict, tag: str, **env: str) -> Operator:
     return op
 
 
+def operators_serving(ns: str) -> list[tuple[str, str, int]]:
+    """(namespace, name, replicas) of the operator Deployments that serve `ns`: cluster-wide
+    ones (WATCH_NAMESPACE empty) and any that watch `ns` itself."""
+    found = json.loads(kubectl("get", "deployments", "-A", "-l", "app.kubernetes.io/name=simplecqrs-operator",
+                               "-o", "json").stdout)["items"]
+    serving = []
+    for d in found:
+        env = {e["name"]: e.get("value", "") for c in d["spec"]["template"]["spec"]["containers"]
+               for e in c.get("env", [])}
+        if env.get("WATCH_NAMESPACE", "") in ("", ns) and d["spec"].get("replicas", 1):
+            serving.append((d["metadata"]["namespace"], d["metadata"]["name"], d["spec"].get("replicas", 1)))
+    return serving
+
+
 @pytest.fixture(scope="module")
-def cluster(stack, run_id, admin_mysql, tmp_path_factory):
+def only_operator_under_test(stack, run_id):
+    """Every operator Deployment that would serve this module's namespace beside the one under
+    test (`make up`'s, or test_cluster's when it ran first) is scaled to zero for the module and
+    back after.  Two operators would both reconcile the module's OrderServices: one in a pod cannot
+    reach the stores at 127.0.0.1, reports them Unreachable, and the last status written wins."""
+    paused = operators_serving(f"op-{run_id}")
+    for namespace, name, _ in paused:
+        kubectl("-n", namespace, "scale", "deployment", name, "--replicas=0")
+    try:
+        for namespace, _, _ in paused:
+            wait_for(lambda n=namespace: not json.loads(kubectl(
+                "-n", n, "get", "pods", "-l", "app.kubernetes.io/name=simplecqrs-operator", "-o", "json",
+            ).stdout)["items"], 120, f"the operator pods in {namespace} gone")
+        yield
+    finally:
+        for namespace, name, replicas in paused:
+            kubectl("-n", namespace, "scale", "deployment", name, f"--replicas={replicas}", check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(stack, run_id, admin_mysql, tmp_path_factory, only_operator_under_test):
     """This run's namespace with the CRDs, the admin Secret, the operator's ServiceAccount and Role,
-    and the operator running under that ServiceAccount."""
+    and the operator running under that ServiceAccount: the only one serving the namespace."""
     ns, kafka_ns = f"op-{run_id}", f"op-{run_id}-kafka"
     # The CRDs are cluster-wide and shared with other runs: applied (idempotent), never deleted.
     kubectl("apply", "-f", str(ROOT / "k8s/crd/orderservice.yaml"))
