@@ -44,7 +44,7 @@ from scripts.stack.instance import ProcessDied, relay_login, wait_for
 from scripts.stack.node import kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = Path(os.environ.get("SIMPLECQRS_REF_DIR", ROOT.parent / "shared" / "ref"))
+REF = core.REF
 HELM = core.BIN / "helm"
 SKAFFOLD = core.BIN / "skaffold"
 KUBECONFIG = core.KUBECONFIG

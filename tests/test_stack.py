@@ -83,7 +83,7 @@ def test_strimzis_operators_run_as_restricted_pods_with_the_crds_their_build_gen
         c = pod["containers"][0]
         assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
         assert c["image"].startswith(f"{strimzi.REPOSITORY}:") and "limits" in c["resources"]
-    ref = core.ROOT.parent / "shared" / "ref"
+    ref = core.REF
     for generated, crd in strimzi.CRDS.items():
         served = json.loads(kubectl("get", "crd", crd, "-o", "json").stdout)
         built = yaml.safe_load((strimzi.HOME / "crds" / generated).read_text())

@@ -27,6 +27,9 @@ LOGS = LOCAL / "logs"
 RUN = LOCAL / "run"          # pid files
 ETC = LOCAL / "etc"          # generated configuration, certificates, credentials
 KUBECONFIG = LOCAL / "kubeconfig"
+# The team's reference files (Strimzi CRDs, the skaffold schema) that tests compare with: beside
+# the checkout, as CI clones it; SIMPLECQRS_REF_DIR for a checkout elsewhere.
+REF = Path(os.environ.get("SIMPLECQRS_REF_DIR", ROOT.parent / "shared" / "ref"))
 JAVA17_HOME = Path(os.environ.get("SIMPLECQRS_JAVA17_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"))
 
 
