@@ -238,12 +238,13 @@ def hand_over(cluster: dict, tag: str, **env: str) -> Operator:
 
 def operators_serving(ns: str) -> list[tuple[str, str, int]]:
     """(namespace, name, replicas) of the operator Deployments that serve `ns`: cluster-wide
-    ones (WATCH_NAMESPACE empty) and any that watch `ns` itself."""
+    ones (WATCH_NAMESPACE empty or unset) and any that watch `ns` itself (a value taken from the
+    pod's own namespace, `valueFrom`, is never this module's namespace)."""
     found = json.loads(kubectl("get", "deployments", "-A", "-l", "app.kubernetes.io/name=simplecqrs-operator",
                                "-o", "json").stdout)["items"]
     serving = []
     for d in found:
-        env = {e["name"]: e.get("value", "") for c in d["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value", None if "valueFrom" in e else "") for c in d["spec"]["template"]["spec"]["containers"]
                for e in c.get("env", [])}
         if env.get("WATCH_NAMESPACE", "") in ("", ns) and d["spec"].get("replicas", 1):
             serving.append((d["metadata"]["namespace"], d["metadata"]["name"], d["spec"].get("replicas", 1)))
