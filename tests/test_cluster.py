@@ -415,8 +415,7 @@ def test_pods_killed_under_load_lose_no_acknowledged_order(instance, admin_mysql
         time.sleep(5)
         crictl_kill(instance.pods("consumer")[0])
         time.sleep(5)
-        (op,) = kjson("-n", services.OPERATOR_NAMESPACE, "pods", "-l",
-                      "app.kubernetes.io/name=simplecqrs-operator")["items"]
+        (op,) = kjson("-n", services.OPERATOR_NAMESPACE, "pods", "-l", services.OPERATOR_SELECTOR)["items"]
         crictl_kill(op)
         time.sleep(10)
     assert load.acked

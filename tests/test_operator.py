@@ -30,7 +30,7 @@ from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
 from app.config import KafkaSettings
-from scripts.stack import core, network
+from scripts.stack import core, network, services
 from scripts.stack import kafka as stack_kafka
 from scripts.stack import strimzi as stack_strimzi
 from scripts.stack.instance import Proc, ProcessDied, free_port, wait_for
@@ -240,14 +240,14 @@ def operators_serving(ns: str) -> list[tuple[str, str, int]]:
     """(namespace, name, replicas) of the operator Deployments that serve `ns`: cluster-wide
     ones (WATCH_NAMESPACE empty or unset) and any that watch `ns` itself (a value taken from the
     pod's own namespace, `valueFrom`, is never this module's namespace)."""
-    found = json.loads(kubectl("get", "deployments", "-A", "-l", "app.kubernetes.io/name=simplecqrs-operator",
-                               "-o", "json").stdout)["items"]
+    found = json.loads(kubectl("get", "deployments", "-A", "-l", services.OPERATOR_SELECTOR, "-o", "json").stdout)
     serving = []
-    for d in found:
+    for d in found["items"]:
         env = {e["name"]: e.get("value", None if "valueFrom" in e else "") for c in d["spec"]["template"]["spec"]["containers"]
                for e in c.get("env", [])}
-        if env.get("WATCH_NAMESPACE", "") in ("", ns) and d["spec"].get("replicas", 1):
-            serving.append((d["metadata"]["namespace"], d["metadata"]["name"], d["spec"].get("replicas", 1)))
+        replicas = d["spec"].get("replicas", 1)
+        if replicas and env.get("WATCH_NAMESPACE", "") in ("", ns):
+            serving.append((d["metadata"]["namespace"], d["metadata"]["name"], replicas))
     return serving
 
 
@@ -263,7 +263,7 @@ def only_operator_under_test(stack, run_id):
     try:
         for namespace, _, _ in paused:
             wait_for(lambda n=namespace: not json.loads(kubectl(
-                "-n", n, "get", "pods", "-l", "app.kubernetes.io/name=simplecqrs-operator", "-o", "json",
+                "-n", n, "get", "pods", "-l", services.OPERATOR_SELECTOR, "-o", "json",
             ).stdout)["items"], 120, f"the operator pods in {namespace} gone")
         yield
     finally:

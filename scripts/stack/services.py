@@ -29,6 +29,7 @@ from .node import kubectl
 
 NAMESPACE = "simplecqrs"
 OPERATOR_NAMESPACE = "simplecqrs-system"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=simplecqrs-operator"   # the operator chart's and manifests' pods
 INSTANCE = "simplecqrs"                       # orderService.name in values-local.yaml
 ADMIN_SECRET = "simplecqrs-mysql-admin"       # the chart's default mysql.adminSecret.name
 OPERATOR_CHART = core.ROOT / "charts" / "simplecqrs-operator"
