@@ -16,7 +16,7 @@ Per outbox relay (--relays binlog,poll: each on an instance of its own, one afte
   write_store_per_order  InnoDB rows and bytes, redo, binlog bytes and statements per order (the
                        server's global counters over the freshness runs, at a rate the relay keeps up with)
   cpu_s_per_1000_orders  CPU seconds per 1000 orders of each process (API, relay, consumers, stores)
-  kafka_restart        once a second, freshness of what was projected, through a Kafka stop and start
+  kafka_restart        once a second, freshness of what was projected, through a Kafka outage (every broker cut off, then back)
 The top-level command_ratio, db_ratio, vs_naive_ratio and freshness_p99_ratio are the default relay's.
 Once per run:
   projection_ratio     consumer events/s   / the same rows written directly with cassandra-driver
@@ -329,11 +329,13 @@ def freshness_ours(api_url: str, rate: float, duration: float, consumers: list[P
 
 def kafka_restart_timeline(api_url: str, rate: float, consumers: list[Proc], total_s: float = 60.0,
                            stop_at: float = 10.0, down_s: float = 10.0) -> list[dict]:
-    """Orders at `rate` for `total_s`; Kafka stopped at `stop_at` for `down_s`, then started again.
-    Once a second: p50/p99 of the delay of the orders projected in that second."""
-    from scripts.stack.kafka import Kafka
+    """Orders at `rate` for `total_s`; Kafka away (every broker unreachable) at `stop_at` for
+    `down_s`, then back.  Once a second: p50/p99 of the delay of the orders projected in that second."""
+    import contextlib
 
-    kafka = Kafka()
+    from scripts.stack import kafka
+
+    outage = contextlib.ExitStack()
     urls = [c.metrics_url for c in consumers]
     loader = threading.Thread(target=post_at_rate, args=(api_url, rate, total_s, "restart"))
     timeline: list[dict] = []
@@ -346,12 +348,12 @@ def kafka_restart_timeline(api_url: str, rate: float, consumers: list[Proc], tot
             time.sleep(1.0)
             t = time.monotonic() - t0
             if not stopped and t >= stop_at:
-                say("kafka-restart: stopping Kafka")
-                kafka.stop()
+                say("kafka-restart: cutting Kafka off")
+                outage.enter_context(kafka.cut_off())
                 stopped = True
             if stopped and not started and t >= stop_at + down_s:
-                say("kafka-restart: starting Kafka")
-                kafka.up()
+                say("kafka-restart: Kafka back")
+                outage.close()
                 started = True
             now = measure.scrape_buckets(urls)
             d = measure.delta(now, prev)
@@ -361,8 +363,7 @@ def kafka_restart_timeline(api_url: str, rate: float, consumers: list[Proc], tot
             if t > total_s and not loader.is_alive() and measure.count(d) == 0:
                 break
     finally:
-        if not started:
-            kafka.up()
+        outage.close()
         loader.join()
     return timeline
 
@@ -548,7 +549,7 @@ def run(args: argparse.Namespace) -> dict:
     from scripts.stack.__main__ import bring_up, infrastructure
     from scripts.stack.writestore import chosen
 
-    bring_up([c for c in infrastructure(both_write_stores=False) if c.name in (chosen(), "kafka", "cassandra")])
+    bring_up(infrastructure(both_write_stores=False))     # Kafka runs as pods: the node and Strimzi too
     ensure_wrk()
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"bench{secrets.token_hex(3)}"

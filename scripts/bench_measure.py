@@ -121,7 +121,11 @@ def cpu_seconds(pid: int | None, tree: bool = True) -> float:
 
 
 def stack_pids() -> dict[str, int | None]:
-    """The infrastructure's processes, by component name (core's pid files)."""
+    """The infrastructure's processes, by component name: the host's stores (core's pid files) and
+    each Kafka node's container (its first process; cpu_seconds() adds the JVM under it)."""
+    from scripts.stack import kafka
     from scripts.stack.writestore import chosen
 
-    return {name: core.read_pid(name) for name in (chosen(), "kafka", "cassandra")}
+    pids = {name: core.read_pid(name) for name in (chosen(), "cassandra")}
+    pids.update({f"kafka-{i}": pid for i, pid in kafka.broker_pids().items()})
+    return pids

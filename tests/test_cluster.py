@@ -25,7 +25,7 @@ import support
 from support import order
 
 from scripts.stack import core, network, node, services
-from scripts.stack import strimzi as stack_strimzi
+from scripts.stack import kafka as stack_kafka
 from scripts.stack.node import kubectl
 
 # kubectl and HTTP polls: once a second is plenty (conftest's default suits local processes)
@@ -79,10 +79,10 @@ def orderservice_spec(tag: str, image: str, policy: str = "Delete", *, strimzi: 
     """An OrderService like values-local.yaml's, with names of its own.  strimzi: its topics and
     SCRAM users made by the stack's Strimzi operators, as values-local.yaml has them; else the
     operator makes the topics with the admin API and the pods connect without a user."""
-    kafka = {"bootstrapServers": f"{network.GATEWAY}:{network.KAFKA_POD_PORT}"}
+    kafka = {"bootstrapServers": stack_kafka.POD_PLAIN_BOOTSTRAP}
     if strimzi:
-        kafka = {"bootstrapServers": f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}",
-                 "strimzi": {"cluster": stack_strimzi.CLUSTER, "namespace": stack_strimzi.NAMESPACE,
+        kafka = {"bootstrapServers": stack_kafka.POD_SCRAM_BOOTSTRAP,
+                 "strimzi": {"cluster": stack_kafka.CLUSTER, "namespace": stack_kafka.NAMESPACE,
                              "authentication": {"type": "scram-sha-512"}}}
     return {
         "deletionPolicy": policy,
@@ -148,7 +148,7 @@ def test_apply_an_orderservice_serve_through_the_ingress_then_delete_it(operator
 
     kubectl("delete", "-n", namespace, "orderservice", name, "--timeout=180s")
     wait_for(lambda: not kjson("-n", namespace, "pods")["items"], 120, "the pods gone")
-    strimzi_objects = kjson("-n", stack_strimzi.NAMESPACE, "kafkatopics,kafkausers")["items"]
+    strimzi_objects = kjson("-n", stack_kafka.NAMESPACE, "kafkatopics,kafkausers")["items"]
     assert not [o["metadata"]["name"] for o in strimzi_objects if o["metadata"]["name"].startswith(f"{namespace}.")]
     conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
                            password=admin_mysql.admin_password)
@@ -259,7 +259,7 @@ class Instance:
         from app.config import CassandraSettings, KafkaSettings, Settings
 
         return Settings(mysql=replace(admin_mysql, database=f"scqrs_{self.tag}"),
-                        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9092", topic=f"OnNewOrder-{self.tag}",
+                        kafka=KafkaSettings(bootstrap_servers=stack_kafka.HOST_BOOTSTRAP, topic=f"OnNewOrder-{self.tag}",
                                             dead_letter_topic=f"OnNewOrder-{self.tag}.DLQ",
                                             consumer_group=f"projector-{self.tag}"),
                         cassandra=CassandraSettings(contact_points="127.0.0.1", port=9042, local_dc="datacenter1",
@@ -292,10 +292,10 @@ def instance(operator, image, run_id):
 class Load:
     """Steady POSTs through the Ingress from a few threads; every outcome recorded."""
 
-    def __init__(self, host: str, threads: int = 4):
+    def __init__(self, host: str, threads: int = 4, pause: float = 0.05):
         import threading
 
-        self.host, self.threads = host, threads
+        self.host, self.threads, self.pause = host, threads, pause
         self.stop_event = threading.Event()
         self.acked: list[str] = []
         self.statuses: list[int] = []
@@ -312,7 +312,7 @@ class Load:
                         self.acked.append(r.json()["id"])
                 except requests.RequestException as e:
                     self.errors.append(type(e).__name__)
-                time.sleep(0.05)
+                time.sleep(self.pause)
 
     def __enter__(self) -> Load:
         for w in self._workers:
@@ -347,14 +347,14 @@ def test_scaling_consumers_partitions_and_autoscaling(instance, admin_mysql):
     instance.patch({"consumer": {"replicas": 4}, "kafka": {"partitions": 12}})
     wait_for(instance.rolled_out, 240, "4 consumers rolled out")
     assert len([p for p in instance.pods("consumer") if p["status"]["phase"] == "Running"]) == 4
-    c = KafkaConsumer(bootstrap_servers="127.0.0.1:9092")
+    c = KafkaConsumer(bootstrap_servers=stack_kafka.HOST_BOOTSTRAP)
     try:
         assert wait_for(lambda: len(c.partitions_for_topic(f"OnNewOrder-{instance.tag}") or ()) == 12, 60,
                         "the topic grown to 12 partitions")
     finally:
         c.close()
 
-    admin = KafkaAdminClient(bootstrap_servers="127.0.0.1:9092")
+    admin = KafkaAdminClient(bootstrap_servers=stack_kafka.HOST_BOOTSTRAP)
     try:
         def shared() -> bool:  # 4 members, each with partitions, together all 12
             group = admin.describe_groups([f"projector-{instance.tag}"])[f"projector-{instance.tag}"]

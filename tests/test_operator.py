@@ -30,9 +30,8 @@ from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
 from app.config import KafkaSettings
-from scripts.stack import core, network, services
+from scripts.stack import core, services
 from scripts.stack import kafka as stack_kafka
-from scripts.stack import strimzi as stack_strimzi
 from scripts.stack.instance import Proc, ProcessDied, free_port, wait_for
 from scripts.stack.node import kubectl
 
@@ -103,7 +102,7 @@ def cassandra_tables(keyspace: str) -> set[str]:
 
 
 def kafka_admin():
-    return broker.admin(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+    return broker.admin(KafkaSettings(bootstrap_servers=stack_kafka.HOST_BOOTSTRAP))
 
 
 def topic_partitions(topic: str) -> int:
@@ -147,7 +146,7 @@ def orderservice(ns: str, names: Names, **spec_patch) -> dict:
     # kill and restart it at will): the stores at the host's addresses.  Their pods would run on the
     # local node and could not reach 127.0.0.1, so they get an image that never resolves (cheap:
     # ErrImagePull, then back-off); tests/test_cluster.py runs the real thing as pods.
-    spec["kafka"]["bootstrapServers"] = "127.0.0.1:9092"
+    spec["kafka"]["bootstrapServers"] = stack_kafka.HOST_BOOTSTRAP
     spec["mysql"]["host"] = "127.0.0.1"
     spec["cassandra"]["contactPoints"] = ["127.0.0.1"]
     spec["api"]["image"] = spec["consumer"]["image"] = "image.invalid/simplecqrs:not-for-pods"
@@ -705,8 +704,8 @@ KAFKA_USER_CRD = "kafkausers.kafka.strimzi.io"
 
 
 def scram_settings(username: str, password: str) -> KafkaSettings:
-    """A client of the broker's SCRAM-SHA-512 listener, the one pods use (reachable from the host too)."""
-    return KafkaSettings(bootstrap_servers=f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}",
+    """A client of the cluster's SCRAM-SHA-512 listener on the node address (pods and the host reach it)."""
+    return KafkaSettings(bootstrap_servers=stack_kafka.NODE_SCRAM_BOOTSTRAP,
                          security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
                          sasl_username=username, sasl_password=password)
 
@@ -744,7 +743,7 @@ def test_strimzi_owns_the_topics_and_users_of_an_instance(cluster, admin_mysql):
     partitions grow through the KafkaTopic; a decrease is refused by the CRD and, when it gets past
     it (an instance re-created over a retained topic), reported with Strimzi's reason; Delete waits
     for Strimzi to delete the topics."""
-    ns, kns = cluster["ns"], stack_strimzi.NAMESPACE
+    ns, kns = cluster["ns"], stack_kafka.NAMESPACE
     names = Names(cluster["run_id"], f"kt{uuid.uuid4().hex[:3]}")
     cluster["leftovers"].append(names)
     topic_obj, dlq_obj = f"{ns}.{names.resource}.events", f"{ns}.{names.resource}.dead-letter"
@@ -753,8 +752,8 @@ def test_strimzi_owns_the_topics_and_users_of_an_instance(cluster, admin_mysql):
     apply(rbac)
 
     def os_body(**patch) -> dict:
-        return orderservice(ns, names, kafka__bootstrapServers=f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}",
-                            kafka__strimzi={"cluster": stack_strimzi.CLUSTER, "namespace": kns,
+        return orderservice(ns, names, kafka__bootstrapServers=stack_kafka.NODE_SCRAM_BOOTSTRAP,
+                            kafka__strimzi={"cluster": stack_kafka.CLUSTER, "namespace": kns,
                                             "authentication": {"type": "scram-sha-512"}}, **patch)
 
     def topic_ready() -> dict:

@@ -429,7 +429,7 @@ def test_module_help_runs():
 
 
 def test_local_stack_installs_the_chart_with_the_local_values():
-    from scripts.stack import network, services, strimzi
+    from scripts.stack import kafka, network, services
 
     local = yaml.safe_load(services.LOCAL_VALUES.read_text())
     defaults = yaml.safe_load((services.APP_CHART / "values.yaml").read_text())
@@ -437,10 +437,12 @@ def test_local_stack_installs_the_chart_with_the_local_values():
     assert defaults["mysql"]["adminSecret"]["name"] == services.ADMIN_SECRET
     # the stores as pods on the local node reach them (scripts/stack/network.py)
     assert local["mysql"]["host"] == network.GATEWAY == local["cassandra"]["contactPoints"][0]
-    # Kafka: the SCRAM listener for pods, topics and users by the stack's Strimzi operators
-    assert local["kafka"]["bootstrapServers"] == f"{network.GATEWAY}:{network.KAFKA_SCRAM_POD_PORT}"
-    assert local["kafka"]["strimzi"] == {"cluster": strimzi.CLUSTER, "namespace": strimzi.NAMESPACE,
+    # Kafka: the Strimzi cluster's SCRAM listener for pods, topics and users by its Entity Operator,
+    # the topic replicated on every node with two in sync for a write
+    assert local["kafka"]["bootstrapServers"] == kafka.POD_SCRAM_BOOTSTRAP
+    assert local["kafka"]["strimzi"] == {"cluster": kafka.CLUSTER, "namespace": kafka.NAMESPACE,
                                          "authentication": "scram-sha-512"}
+    assert local["kafka"]["replicationFactor"] == kafka.NODES and local["kafka"]["config"]["min.insync.replicas"] == "2"
     assert yaml.safe_load(EXAMPLE_FILE.read_text())["spec"]["mysql"]["host"] == network.GATEWAY
 
 

@@ -29,8 +29,8 @@ def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
     from .strimzi import Strimzi
     from .writestore import servers
 
-    return [Cassandra(), *servers(both=both_write_stores), Kafka(), Etcd(), KubeApiserver(), KubeControllerManager(),
-            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik(), Strimzi()]
+    return [Cassandra(), *servers(both=both_write_stores), Etcd(), KubeApiserver(), KubeControllerManager(),
+            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik(), Strimzi(), Kafka()]
 
 
 def stop_all(comps: list[core.Component]) -> None:

@@ -5,7 +5,7 @@ and its dependencies; no release tarball) and are copied once into
 CACHE/cassandra-<version>/lib.  The JVM flags are those of the tarball's
 conf/jvm-server.options + jvm17-server.options, minus what only slows a
 development node down (AlwaysPreTouch, assertions, a 6 GiB heap, the jamm
-agent), plus class-data sharing (see kafka.cds_flags).
+agent), plus class-data sharing (see jvm.cds_flags).
 Configuration is generated into .local/etc/cassandra, data lives in
 .local/data/cassandra, all logging goes to .local/logs/cassandra.log.
 
@@ -18,7 +18,7 @@ import os
 
 from . import core
 from .cqlping import release_version
-from .kafka import cds_flags, install_jars, java
+from .jvm import cds_flags, install_jars, java
 
 VERSION = "5.0.9"
 PORT = 9042            # CQL native protocol

@@ -21,6 +21,7 @@ from app import broker
 from app.config import CassandraSettings, KafkaSettings, MySQLSettings, Settings
 
 from . import core
+from . import kafka as stack_kafka
 from .credentials import credentials
 
 ROOT = core.ROOT
@@ -53,7 +54,7 @@ def make_settings(admin_mysql: MySQLSettings, suffix: str) -> Settings:
     name = f"simplecqrs_t{suffix}"
     return Settings(
         mysql=replace(admin_mysql, database=name, user=f"app_t{suffix}"[:32], password=secrets.token_urlsafe(18)),
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9092", topic=f"OnNewOrder-t{suffix}",
+        kafka=KafkaSettings(bootstrap_servers=stack_kafka.HOST_BOOTSTRAP, topic=f"OnNewOrder-t{suffix}",
                             dead_letter_topic=f"OnNewOrder-t{suffix}.DLQ", consumer_group=f"projector-t{suffix}"),
         cassandra=CassandraSettings(contact_points="127.0.0.1", port=9042, local_dc="datacenter1", keyspace=name),
     )
@@ -79,8 +80,10 @@ def provision(settings: Settings, partitions: int = 3) -> None:
         session.cluster.shutdown()
     admin = broker.admin(settings.kafka)
     try:
-        broker.ensure_topic(admin, settings.kafka.topic, partitions)
-        broker.ensure_topic(admin, settings.kafka.dead_letter_topic, 1)
+        # As the product's topics on this cluster: a replica on each node, two of them in sync for a write.
+        replicated = {"min.insync.replicas": "2"}
+        broker.ensure_topic(admin, settings.kafka.topic, partitions, stack_kafka.NODES, replicated)
+        broker.ensure_topic(admin, settings.kafka.dead_letter_topic, 1, stack_kafka.NODES, replicated)
     finally:
         admin.close()
 

@@ -1,297 +1,344 @@
-"""Apache Kafka as a plain local process: one KRaft node (broker + controller) on 127.0.0.1:9092.
+"""Apache Kafka for the local stack: a Strimzi `Kafka` cluster that the Cluster Operator runs as pods.
 
-The jars come from Maven Central (scripts/maven/kafka/pom.xml lists them; no
-release tarball is needed) and are copied once into CACHE/kafka-<version>/lib.
-Configuration is generated into .local/etc/kafka, data lives in
-.local/data/kafka, all logging goes to .local/logs/kafka.log.
+`local` in the namespace `kafka`: Kafka 4.3.1 (Strimzi 1.2.0's default), KRaft, three nodes in one
+KafkaNodePool `dual-role` whose nodes are controllers and brokers both.  One pool, not separate
+controller and broker pools: three controller JVMs more would cost ~1.2 GiB and, on two cores, CPU
+for nothing a single laptop cluster needs; a production cluster with its own controllers keeps them
+apart so a broker's load never starves the quorum (the chart's `kafka.deploy` lets users choose).
+Replication between brokers and the controller quorum use mutual TLS on Strimzi's internal
+listeners (9090, 9091), with the CAs the Cluster Operator makes; the data lives on volumes of the
+default StorageClass (local-path), so it outlives pods, restarts and `make down`.
 
-Topics are NOT auto-created (auto.create.topics.enable=false): whoever needs a
-topic creates it explicitly (admin client), as in a real deployment.
+Listeners (every client listener plaintext on the wire; everything stays on this machine):
+- `scram` 9095, internal, SCRAM-SHA-512: what pods use, `POD_SCRAM_BOOTSTRAP` (the Service DNS name),
+  as on any cluster; the product's relay and consumers log in as their KafkaUsers (simple authorization).
+- `plain` 9092, internal, no user: `POD_PLAIN_BOOTSTRAP`, for instances that use no KafkaUsers
+  (the tests' OrderServices without `kafka.strimzi.authentication`; the chart's development Kafka
+  has the same listener).
+- `host` 9094, nodeport on 127.0.0.1: `HOST_BOOTSTRAP` 127.0.0.1:31092, brokers advertised as
+  127.0.0.1:31093-31095.  Host tools, `scripts/bench`, `scripts/audit` and the tests connect here
+  without a user (principal User:ANONYMOUS).  kube-proxy serves NodePorts only on 127.0.0.1 and the
+  node address (node.py's nodePortAddresses), never on a public interface.
+- `node` 9096, nodeport on the node address, SCRAM-SHA-512: `NODE_SCRAM_BOOTSTRAP` 10.244.0.1:31192,
+  brokers 31193-31195, one address that pods and the host both reach (tests that log in as a
+  KafkaUser from the host, and pods of OrderServices that a test points at it).
+A NodePort rather than a forward of 127.0.0.1:9092: each broker needs an address of its own that
+clients come back to, and a NodePort is how Kubernetes gives one; the ports are fixed here.
 
-Listeners: PLAINTEXT 127.0.0.1:9092 (host tools, tests), PODS GATEWAY:9094 (plaintext, for pods),
-SCRAM GATEWAY:9095 (SASL_PLAINTEXT, SCRAM-SHA-512: the users Strimzi's User Operator makes, and
-its admin `strimzi-admin`, a super user whose password is drawn once per checkout into
-.local/etc/credentials.env).  ACLs are enforced (StandardAuthorizer) but a resource without any
-ACL stays open to everyone (see SERVER_PROPERTIES).
-Standard library only.
+Authorization is `simple` with one addition: a resource without any ACL is open to every principal
+(allow.everyone.if.no.acl.found), because the tests' many instances share this cluster and most use
+no users; a topic or group that a KafkaUser has ACLs on is closed to every other principal,
+ANONYMOUS included.  The stack's SCRAM admin (`scram_admin()`, .local/etc/credentials.env) is a
+super user: a KafkaUser whose password comes from a Secret of ours.  A production cluster would
+not keep allow.everyone.if.no.acl.found or an unauthenticated listener.
+
+Topics: the cluster's defaults stay Kafka's (min.insync.replicas 1), because test instances make
+single-replica topics through the Admin API; the product's topics say replicas 3 and
+min.insync.replicas 2 themselves (values-local.yaml: KafkaTopic spec and config).
 """
 from __future__ import annotations
 
-import base64
-import hashlib
+import contextlib
+import json
 import os
-import re
-import shutil
-import uuid
-from pathlib import Path
+import signal
+import time
 
-from . import core, network
+from . import core, network, node
 from .credentials import credentials
-from .kafkaping import metadata
 
-VERSION = "4.1.1"
-PORT = 9092                 # PLAINTEXT listener (clients)
-CONTROLLER_PORT = 9093      # KRaft controller listener
-POD_PORT = network.KAFKA_POD_PORT  # PODS listener: the broker as pods on the local node reach it
-SCRAM_PORT = network.KAFKA_SCRAM_POD_PORT  # SCRAM listener: SASL_PLAINTEXT, SCRAM-SHA-512
-POD_BOOTSTRAP = f"{network.GATEWAY}:{POD_PORT}"
-SCRAM_BOOTSTRAP = f"{network.GATEWAY}:{SCRAM_PORT}"  # reachable from pods and from the host
+VERSION = "4.3.1"
+METADATA_VERSION = "4.3-IV0"
+NAMESPACE = "kafka"
+CLUSTER = "local"
+POOL = "dual-role"
+NODES = 3
+NODE_IDS = tuple(range(NODES))
+POD_NAMES = tuple(f"{CLUSTER}-{POOL}-{i}" for i in NODE_IDS)
+CLUSTER_LABEL = f"strimzi.io/cluster={CLUSTER}"
+FIELD_MANAGER = "simplecqrs-stack"
+
+HOST_PORT, HOST_BROKER_PORTS = 31092, tuple(31093 + i for i in NODE_IDS)
+NODE_PORT, NODE_BROKER_PORTS = 31192, tuple(31193 + i for i in NODE_IDS)
+HOST_BOOTSTRAP = f"127.0.0.1:{HOST_PORT}"                     # host processes, no user
+NODE_SCRAM_BOOTSTRAP = f"{network.GATEWAY}:{NODE_PORT}"       # pods and host, SCRAM-SHA-512
+POD_SCRAM_BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9095"  # pods, SCRAM-SHA-512
+POD_PLAIN_BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"  # pods, no user
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-SCRAM_ITERATIONS = 4096            # Kafka's minimum for SCRAM-SHA-512; as Strimzi's User Operator sets
-NODE_ID = 1
-
-POM = core.ROOT / "scripts" / "maven" / "kafka" / "pom.xml"
-HOME = core.CACHE / f"kafka-{VERSION}"
-LIB = HOME / "lib"
-CONF = core.ETC / "kafka"
-DATADIR = core.DATA / "kafka"
-LOG_DIRS = DATADIR / "logs"          # Kafka's "log.dirs": the partition data
-CLUSTER_ID_FILE = DATADIR / "cluster.id"
+ADMIN_SECRET = f"{CLUSTER}-kafka-admin"       # the admin's password, for its KafkaUser
 
 
-def java() -> str:
-    return str(core.JAVA17_HOME / "bin" / "java")
-
-
-def install_jars(component: str, pom: Path, home: Path) -> None:
-    """Copy the runtime jars `pom` depends on into home/lib with Maven (idempotent).
-
-    A marker holding the pom's hash makes reruns free and a changed pom re-copy.
-    Maven's own ~/.m2 cache makes a re-copy cheap.  Shared with cassandra.py.
-    """
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
-    marker = home / ".installed"
-    if marker.exists() and marker.read_text().strip() == digest and (home / "lib").is_dir():
-        return
-    if not core.which("mvn"):
-        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
-                 f"{component} apt-get install maven", shell=True)
-    tmp = home / "lib.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    env = dict(os.environ, JAVA_HOME=str(core.JAVA17_HOME))
-    core.run(["mvn", "-B", "--no-transfer-progress", "-f", str(pom), "dependency:copy-dependencies",
-              "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"],
-             f"{component} jars from Maven Central", env=env,
-             log=core.LOGS / f"install-{component.lower()}.log")
-    lib = home / "lib"
-    shutil.rmtree(lib, ignore_errors=True)
-    tmp.rename(lib)
-    for old in home.glob("*.jsa"):      # class-data archives of the old jars
-        old.unlink()
-    marker.write_text(digest + "\n")
-
-
-def cds_flags(name: str, home: Path) -> list[str]:
-    """Application class-data sharing, to start the JVM faster (Kafka 4.5 -> 3 s, Cassandra 4.5 -> 3.5 s).
-
-    The first run records every class it loaded into an archive when it exits
-    (on `stop`, which then takes a few seconds longer); later runs map that
-    archive instead of parsing the jars again.  The archive belongs to one JDK
-    build and one classpath: install_jars() drops it when the jars change, and
-    the JDK version is part of its name.  A JVM that finds it unusable warns
-    and runs without it.  The classpath must hold jars only (no directories).
-    """
-    try:
-        jdk = re.search(r'JAVA_RUNTIME_VERSION="([^"]+)"', (core.JAVA17_HOME / "release").read_text()).group(1)
-    except (OSError, AttributeError):
-        return []
-    archive = home / f"{name}-jdk{jdk}.jsa"
-    if archive.exists():
-        return [f"-XX:SharedArchiveFile={archive}"]
-    # (-Xlog: the dump warns about every class it cannot store: old class files, generated classes)
-    return [f"-XX:ArchiveClassesAtExit={archive}", "-Xlog:cds=error,cds+dynamic=error"]
-
-
-def _cluster_id() -> str:
-    """The KRaft cluster id, drawn once and kept beside the data (as Uuid.randomUuid does:
-    URL-safe base64 of 16 random bytes, no padding, never starting with '-')."""
-    if CLUSTER_ID_FILE.exists():
-        return CLUSTER_ID_FILE.read_text().strip()
-    cid = "-"
-    while cid.startswith("-"):
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    DATADIR.mkdir(parents=True, exist_ok=True)
-    CLUSTER_ID_FILE.write_text(cid + "\n")
-    return cid
-
-
-SERVER_PROPERTIES = """\
-# Generated by scripts/stack/kafka.py on every start; edit that file instead.
-# One KRaft node acting as broker and controller, static quorum of itself.
-process.roles=broker,controller
-node.id={node_id}
-controller.quorum.voters={node_id}@127.0.0.1:{cport}
-# PODS: the same broker for pods on the local node.  It listens on loopback too; the node's
-# network (network.py) forwards {pod_host}:{pod_port} from the pod bridge to it, and clients in pods
-# are told to come back to that address (127.0.0.1 would be their own loopback).  Host processes
-# reach that address as well (network.py DNATs their connections to it).
-# SCRAM: the same again on {pod_host}:{scram_port}, with SASL SCRAM-SHA-512 authentication: the
-# credentials of KafkaUsers (Strimzi's User Operator) and of the operators' admin user.
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},PODS://127.0.0.1:{pod_port},SCRAM://127.0.0.1:{scram_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},PODS://{pod_host}:{pod_port},SCRAM://{pod_host}:{scram_port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PODS:PLAINTEXT,SCRAM:SASL_PLAINTEXT
-listener.name.scram.sasl.enabled.mechanisms={scram_mechanism}
-listener.name.scram.{scram_mechanism_lower}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-log.dirs={log_dirs}
-
-# ACLs are enforced, as on a Strimzi cluster with `authorization: simple`, with one difference:
-# a resource without any ACL is open to every principal (allow.everyone.if.no.acl.found).  The one
-# local broker is shared by the tests' many instances, most of which use no users at all (PLAINTEXT,
-# principal User:ANONYMOUS); a topic or group that a KafkaUser has ACLs on is closed to every other
-# principal, ANONYMOUS included.  The operators' admin user is a super user.
-# The broker's own traffic (controller and inter-broker listeners: PLAINTEXT, so User:ANONYMOUS)
-# needs ClusterAction on the Cluster resource.  Left to allow.everyone.if.no.acl.found, it would
-# stop the moment any ACL exists on the Cluster resource (e.g. a KafkaUser's `type: cluster` rule):
-# so ensure_scram_admin() grants User:ANONYMOUS All on the Cluster resource explicitly, at every
-# start.  That also keeps plaintext clients' cluster-level operations (creating topics, ACLs, SCRAM
-# users...) as they were before ACLs were enforced; Cluster ACLs imply nothing on topics or groups.
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-allow.everyone.if.no.acl.found=true
-super.users=User:{scram_admin}
-
-# Topics are created explicitly by whoever owns them.
-auto.create.topics.enable=false
-num.partitions=1
-
-# Single node: every internal topic has one replica, and few partitions
-# (the defaults of 50 make the first consumer group / transaction slow to start).
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-share.coordinator.state.topic.num.partitions=1
-
-# Consumers join a group at once instead of waiting 3 s for more members.
-group.initial.rebalance.delay.ms=0
-
-# Fewer threads than the defaults (3 network, 8 I/O): this machine has 2 cores.
-num.network.threads=2
-num.io.threads=4
-"""
-
-LOG4J2_XML = """\
-<?xml version="1.0" encoding="UTF-8"?>
-<!-- Generated by scripts/stack/kafka.py. Everything goes to stdout, which the
-     harness appends to .local/logs/kafka.log. -->
-<Configuration status="warn">
-  <Appenders>
-    <Console name="stdout" target="SYSTEM_OUT">
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-    </Console>
-  </Appenders>
-  <Loggers>
-    <Root level="INFO"><AppenderRef ref="stdout"/></Root>
-    <!-- chatty at INFO: per-partition state changes, request log, client configs -->
-    <Logger name="state.change.logger" level="WARN"/>
-    <Logger name="kafka.request.logger" level="WARN"/>
-    <Logger name="org.apache.kafka.clients" level="WARN"/>
-    <Logger name="org.apache.kafka.common.config" level="WARN"/>
-  </Loggers>
-</Configuration>
-"""
-
-
-class Kafka(core.Component):
-    name = "kafka"
-    address = f"127.0.0.1:{PORT}"
-    start_timeout = 120
-
-    def install(self) -> None:
-        install_jars("Kafka", POM, HOME)
-
-    def _jvm(self, heap: str) -> list[str]:
-        return [
-            java(), f"-Xms{heap}", f"-Xmx{heap}",
-            # kafka-run-class.sh's GC settings
-            "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true",
-            # keep everything under .local: no /tmp/hsperfdata, native libs (zstd, snappy) unpacked here
-            "-XX:+PerfDisableSharedMem", f"-Djava.io.tmpdir={DATADIR / 'tmp'}",
-            f"-Dlog4j2.configurationFile={CONF / 'log4j2.xml'}",
-            "-cp", str(LIB / "*"),
-        ]
-
-    def start(self) -> None:
-        core.require_ports_free(self.name, PORT, CONTROLLER_PORT, POD_PORT, SCRAM_PORT)
-        if not LIB.is_dir():
-            raise core.StackError(self.name, "not installed (run install first)")
-        CONF.mkdir(parents=True, exist_ok=True)
-        (DATADIR / "tmp").mkdir(parents=True, exist_ok=True)
-        props = CONF / "server.properties"
-        props.write_text(SERVER_PROPERTIES.format(
-            node_id=NODE_ID, port=PORT, cport=CONTROLLER_PORT, pod_port=POD_PORT, pod_host=network.GATEWAY,
-            scram_port=SCRAM_PORT, scram_mechanism=SCRAM_MECHANISM, scram_mechanism_lower=SCRAM_MECHANISM.lower(),
-            scram_admin=scram_admin()[0], log_dirs=LOG_DIRS))
-        (CONF / "log4j2.xml").write_text(LOG4J2_XML)
-        if not (LOG_DIRS / "meta.properties").exists():
-            # Once per data directory: write meta.properties and the bootstrap checkpoint.
-            # (Static voters, so no --standalone; -g makes a rerun harmless.)
-            core.run(self._jvm("256m") + ["kafka.tools.StorageTool", "format", "-g",
-                                          "-t", _cluster_id(), "-c", str(props)],
-                     "Kafka format storage", log=self.log, timeout=120)
-        argv = self._jvm("512m")
-        argv[1:1] = cds_flags(self.name, HOME)
-        core.spawn(self.name, argv + ["kafka.Kafka", str(props)], cwd=DATADIR)
-
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        ensure_scram_admin()
-
-    def ready(self) -> bool:
-        # A Metadata request: answered with our broker only once it has registered
-        # with the controller and is serving the data plane.
-        md = metadata("127.0.0.1", PORT, timeout=3)
-        return any(port == PORT for _node, _host, port in md["brokers"])
-
-    def version(self) -> str:
-        return VERSION
-
-    def stop(self) -> None:
-        # Controlled shutdown of a combined node takes a few seconds; give it time before SIGKILL.
-        core.stop(self.name, timeout=60)
-
-
-# ---------------------------------------------------------------- SCRAM admin and the ANONYMOUS grant
 def scram_admin() -> tuple[str, str]:
-    """(username, password) of the SCRAM super user Strimzi's operators use (generated once per
-    checkout into .local/etc/credentials.env, mode 0600)."""
+    """(username, password) of the stack's SCRAM super user (generated once per checkout into
+    .local/etc/credentials.env, mode 0600)."""
     creds = credentials()
     return creds["KAFKA_SCRAM_ADMIN_USER"], creds["KAFKA_SCRAM_ADMIN_PASSWORD"]
 
 
-def ensure_scram_admin() -> None:
-    """Grant User:ANONYMOUS All on the Cluster resource and set the admin's SCRAM credential.
-    The broker must be answering.  Both are idempotent and cost two requests, so they are made on
-    every start rather than once: whatever removed them (a test cleaning up, a sweep of users
-    without a KafkaUser) is undone by the next `make up`.  kafka-python's admin client (the
-    project's Kafka client; imported here because `make down` and `status` run without the venv)
-    sends them on the PLAINTEXT listener, and salts the password itself: it never leaves this
-    process in clear (no command line, no log)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType, UserScramCredentialUpsertion
+def _brokers(ports: tuple[int, ...], host: str) -> list[dict]:
+    return [{"broker": i, "nodePort": port, "advertisedHost": host, "advertisedPort": port}
+            for i, port in zip(NODE_IDS, ports, strict=True)]
+
+
+def manifests() -> list[dict]:
+    """The namespace's Kafka, its node pool, and the admin's Secret and KafkaUser."""
+    user, password = scram_admin()
+    labels = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
+    heap = "384m"
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+         "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE, "labels": labels},
+         "stringData": {"password": password}},
+        {"apiVersion": "kafka.strimzi.io/v1", "kind": "KafkaNodePool",
+         "metadata": {"name": POOL, "namespace": NAMESPACE, "labels": {**labels, "strimzi.io/cluster": CLUSTER}},
+         "spec": {"replicas": NODES, "roles": ["controller", "broker"],
+                  "storage": {"type": "jbod", "volumes": [{
+                      "id": 0, "type": "persistent-claim", "size": "2Gi", "class": "standard",
+                      "deleteClaim": True, "kraftMetadata": "shared"}]},
+                  # Measured idle: ~330 MiB resident each with a 384 MiB heap (README, "Budgets").
+                  "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+                  "jvmOptions": {"-Xms": heap, "-Xmx": heap}}},
+        {"apiVersion": "kafka.strimzi.io/v1", "kind": "Kafka",
+         "metadata": {"name": CLUSTER, "namespace": NAMESPACE, "labels": labels},
+         "spec": {
+             "kafka": {
+                 "version": VERSION, "metadataVersion": METADATA_VERSION,
+                 "listeners": [
+                     {"name": "plain", "port": 9092, "type": "internal", "tls": False},
+                     {"name": "scram", "port": 9095, "type": "internal", "tls": False,
+                      "authentication": {"type": "scram-sha-512"}},
+                     {"name": "host", "port": 9094, "type": "nodeport", "tls": False,
+                      "configuration": {"bootstrap": {"nodePort": HOST_PORT},
+                                        "brokers": _brokers(HOST_BROKER_PORTS, "127.0.0.1")}},
+                     {"name": "node", "port": 9096, "type": "nodeport", "tls": False,
+                      "authentication": {"type": "scram-sha-512"},
+                      "configuration": {"bootstrap": {"nodePort": NODE_PORT},
+                                        "brokers": _brokers(NODE_BROKER_PORTS, network.GATEWAY)}},
+                 ],
+                 "authorization": {"type": "simple", "superUsers": [user]},
+                 "config": {
+                     "allow.everyone.if.no.acl.found": "true",
+                     "auto.create.topics.enable": "false",
+                     "default.replication.factor": NODES,
+                     "offsets.topic.replication.factor": NODES,
+                     "transaction.state.log.replication.factor": NODES,
+                     "transaction.state.log.min.isr": 2,
+                     "share.coordinator.state.topic.replication.factor": NODES,
+                     "share.coordinator.state.topic.min.isr": 2,
+                     # Few partitions for the internal topics (50 by default: the first consumer group
+                     # and the first transaction wait for them all), groups join at once.
+                     "offsets.topic.num.partitions": 3,
+                     "transaction.state.log.num.partitions": 3,
+                     "share.coordinator.state.topic.num.partitions": 3,
+                     "group.initial.rebalance.delay.ms": 0,
+                     # Two cores: fewer threads than the defaults (3 network, 8 I/O).
+                     "num.network.threads": 2, "num.io.threads": 4,
+                 },
+             },
+             "entityOperator": {
+                 "topicOperator": {"resources": {"requests": {"cpu": "50m", "memory": "256Mi"},
+                                                 "limits": {"memory": "256Mi"}}},
+                 "userOperator": {"resources": {"requests": {"cpu": "50m", "memory": "256Mi"},
+                                                "limits": {"memory": "256Mi"}}},
+                 "template": {"userOperatorContainer": {"env": [
+                     # Every user found in Kafka without a KafkaUser here is ignored, not deleted: the
+                     # cluster is shared with what no KafkaUser describes (User:ANONYMOUS's grant, users
+                     # and ACLs that instances without Strimzi make through the Admin API).  KafkaUsers
+                     # are still reconciled, deletions included (the watch).
+                     {"name": "STRIMZI_IGNORED_USERS_PATTERN", "value": ".*"}]}},
+             },
+         }},
+        {"apiVersion": "kafka.strimzi.io/v1", "kind": "KafkaUser",
+         "metadata": {"name": user, "namespace": NAMESPACE, "labels": {**labels, "strimzi.io/cluster": CLUSTER}},
+         "spec": {"authentication": {"type": "scram-sha-512", "password": {
+             "valueFrom": {"secretKeyRef": {"name": ADMIN_SECRET, "key": "password"}}}}}},
+    ]
+
+
+def kafka_resource() -> dict:
+    out = node.kubectl("-n", NAMESPACE, "get", "kafka", CLUSTER, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def condition(obj: dict, kind: str = "Ready") -> dict:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c.get("type") == kind), {})
+
+
+def _admin():
+    """An admin client as the stack's super user, on the node's SCRAM listener: it sees every topic,
+    the ones closed by KafkaUsers' ACLs too."""
+    from kafka import KafkaAdminClient  # the project's Kafka client (`make down` runs without the venv)
 
     user, password = scram_admin()
-    if not core.port_open(SCRAM_PORT):
-        raise core.StackError("kafka", f"no SCRAM listener on 127.0.0.1:{SCRAM_PORT}: the running broker was "
-                                       "started with an older configuration; restart it (`make down`, `make up`)")
-    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{PORT}", client_id="simplecqrs-stack",
-                             request_timeout_ms=15000)
+    return KafkaAdminClient(bootstrap_servers=NODE_SCRAM_BOOTSTRAP, security_protocol="SASL_PLAINTEXT",
+                            sasl_mechanism=SCRAM_MECHANISM, sasl_plain_username=user, sasl_plain_password=password,
+                            client_id="simplecqrs-stack", request_timeout_ms=15000)
+
+
+def _partitions(admin, topic: str) -> list[dict]:
+    (described,) = admin.describe_topics([topic])
+    if described.get("error_code") or not described.get("partitions"):
+        raise core.StackError("kafka", f"topic {topic}: error {described.get('error_code')}, no partitions")
+    return described["partitions"]
+
+
+def brokers_answering() -> int:
+    """How many brokers the cluster's metadata lists (a real Metadata request, as the super user)."""
+    from kafka.errors import KafkaError
+
     try:
-        # First the grant: creating an ACL needs Alter on the Cluster resource, which ANONYMOUS has
-        # only while no ACL exists on it (the first start) or once granted.
+        admin = _admin()
+    except KafkaError:
+        return 0
+    try:
+        return len(admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+
+
+def ensure_anonymous_grant() -> None:
+    """Grant User:ANONYMOUS All on the Cluster resource (idempotent: on every start).  The host
+    listener's clients (tests, host tools) create topics and ACLs; left to allow.everyone.if.no.acl.
+    found, that stops the moment any ACL exists on the Cluster resource (e.g. a KafkaUser's `type:
+    cluster` rule).  Cluster ACLs imply nothing on topics or groups."""
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
+
+    admin = _admin()
+    try:
         done = admin.create_acls([ACL("User:ANONYMOUS", "*", ACLOperation.ALL, ACLPermissionType.ALLOW,
                                       ResourcePattern(ResourceType.CLUSTER, "kafka-cluster"))])
         if done["failed"]:
             raise core.StackError("kafka", f"granting User:ANONYMOUS on the cluster: {done['failed'][0]}")
-        errors = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
-            user, SCRAM_MECHANISM, password, iterations=SCRAM_ITERATIONS)])
-        if errors.get(user):
-            raise core.StackError("kafka", f"setting the SCRAM credential of {user}: {errors[user]}")
     finally:
         admin.close()
+
+
+def leader_counts(topic: str) -> dict[int, int]:
+    """{broker id: partitions of `topic` it leads}."""
+    admin = _admin()
+    try:
+        counts: dict[int, int] = {}
+        for p in _partitions(admin, topic):
+            counts[p["leader_id"]] = counts.get(p["leader_id"], 0) + 1
+        return counts
+    finally:
+        admin.close()
+
+
+def wait_in_sync(topic: str, timeout: float = 240) -> float:
+    """Wait until every broker answers and every partition of `topic` has all its replicas in sync
+    (a killed broker back and caught up); returns the seconds it took."""
+    def in_sync() -> bool:
+        if brokers_answering() != NODES:
+            return False
+        admin = _admin()
+        try:
+            return all(len(p["isr_nodes"]) == len(p["replica_nodes"]) for p in _partitions(admin, topic))
+        finally:
+            admin.close()
+
+    return core.wait_until(in_sync, component="kafka", what=f"{topic}'s replicas in sync", timeout=timeout)
+
+
+def _container(node_id: int) -> str | None:
+    """The running Kafka container of a node (its id in the node's runtime), if any."""
+    out = node.crictl("ps", "-q", "--name", "^kafka$", "--label", f"io.kubernetes.pod.name={POD_NAMES[node_id]}",
+                      "--label", f"io.kubernetes.pod.namespace={NAMESPACE}", check=False)
+    ids = out.stdout.split()
+    return ids[0] if ids else None
+
+
+def _init_pid(container: str) -> int:
+    return json.loads(node.crictl("inspect", container).stdout)["info"]["pid"]
+
+
+def broker_pids() -> dict[int, int]:
+    """{node id: pid of its Kafka container's first process} for the nodes running now."""
+    return {i: _init_pid(c) for i in NODE_IDS if (c := _container(i))}
+
+
+def kill_broker(node_id: int) -> str:
+    """SIGKILL the Kafka container of one node through the node's runtime (not a graceful delete):
+    the kubelet restarts it in the same pod.  Returns the container id that was killed."""
+    container = _container(node_id)
+    if not container:
+        raise core.StackError("kafka", f"no running kafka container in pod {NAMESPACE}/{POD_NAMES[node_id]}")
+    # The container's first process (tini; Kafka is its child): killed, the whole container goes
+    # with it (its PID namespace ends), as when the kernel's OOM killer or a crash takes it.
+    os.kill(_init_pid(container), signal.SIGKILL)
+    return container
+
+
+CUT_CHAIN = "SIMPLECQRS-KAFKA-CUT"
+
+
+@contextlib.contextmanager
+def cut_off():
+    """Kafka away, as the host's clients see it, for the block: every packet to the host listeners
+    (127.0.0.1 and node NodePorts, matched by their original destination port after kube-proxy's
+    DNAT) answered with a TCP reset, open connections included.  The brokers keep running.  Used by
+    the tests where a whole-cluster outage is the subject (the relay's backlog, the producer's
+    delivery timeout); single brokers are killed for real (kill_broker)."""
+    from .network import chain_exists, delete_chain, sh
+
+    ports = [f"{HOST_PORT}:{HOST_BROKER_PORTS[-1]}", f"{NODE_PORT}:{NODE_BROKER_PORTS[-1]}"]
+    if not chain_exists("filter", CUT_CHAIN):
+        sh("iptables", "-w", "-N", CUT_CHAIN)
+    for r in ports:
+        sh("iptables", "-w", "-A", CUT_CHAIN, "-p", "tcp", "-m", "conntrack", "--ctorigdstport", r,
+           "-j", "REJECT", "--reject-with", "tcp-reset")
+    sh("iptables", "-w", "-I", "OUTPUT", "-j", CUT_CHAIN)
+    try:
+        yield
+    finally:
+        delete_chain("filter", CUT_CHAIN)
+
+
+class Kafka(core.Component):
+    """The Kafka and KafkaNodePool above; ready when Strimzi says Ready and every broker answers on
+    the host listener."""
+
+    name = "kafka"
+    address = f"{HOST_BOOTSTRAP} (host), {POD_SCRAM_BOOTSTRAP} (pods)"
+    start_timeout = 600          # a first start: CAs, three JVMs on two cores, the Entity Operator
+    process = False
+    requires = ("strimzi",)
+
+    def running(self) -> bool:
+        return node.Kubelet().running() and bool(kafka_resource())
+
+    def up(self) -> None:
+        # Applied on every `make up` (server-side apply: unchanged objects stay as they are).
+        core.say(f"{'checking' if self.running() else 'starting'} {self.name}")
+        self.start()
+        self.wait_ready()
+
+    def start(self) -> None:
+        node.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts", "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests()}))
+
+    def ready(self) -> bool:
+        k = kafka_resource()
+        st = k.get("status") or {}
+        return (condition(k).get("status") == "True" and st.get("observedGeneration", 0) >= k["metadata"]["generation"]
+                and brokers_answering() == NODES)
+
+    def wait_ready(self) -> None:
+        t0 = time.monotonic()
+        super().wait_ready()
+        ensure_anonymous_grant()
+        core.detail(f"kafka: {NODES} nodes Ready in {time.monotonic() - t0:.0f}s")
+
+    def stop(self) -> None:
+        """Nothing of its own: its pods stop with the node; its objects and volumes stay."""
+        from .network import delete_chain
+
+        delete_chain("filter", CUT_CHAIN)      # a test stopped inside cut_off()
+
+    def version(self) -> str:
+        return VERSION
+
+    def status(self) -> core.Status:
+        s = super().status()
+        s.log = f"kubectl -n {NAMESPACE} logs {POD_NAMES[0]} (and -1, -2)"
+        return s

@@ -5,17 +5,12 @@ Pods live on the bridge `simplecqrs0` (10.244.0.0/24, host side 10.244.0.1); Ser
 on the machine, and neither is reachable from outside it: the bridge has no uplink, and the node's
 own listeners (kubelet) bind the bridge address, never a public interface.
 
-The stores, Kafka and the apiserver listen on 127.0.0.1 only.  Pods reach them at the bridge
-address (GATEWAY:3306, :9042, :9094 and :9095 for Kafka's PODS and SCRAM listeners; the apiserver
-as the `kubernetes` Service 10.0.0.1:443) through DNAT rules to 127.0.0.1, which the kernel allows
-for packets that arrive on the bridge once `route_localnet` is set on it (kube-proxy uses the same
-switch for NodePorts on localhost).  So nothing is bound to a new address and nothing is opened to
-the world.
-
-Kafka tells its clients to come back to the address they are given for its listener (GATEWAY:9094,
-GATEWAY:9095), so processes on the host (the tests, a client with a KafkaUser's credentials) must
-reach those addresses too: a second chain DNATs the host's own connections to them (nat OUTPUT)
-to 127.0.0.1 as well.
+The stores and the apiserver listen on 127.0.0.1 only.  Pods reach them at the bridge address
+(GATEWAY:3306, :9042; the apiserver as the `kubernetes` Service 10.0.0.1:443) through DNAT rules to
+127.0.0.1, which the kernel allows for packets that arrive on the bridge once `route_localnet` is set
+on it (kube-proxy uses the same switch for NodePorts on localhost).  So nothing is bound to a new
+address and nothing is opened to the world.  Kafka runs as pods (kafka.py): the host reaches it
+through NodePorts on 127.0.0.1 and GATEWAY, which kube-proxy programs.
 
 `make down` removes what `start` made: the rules (in chains of our own), the bridge, and
 restores net.ipv4.ip_forward.  Standard library only.
@@ -33,10 +28,8 @@ POD_CIDR = "10.244.0.0/24"
 GATEWAY = "10.244.0.1"            # the bridge's host address: the node IP, pods' default route
 PREFIX = 24
 CLUSTER_DNS = "10.0.0.10"         # CoreDNS's Service address (inside kube.SERVICE_CIDR)
-KAFKA_POD_PORT = 9094             # Kafka's listener for pods (advertised as GATEWAY:9094)
-KAFKA_SCRAM_POD_PORT = 9095       # Kafka's SASL SCRAM-SHA-512 listener (advertised as GATEWAY:9095)
 NAT_CHAIN = "SIMPLECQRS-TO-HOST"  # DNAT from the bridge to host loopback services
-OUTPUT_CHAIN = "SIMPLECQRS-HOST-OUT"  # DNAT of the host's own connections to GATEWAY's Kafka ports
+OUTPUT_CHAIN = "SIMPLECQRS-HOST-OUT"  # left by older versions (Kafka was a host process): removed
 COMMENT = "simplecqrs local node"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 IP_FORWARD_SAVED = core.RUN / "ip_forward.before"
@@ -47,24 +40,15 @@ def host_forwards() -> list[tuple[str, int, int]]:
     from . import cassandra, kube, writestore
 
     return [(GATEWAY, writestore.PORT, writestore.PORT), (GATEWAY, cassandra.PORT, cassandra.PORT),
-            (GATEWAY, KAFKA_POD_PORT, KAFKA_POD_PORT), (GATEWAY, KAFKA_SCRAM_POD_PORT, KAFKA_SCRAM_POD_PORT),
             # the `kubernetes` Service (first address of the Service range) -> the apiserver
             (kube.KUBERNETES_SERVICE_IP, 443, kube.APISERVER_PORT)]
 
 
-def host_local_forwards() -> list[tuple[str, int, int]]:
-    """The same, for connections made by processes on the host: only Kafka's listeners for pods,
-    whose advertised address (GATEWAY) is where every Kafka client reconnects after bootstrap."""
-    return [(GATEWAY, port, port) for port in (KAFKA_POD_PORT, KAFKA_SCRAM_POD_PORT)]
-
-
 def _chains() -> list[tuple[str, list[str], list[tuple[str, int, int]]]]:
     """(chain, the nat rule that jumps to it, its DNAT forwards): packets from pods arriving on the
-    bridge (PREROUTING), and the host's own to GATEWAY (OUTPUT)."""
+    bridge (PREROUTING)."""
     return [(NAT_CHAIN, ["PREROUTING", "-i", BRIDGE, "-m", "comment", "--comment", COMMENT, "-j", NAT_CHAIN],
-             host_forwards()),
-            (OUTPUT_CHAIN, ["OUTPUT", "-d", f"{GATEWAY}/32", "-m", "comment", "--comment", COMMENT, "-j", OUTPUT_CHAIN],
-             host_local_forwards())]
+             host_forwards())]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -121,6 +105,7 @@ class NodeNetwork(core.Component):
         if not IP_FORWARD_SAVED.exists():
             IP_FORWARD_SAVED.write_text(IP_FORWARD.read_text())
         IP_FORWARD.write_text("1\n")
+        delete_chain("nat", OUTPUT_CHAIN)
         for chain, jump, forwards in _chains():
             if not chain_exists("nat", chain):
                 sh("iptables", "-w", "-t", "nat", "-N", chain)

@@ -345,8 +345,9 @@ clusterCIDR: {pod_cidr}
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:{healthz}
 metricsBindAddress: 127.0.0.1:{metrics}
-# NodePorts only on the node address (the bridge), never on a public interface.
-nodePortAddresses: ["{gateway}/32"]
+# NodePorts only on the node address (the bridge) and on loopback (Kafka's host listener, kafka.py),
+# never on a public interface.
+nodePortAddresses: ["{gateway}/32", "127.0.0.1/32"]
 # Leave the machine's conntrack table sizes alone (no CAP_SYS_RESOURCE-free way to set them here).
 conntrack: {{maxPerCore: 0, min: 0}}
 """

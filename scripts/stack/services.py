@@ -84,7 +84,7 @@ def write_env_file() -> None:
         "MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(writestore.PORT), "MYSQL_DATABASE": spec["mysql"]["database"],
         "MYSQL_USER": data.get("username", ""), "MYSQL_PASSWORD": data.get("password", ""),
         "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"], "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"],
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.PORT}", "KAFKA_TOPIC": spec["kafka"]["topic"],
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.HOST_BOOTSTRAP, "KAFKA_TOPIC": spec["kafka"]["topic"],
         "KAFKA_CONSUMER_GROUP": spec["kafka"].get("consumerGroup", "simplecqrs-projector"),
         "CASSANDRA_CONTACT_POINTS": "127.0.0.1", "CASSANDRA_PORT": str(cassandra.PORT),
         "CASSANDRA_KEYSPACE": spec["cassandra"]["keyspace"],
@@ -93,10 +93,10 @@ def write_env_file() -> None:
     }
     if (spec["kafka"].get("strimzi") or {}).get("authentication"):
         # The topic is closed to clients without a user (its KafkaUsers' ACLs): the scripts read it
-        # as the consumers do, with their user, on the SCRAM listener (reachable from the host too).
+        # as the consumers do, with their user, on the SCRAM listener the host reaches (the node's).
         consumer = kube_json("-n", NAMESPACE, "secret", f"{INSTANCE}-kafka-consumer") or {}
         user = {k: base64.b64decode(v).decode() for k, v in consumer.get("data", {}).items()}
-        env.update(KAFKA_BOOTSTRAP_SERVERS=spec["kafka"]["bootstrapServers"], KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        env.update(KAFKA_BOOTSTRAP_SERVERS=kafka.NODE_SCRAM_BOOTSTRAP, KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
                    KAFKA_SASL_MECHANISM="SCRAM-SHA-512", KAFKA_SASL_USERNAME=user.get("username", ""),
                    KAFKA_SASL_PASSWORD=user.get("password", ""))
     fd = os.open(ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -227,7 +227,7 @@ class Instance(core.Component):
     address = f"{NAMESPACE}/{INSTANCE}"
     process = False
     start_timeout = 300
-    requires = ("operator", "traefik")
+    requires = ("operator", "traefik", "kafka")
 
     def running(self) -> bool:
         return False

@@ -1,27 +1,27 @@
-"""Strimzi's Topic Operator and User Operator (1.2.0) on the local node, for the local Kafka.
+"""Strimzi 1.2.0's Cluster Operator on the local node, built from source and installed with its Helm chart.
 
-What a Strimzi `Kafka` cluster's Entity Operator runs, without the Cluster Operator: the broker is
-not Strimzi's (kafka.py: a host process), so only the two operators run, as Deployments in the
-namespace `kafka` for the cluster name `local`:
-- the Topic Operator turns KafkaTopics (label strimzi.io/cluster=local) into topics;
-- the User Operator turns KafkaUsers (same label) into SCRAM-SHA-512 credentials and ACLs, and
-  writes each user's Secret (`password`, `sasl.jaas.config`).  (TLS users work too: it signs their
-  certificates with the clients CA made here, but no listener of the local broker takes them.)
-Both talk to the broker's SCRAM listener (kafka.SCRAM_BOOTSTRAP) as its super user
-kafka.scram_admin().
+The Cluster Operator runs the stack's Kafka cluster (kafka.py: the `Kafka` resource `local` in the
+namespace `kafka`) and, through it, the Entity Operator (the Topic and User Operators) that turns
+KafkaTopics and KafkaUsers into topics, SCRAM-SHA-512 credentials and ACLs.
 
 Built from source (Strimzi's jars are not on Maven Central): `build()`, the install step, extracts
 the vendored source tarball (../shared/vendor/; elsewhere SIMPLECQRS_STRIMZI_SOURCE: a tarball or
 a clone of github.com/strimzi/strimzi-kafka-operator at tag 1.2.0) into CACHE/build/strimzi-1.2.0,
 runs Maven with a JDK 21+ (Temurin 25 here; SIMPLECQRS_STRIMZI_JDK), and keeps what the rest needs
-in CACHE/strimzi-1.2.0: both operators' jars, the two CRDs the build generates, and a Java runtime
-made with jlink (only the modules the jars use).  One image holds both operators
-(dockerfiles/strimzi.Dockerfile, FROM the Debian base images.py makes); the manifests are
-scripts/stack/strimzi/*.yaml.  Standard library only.
+in CACHE/strimzi-1.2.0:
+- operator/: the four operators' `-dist.zip`s unpacked (bin/ with Strimzi's launch scripts, lib/),
+  the layout of Strimzi's own operator image (docker-images/operator), so the Cluster Operator, the
+  Entity Operator's two containers and the Kafka pods' init container all run from one image
+  (dockerfiles/strimzi.Dockerfile) exactly as they run from quay.io/strimzi/operator;
+- kafka-agent/: the broker agent that Strimzi's Kafka image carries (kafkaimage.py adds it);
+- crds/: every CRD the build generated; chart/: Strimzi's Helm chart from the same source;
+- jre/: a Java runtime made with jlink (JAVA_MODULES), so the image needs no JDK package.
+The CRDs are applied server-side from crds/ (Helm installs a chart's crds/ once and never upgrades
+them), then `helm upgrade --install strimzi chart/ --skip-crds` with our image names.
+Standard library only.
 """
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
@@ -31,53 +31,79 @@ import shutil
 import subprocess
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
-from . import core, images, kafka, node
+from . import core, images, jvm, kafkaimage, node
 
 VERSION = "1.2.0"
-NAMESPACE = "kafka"                 # the Kafka cluster's namespace: KafkaTopics and KafkaUsers live here
-CLUSTER = "local"                   # the cluster name: label strimzi.io/cluster=local selects what they manage
-CLUSTER_LABEL = f"strimzi.io/cluster={CLUSTER}"
-TOPIC_OPERATOR = "strimzi-topic-operator"
-USER_OPERATOR = "strimzi-user-operator"
-ADMIN_SECRET = f"{CLUSTER}-kafka-admin"          # the operators' SCRAM credential (kafka.scram_admin())
-CA_CERT_SECRET = f"{CLUSTER}-clients-ca-cert"    # Strimzi's names for a cluster's clients CA
-CA_KEY_SECRET = f"{CLUSTER}-clients-ca"
-REPOSITORY = "simplecqrs-strimzi"
+NAMESPACE = "kafka"                 # the Kafka cluster's namespace, where the Cluster Operator runs
+RELEASE = "strimzi"                 # the Helm release of Strimzi's chart
+DEPLOYMENT = "strimzi-cluster-operator"
+OPERATOR_SELECTOR = "strimzi.io/kind=cluster-operator"
+REPOSITORY = "simplecqrs-strimzi"   # the operator image (all four operators)
 FIELD_MANAGER = "simplecqrs-stack"
-INPUTS_ANNOTATION = "simplecqrs.io/stack-inputs"  # on the Deployments: what they were applied from
 
 HERE = Path(__file__).resolve().parent
-TEMPLATES = HERE / "strimzi"
 DOCKERFILE = HERE / "dockerfiles" / "strimzi.Dockerfile"
 SOURCE = Path(os.environ.get("SIMPLECQRS_STRIMZI_SOURCE")
               or core.ROOT.parent / "shared" / "vendor" / f"strimzi-kafka-operator-{VERSION}-src.tar.gz")
 JDK = Path(os.environ.get("SIMPLECQRS_STRIMZI_JDK", "/usr/lib/jvm/temurin-25-jdk-amd64"))
 BUILD = core.CACHE / "build" / f"strimzi-{VERSION}"   # the extracted source and Maven's target/ dirs
 HOME = core.CACHE / f"strimzi-{VERSION}"              # the build's results (the image's build context)
-CA_DIR = core.ETC / "strimzi"                          # the clients CA, once per checkout
-OPERATORS = ("topic-operator", "user-operator")  # Maven modules; main classes io.strimzi.operator.{topic,user}.Main
-CRDS = {"043-Crd-kafkatopic.yaml": "kafkatopics.kafka.strimzi.io", "044-Crd-kafkauser.yaml": "kafkausers.kafka.strimzi.io"}
+OPERATORS = ("cluster-operator", "topic-operator", "user-operator", "kafka-init")   # Maven modules
+AGENT_JAR = HOME / "kafka-agent" / f"kafka-agent-{VERSION}.jar"
+CRD_DIR = Path("packaging") / "install" / "cluster-operator"    # where the api module writes the CRDs
+CHART_DIR = Path("packaging") / "helm-charts" / "helm3" / "strimzi-kafka-operator"
+# The CRDs a Topic/User Operator and a Kafka cluster need, by file, as the build names them.
+CRDS = {"040-Crd-kafka.yaml": "kafkas.kafka.strimzi.io",
+        "042-Crd-strimzipodset.yaml": "strimzipodsets.core.strimzi.io",
+        "043-Crd-kafkatopic.yaml": "kafkatopics.kafka.strimzi.io",
+        "044-Crd-kafkauser.yaml": "kafkausers.kafka.strimzi.io",
+        "045-Crd-kafkanodepool.yaml": "kafkanodepools.kafka.strimzi.io",
+        "041-Crd-kafkaconnect.yaml": "kafkaconnects.kafka.strimzi.io",
+        "046-Crd-kafkabridge.yaml": "kafkabridges.kafka.strimzi.io",
+        "047-Crd-kafkaconnector.yaml": "kafkaconnectors.kafka.strimzi.io",
+        "048-Crd-kafkamirrormaker2.yaml": "kafkamirrormaker2s.kafka.strimzi.io",
+        "049-Crd-kafkarebalance.yaml": "kafkarebalances.kafka.strimzi.io"}
 
-# Only the two operators and what they depend on (-am); no tests, no static analysis.
+# The operators, the broker agent and what they depend on (-am); no tests run, no static analysis.
 #  - maven-compiler-plugin 3.13.0 instead of the pom's 3.10.1: JDK 23+ runs annotation processors
 #    (the api module's Lombok and Sundrio builders) only when told, and only 3.12+ has a user
 #    property for that (maven.compiler.proc), so the pom is not edited;
 #  - Lombok 1.18.42: 1.18.32 fails on JDK 25;
 #  - strimzi-test-container 0.115.0: the pom's 0.116.0 is not on Maven Central (test scope, but
-#    Maven resolves it all the same).
-MAVEN_ARGS = ["-B", "--no-transfer-progress", "-pl", "topic-operator,user-operator", "-am",
+#    Maven resolves it all the same);
+#  - the fabric8 Kubernetes client 7.7.0 instead of 7.8.0: the Cluster Operator also depends on
+#    openshift-client, and its 7.8.0 modules (openshift-client-api, openshift-model...) are not on
+#    Maven Central (404); 7.7.0's are.  All fabric8 modules move together, for every operator.
+FABRIC8 = "7.7.0"
+MAVEN_ARGS = ["-B", "--no-transfer-progress", "-pl", ",".join((*OPERATORS, "kafka-agent")), "-am",
               "-DskipTests", "-Dspotbugs.skip", "-Dcheckstyle.skip", "-Dmaven.javadoc.skip",
               "-Dmaven.compiler.version=3.13.0", "-Dmaven.compiler.proc=full", "-Dlombok.version=1.18.42",
-              "-Dstrimzi-test-container.version=0.115.0", "package"]
-# Added to what jdeps finds in the jars: jdk.crypto.ec holds the EC algorithms (TLS to the
-# apiserver) on a JDK 21 (on 22+ they moved into java.base and it is empty).
-EXTRA_MODULES = ("jdk.crypto.ec",)
-# --generate-cds-archive: the runtime's own class-data archive (faster JVM start, shared pages);
-# its no-compressed-oops twin only serves heaps over 32 GB (removed).  zip-6: 124 -> 78 MB.
-JLINK_ARGS = ["--strip-debug", "--no-man-pages", "--no-header-files", "--compress", "zip-6", "--generate-cds-archive"]
-FIRST_BUILD_SECONDS = 75           # measured here with an empty ~/.m2 (70 s; shown beside the elapsed time)
+              "-Dstrimzi-test-container.version=0.115.0",
+              *(f"-Dfabric8.{p}.version={FABRIC8}" for p in ("kubernetes-client", "openshift-client",
+                                                              "kubernetes-model", "zjsonpatch")),
+              "package"]
+# The Cluster Operator's tests are not compiled: they need a test connector no version of which is
+# on Maven Central (fault-injection-source-connector) and classes the served strimzi-test-container
+# does not make public.  So its src/test is removed from the extracted tree and that test-scope
+# dependency from its pom (Maven resolves test scope even when tests are skipped).  The only edits
+# to Strimzi's source; other modules' tests compile (topic-operator needs operator-common's test jar).
+UNSERVED_TEST_DEPENDENCIES = {"cluster-operator/pom.xml": "fault-injection-source-connector"}
+UNBUILT_TEST_SOURCES = ("cluster-operator/src/test",)
+# The Cluster Operator validates each Kafka version's broker configuration against a model that
+# config-model-generator makes from that version's jars (Strimzi's build runs it for every supported
+# version before packaging the operator).  Here: the one version an image is built for.
+CONFIG_MODEL_GOALS = ["-B", "--no-transfer-progress", "-f", "config-model-generator/pom.xml",
+                      "-P", "generate-model,!generate-all-models", "verify", "exec:java"]
+# The Java modules of the runtime the operators run on: java.se and the JDK modules their libraries
+# reach for (Netty and fabric8: jdk.unsupported, jdk.net, jdk.naming.dns; TLS: jdk.crypto.ec,
+# jdk.crypto.cryptoki; metrics: jdk.management, jdk.jfr).  A fixed list: jdeps stops at modular jars
+# whose optional modules are absent (io.vertx.metrics.micrometer -> io.vertx.web).
+JAVA_MODULES = ("java.se", "jdk.crypto.cryptoki", "jdk.crypto.ec", "jdk.httpserver", "jdk.jfr", "jdk.management",
+                "jdk.naming.dns", "jdk.net", "jdk.security.auth", "jdk.security.jgss", "jdk.unsupported", "jdk.zipfs")
+FIRST_BUILD_SECONDS = 180          # measured with an empty ~/.m2 (in parts, 2026-12-05); replaced by the last time
 
 
 # ---------------------------------------------------------------- build (install step)
@@ -116,7 +142,9 @@ def _jdk_version() -> str:
 
 def build_key() -> str:
     """What HOME is made from: the source, the Maven arguments, the JDK (the jlink'ed runtime)."""
-    inputs = [_source_key(), MAVEN_ARGS, _jdk_version(), EXTRA_MODULES, JLINK_ARGS]
+    inputs = [_source_key(), MAVEN_ARGS, CONFIG_MODEL_GOALS, kafkaimage.KAFKA_VERSION, _jdk_version(), JAVA_MODULES,
+              jvm.JLINK_ARGS, OPERATORS, sorted(CRDS),
+              UNSERVED_TEST_DEPENDENCIES, UNBUILT_TEST_SOURCES]
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 
@@ -125,16 +153,8 @@ def built() -> bool:
     return marker.exists() and marker.read_text().strip() == build_key()
 
 
-def build() -> Path:
-    """Build both operators and their runtime into HOME unless it is up to date; returns HOME."""
-    key = build_key()
-    if built():
-        return HOME
-    if not core.which("mvn"):
-        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
-                 "Strimzi apt-get install maven", shell=True)
-    log = core.LOGS / "install-strimzi.log"
-    # The source, extracted (or copied) afresh when it changed; Maven's target/ dirs stay between runs.
+def source_tree() -> Path:
+    """The extracted source (extracted or copied afresh when it changed; Maven's target/ dirs stay)."""
     src_key = _source_key()
     if not (BUILD / ".source").exists() or (BUILD / ".source").read_text() != src_key:
         shutil.rmtree(BUILD, ignore_errors=True)
@@ -154,38 +174,74 @@ def build() -> Path:
     release = (BUILD / "release.version").read_text().strip() if (BUILD / "release.version").exists() else "?"
     if release != VERSION:
         raise core.StackError("strimzi", f"{SOURCE} is Strimzi {release}, not {VERSION}")
+    for pom, artifact in UNSERVED_TEST_DEPENDENCIES.items():
+        text = (BUILD / pom).read_text()
+        dropped = re.sub(rf"\s*<dependency>\s*<groupId>[^<]+</groupId>\s*<artifactId>{artifact}</artifactId>"
+                         r"\s*<scope>test</scope>\s*</dependency>", "", text)
+        if dropped != text:
+            (BUILD / pom).write_text(dropped)
+    for tests in UNBUILT_TEST_SOURCES:
+        shutil.rmtree(BUILD / tests, ignore_errors=True)
+    return BUILD
+
+
+def build() -> Path:
+    """Build the operators, the agent and their runtime into HOME unless it is up to date; returns HOME."""
+    key = build_key()
+    if built():
+        return HOME
+    if not core.which("mvn"):
+        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
+                 "Strimzi apt-get install maven", shell=True)
+    log = core.LOGS / "install-strimzi.log"
+    src = source_tree()
     # The CRDs are generated by the build (the api module writes them there): remove the copies
     # the source ships, so that what is used is what this build generated.
-    crd_dir = BUILD / "packaging" / "install" / "cluster-operator"
     for name in CRDS:
-        (crd_dir / name).unlink(missing_ok=True)
+        (src / CRD_DIR / name).unlink(missing_ok=True)
     env = dict(os.environ, JAVA_HOME=str(JDK), PATH=f"{JDK / 'bin'}:{os.environ.get('PATH', '')}")
     timing = core.CACHE / "build" / f"strimzi-{VERSION}.seconds"
     try:
         expected = float(timing.read_text())
     except (OSError, ValueError):
         expected = FIRST_BUILD_SECONDS
-    core.say(f"Strimzi {VERSION}: building the topic and user operators with Maven and {JDK.name} "
-             "(a few minutes; more the first time, while ~/.m2 fills)")
-    took = core.run(["mvn", *MAVEN_ARGS], f"Strimzi {VERSION} Maven build", cwd=BUILD, env=env, log=log,
-                    expected=expected)
-    timing.write_text(f"{took:.0f}\n")
+    core.say(f"Strimzi {VERSION}: building the cluster, topic and user operators, kafka-init and the Kafka "
+             f"agent with Maven and {JDK.name} (minutes; more the first time, while ~/.m2 fills)")
+    t0 = time.monotonic()
+    # The configuration model first: it lands in the Cluster Operator's resources.  The generator
+    # runs on its own pom, so the modules it depends on go to ~/.m2 first.
+    flags = [a for a in MAVEN_ARGS if a.startswith("-D")]
+    core.run(["mvn", "-B", "--no-transfer-progress", "-pl", "config-model", "-am", *flags, "install"],
+             f"Strimzi {VERSION} config-model install", cwd=src, env=env, log=log)
+    model = src / "cluster-operator" / "src" / "main" / "resources" / f"kafka-{kafkaimage.KAFKA_VERSION}-config-model.json"
+    core.run(["mvn", *CONFIG_MODEL_GOALS, *flags, f"-Dkafka-metadata-version={kafkaimage.KAFKA_VERSION}",
+              f"-Dconfig-model-file={model}"],
+             f"Strimzi {VERSION} Kafka {kafkaimage.KAFKA_VERSION} configuration model", cwd=src, env=env, log=log)
+    core.run(["mvn", *MAVEN_ARGS], f"Strimzi {VERSION} Maven build", cwd=src, env=env, log=log,
+             expected=expected)
+    timing.write_text(f"{time.monotonic() - t0:.0f}\n")
 
     # The results, assembled beside HOME and renamed into place (never a half-made HOME).
     tmp = HOME.with_name(f".{HOME.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for op in OPERATORS:
-        target = BUILD / op / "target"
-        (tmp / "operators" / op).mkdir(parents=True)
-        shutil.copy2(target / f"{op}-{VERSION}.jar", tmp / "operators" / op)
-        shutil.copytree(target / "lib", tmp / "operators" / op / "lib")
-    _link_duplicates(tmp / "operators" / "user-operator" / "lib", tmp / "operators" / "topic-operator" / "lib")
+    operator = tmp / "operator"
+    for module in OPERATORS:
+        # As docker-images/operator/Makefile: every dist zip unpacked into one tree (bin/ holds each
+        # operator's launch script, lib/ the union of their jars, named groupId.artifactId-version).
+        with zipfile.ZipFile(src / "docker-images" / "artifacts" / "binaries" / f"{module}-{VERSION}-dist.zip") as z:
+            z.extractall(operator)
+    shutil.copy2(src / "docker-images" / "operator" / "scripts" / "launch_java.sh", operator / "bin")
+    for script in (operator / "bin").iterdir():
+        script.chmod(0o755)
+    (tmp / "kafka-agent").mkdir()
+    shutil.copy2(src / "kafka-agent" / "target" / f"kafka-agent-{VERSION}.jar", tmp / "kafka-agent")
     (tmp / "crds").mkdir()
     for name in CRDS:
-        if not (crd_dir / name).exists():
-            raise core.StackError("strimzi", f"the build generated no {crd_dir / name}", log)
-        shutil.copy2(crd_dir / name, tmp / "crds" / name)
-    _jlink(tmp, log)
+        if not (src / CRD_DIR / name).exists():
+            raise core.StackError("strimzi", f"the build generated no {src / CRD_DIR / name}", log)
+        shutil.copy2(src / CRD_DIR / name, tmp / "crds" / name)
+    shutil.copytree(src / CHART_DIR, tmp / "chart", ignore=shutil.ignore_patterns("crds"))
+    jvm.jlink(JDK, JAVA_MODULES, tmp / "jre", f"Strimzi {VERSION}", log)
     shutil.rmtree(HOME, ignore_errors=True)
     os.rename(tmp, HOME)
     (HOME / ".installed").write_text(key + "\n")
@@ -193,132 +249,64 @@ def build() -> Path:
     return HOME
 
 
-def _link_duplicates(lib: Path, reference: Path) -> None:
-    """Hard-link `lib`'s jars that are identical to `reference`'s (the two operators share all but
-    one): half the size on disk and in the image (one COPY, one layer: it keeps hard links)."""
-    for jar in lib.iterdir():
-        other = reference / jar.name
-        if other.is_file() and other.stat().st_size == jar.stat().st_size \
-                and other.read_bytes() == jar.read_bytes():
-            jar.unlink()
-            os.link(other, jar)
-
-
-def _jlink(home: Path, log: Path) -> None:
-    """home/jre: a Java runtime with only the modules the operators' jars use (jdeps), from the JDK
-    that built them; the image then needs no JDK package."""
-    jars = sorted(str(p) for p in home.glob("operators/*/*.jar")) + sorted(str(p) for p in home.glob("operators/*/lib/*"))
-    feature = _jdk_version().split(".")[0]
-    out = subprocess.run([str(JDK / "bin" / "jdeps"), "--print-module-deps", "--ignore-missing-deps", "-q",
-                          "--multi-release", feature, *jars], capture_output=True, text=True)
-    modules = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
-    if not re.fullmatch(r"[\w.]+(,[\w.]+)*", modules):
-        raise core.StackError("strimzi", f"jdeps found no module list: {(out.stderr or out.stdout).strip()[-300:]}")
-    modules = ",".join(sorted(set(modules.split(",")) | set(EXTRA_MODULES)))
-    core.run([str(JDK / "bin" / "jlink"), "--add-modules", modules, *JLINK_ARGS, "--output", str(home / "jre")],
-             f"Strimzi {VERSION} jlink runtime ({modules})", log=log)
-    (home / "jre" / "lib" / "server" / "classes_nocoops.jsa").unlink(missing_ok=True)
-    (home / "jre" / "modules.txt").write_text(modules + "\n")
-
-
 def _du(path: Path) -> str:
     out = subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True)
     return out.stdout.split()[0] if out.returncode == 0 and out.stdout else "?"
 
 
-# ---------------------------------------------------------------- image, CA, manifests
+# ---------------------------------------------------------------- image and chart values
 def image() -> str:
-    """Build the image (both operators) into the node's containerd; returns its pinned reference."""
+    """Build the operator image into the node's containerd; returns its pinned reference."""
     build()
     return images.build_into_node(REPOSITORY, context=HOME, dockerfile=DOCKERFILE, base_arg="BASE_IMAGE")
 
 
-def ensure_ca() -> tuple[bytes, bytes]:
-    """The clients CA the User Operator signs TLS users' certificates with (it insists on one even
-    for SCRAM-only users): self-signed, made once per checkout.  Returns (ca.crt, ca.key) PEM."""
-    crt, key = CA_DIR / "clients-ca.crt", CA_DIR / "clients-ca.key"
-    if not (crt.exists() and key.exists()):
-        CA_DIR.mkdir(parents=True, exist_ok=True)
-        tmp_key = key.with_suffix(".tmp")
-        fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # 0600 before any byte is written
-        os.close(fd)
-        # As Strimzi's clients CA: O=io.strimzi, CN=clients-ca v0 ("v<generation>"), a CA for signing only.
-        out = subprocess.run(
-            ["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "rsa:4096", "-sha256", "-days", "3650",
-             "-subj", "/O=io.strimzi/CN=clients-ca v0", "-keyout", str(tmp_key), "-out", str(crt),
-             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign"], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise core.StackError("strimzi", f"openssl (clients CA): {out.stderr.strip()[-300:]}")
-        os.replace(tmp_key, key)
-    return crt.read_bytes(), key.read_bytes()
+def _split(ref: str) -> tuple[str, str]:
+    """`name:tag` of an image imported into the node -> (name, tag); the node holds it as
+    docker.io/library/<name>:<tag>, which is what the chart's registry/repository/name/tag make."""
+    name, _, tag = ref.rpartition(":")
+    return name, tag
 
 
-def _b64(data: bytes | str) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+def chart_values(operator_ref: str, kafka_ref: str) -> dict:
+    """Strimzi's chart values that point every image at ours and keep the operator to `kafka`.
+
+    The Cluster Operator names a Kafka image `<registry>/<repository>/<name>:<tagPrefix>-kafka-<version>`
+    (its STRIMZI_KAFKA_IMAGES map, made by the chart for each supported version); kafkaimage.image()
+    tags ours that way for the one version built here."""
+    op_name, op_tag = _split(operator_ref)
+    kafka_name, kafka_prefix = kafkaimage.split(kafka_ref)
+    operator_image = {"registry": "", "repository": "", "name": op_name, "tag": op_tag}
+    return {
+        "defaultImageRegistry": "docker.io", "defaultImageRepository": "library", "defaultImageTag": op_tag,
+        # IfNotPresent: our images are in the node's containerd and nowhere else; the operator passes it on.
+        "image": {**operator_image, "imagePullPolicy": "IfNotPresent"},
+        "topicOperator": {"image": operator_image}, "userOperator": {"image": operator_image},
+        "kafkaInit": {"image": operator_image},
+        "kafka": {"image": {"registry": "", "repository": "", "name": kafka_name, "tagPrefix": kafka_prefix}},
+        "watchNamespaces": [], "watchAnyNamespace": False,     # its own namespace only: `kafka`
+        # Its pods as the Restricted Pod Security Standard asks (non-root, no privilege escalation, no
+        # capabilities, RuntimeDefault seccomp), as the chart already makes the operator's own.
+        "extraEnvs": [{"name": "STRIMZI_POD_SECURITY_PROVIDER_CLASS", "value": "restricted"}],
+    }
 
 
-def secrets_manifest() -> list[dict]:
-    """The namespace, the admin's SCRAM credential and the clients CA (built here, not templated:
-    secrets go to kubectl on stdin, never into a rendered file)."""
-    user, password = kafka.scram_admin()
-    crt, key = ensure_ca()
-    labels = {"app.kubernetes.io/managed-by": FIELD_MANAGER, "app.kubernetes.io/part-of": "strimzi"}
-    ca_labels = {**labels, "strimzi.io/cluster": CLUSTER, "strimzi.io/kind": "Kafka"}
-    ca_annotations = {"strimzi.io/ca-cert-generation": "0", "strimzi.io/ca-key-generation": "0"}
-    # jaas.conf: the User Operator's Kafka client reads its login from a JAAS file (-Djava.security.
-    # auth.login.config), because that operator logs its admin-client configuration in full at start.
-    jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels}},
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-         "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE, "labels": labels},
-         "data": {"username": _b64(user), "password": _b64(password), "sasl.jaas.config": _b64(jaas),
-                  "jaas.conf": _b64(f"KafkaClient {{\n  {jaas}\n}};\n")}},
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-         "metadata": {"name": CA_CERT_SECRET, "namespace": NAMESPACE, "labels": ca_labels,
-                      "annotations": ca_annotations}, "data": {"ca.crt": _b64(crt)}},
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-         "metadata": {"name": CA_KEY_SECRET, "namespace": NAMESPACE, "labels": ca_labels,
-                      "annotations": ca_annotations}, "data": {"ca.key": _b64(key)}},
-    ]
-
-
-def _inputs_digest() -> str:
-    """Everything the applied objects are made from, secrets included: changed -> apply again."""
-    h = hashlib.sha256(build_key().encode())
-    h.update(json.dumps(secrets_manifest(), sort_keys=True).encode())
-    for f in [DOCKERFILE, *sorted(TEMPLATES.glob("*.yaml"))]:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def render(template: str, image_ref: str) -> str:
-    values = {"NAMESPACE": NAMESPACE, "CLUSTER_LABEL": CLUSTER_LABEL, "IMAGE": image_ref, "VERSION": VERSION,
-              "BOOTSTRAP": kafka.SCRAM_BOOTSTRAP, "ADMIN_SECRET": ADMIN_SECRET,
-              "CA_CERT_SECRET": CA_CERT_SECRET, "CA_KEY_SECRET": CA_KEY_SECRET, "INPUTS": _inputs_digest(),
-              "INPUTS_ANNOTATION": INPUTS_ANNOTATION}
-    text = (TEMPLATES / template).read_text()
-    for k, v in values.items():
-        text = text.replace(f"@{k}@", v)
-    if left := re.findall(r"@[A-Z_]+@", text):
-        raise core.StackError("strimzi", f"{template}: no value for {sorted(set(left))}")
-    return text
-
-
+# ---------------------------------------------------------------- component
 def _apply(text: str) -> None:
     node.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts", "-f", "-",
                  input=text)
 
 
-def _deployment(name: str) -> dict:
-    out = node.kubectl("-n", NAMESPACE, "get", "deployment", name, "-o", "json", check=False)
+def deployment() -> dict:
+    out = node.kubectl("-n", NAMESPACE, "get", "deployment", DEPLOYMENT, "-o", "json", check=False)
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
-def _available(name: str) -> bool:
-    """Rolled out: the current spec's pods are all there and Available."""
-    d = _deployment(name)
+def _available() -> bool:
+    """Rolled out: the current spec's pod is there and Available."""
+    d = deployment()
+    if not d:
+        return False
     st, want = d.get("status", {}), d.get("spec", {}).get("replicas", 1)
     conditions = {c["type"]: c["status"] for c in st.get("conditions", [])}
     return (conditions.get("Available") == "True" and st.get("observedGeneration", 0) >= d["metadata"]["generation"]
@@ -326,36 +314,32 @@ def _available(name: str) -> bool:
             and st.get("replicas", 0) == want)
 
 
-# ---------------------------------------------------------------- component
 class Strimzi(core.Component):
-    """The CRDs, the secrets and both operators' Deployments (their pods: the kubelet runs them)."""
+    """Strimzi's CRDs and its Cluster Operator (a Deployment in `kafka`, installed by its Helm chart)."""
 
     name = "strimzi"
-    address = f"ns {NAMESPACE}, cluster {CLUSTER} -> {kafka.SCRAM_BOOTSTRAP}"
-    start_timeout = 180
+    address = f"ns {NAMESPACE}, deploy/{DEPLOYMENT}"
+    start_timeout = 240
     process = False
-    requires = ("kafka", "kube-proxy", "dockerd")
+    requires = ("kube-proxy", "dockerd", "local-path-provisioner", "coredns")
+    VALUES = core.ETC / "strimzi-values.json"      # what the release was installed with last
 
     def install(self) -> None:
         build()
 
     def running(self) -> bool:
-        return node.Kubelet().running() and bool(_deployment(TOPIC_OPERATOR))
+        return node.Kubelet().running() and bool(deployment())
+
+    def _values(self) -> dict:
+        return chart_values(image(), kafkaimage.image())
 
     def up(self) -> None:
-        # As core.Component.up(), except that Deployments applied from other inputs (a new build,
-        # changed templates) or whose image the node lacks are applied again.
-        if kafka.Kafka().running():
-            kafka.ensure_scram_admin()      # two requests: puts back the admin if something removed it
+        # As core.Component.up(), except that a release installed from other images or values
+        # (a new build) is upgraded.
         if self.running():
-            d = _deployment(TOPIC_OPERATOR)
-            applied = d.get("metadata", {}).get("annotations", {}).get(INPUTS_ANNOTATION)
-            image_ref = d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image")
-            if applied == _inputs_digest() and image_ref and node.image_present(image_ref):
-                if self._ready_quietly():
-                    core.detail(f"{self.name} answering on {self.address}")
-                else:
-                    self.wait_ready()       # e.g. its pods starting again with the node
+            values = self._values()
+            if self.VALUES.exists() and json.loads(self.VALUES.read_text()) == values and self._ready_quietly():
+                core.detail(f"{self.name} answering on {self.address}")
                 return
             core.say(f"updating {self.name}")
         else:
@@ -364,20 +348,23 @@ class Strimzi(core.Component):
         self.wait_ready()
 
     def start(self) -> None:
-        kafka.ensure_scram_admin()          # the operators' credential, before they use it
-        ref = image()
+        from .services import helm
+
+        values = self._values()
         t0 = time.monotonic()
         # The CRDs first (server-side: they are too big for client-side apply's annotation).
         _apply("\n---\n".join((HOME / "crds" / name).read_text() for name in CRDS))
         node.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      *(f"crd/{crd}" for crd in CRDS.values()))
-        _apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": secrets_manifest()}))
-        for template in ("topic-operator.yaml", "user-operator.yaml"):
-            _apply(render(template, ref))
-        core.detail(f"strimzi: CRDs, secrets and operators applied in {time.monotonic() - t0:.1f}s ({ref})")
+        self.VALUES.parent.mkdir(parents=True, exist_ok=True)
+        self.VALUES.write_text(json.dumps(values, indent=1))
+        helm("upgrade", "--install", RELEASE, str(HOME / "chart"), "-n", NAMESPACE, "--create-namespace",
+             "--skip-crds", "-f", str(self.VALUES))
+        core.detail(f"strimzi: CRDs and the Cluster Operator applied in {time.monotonic() - t0:.1f}s "
+                    f"({values['image']['name']}:{values['image']['tag']})")
 
     def ready(self) -> bool:
-        return _available(TOPIC_OPERATOR) and _available(USER_OPERATOR)
+        return _available()
 
     def stop(self) -> None:
         """Nothing of its own: its pods stop with the node; its objects stay in the apiserver."""
@@ -387,5 +374,5 @@ class Strimzi(core.Component):
 
     def status(self) -> core.Status:
         s = super().status()
-        s.log = f"kubectl -n {NAMESPACE} logs deploy/{TOPIC_OPERATOR} (or {USER_OPERATOR})"
+        s.log = f"kubectl -n {NAMESPACE} logs deploy/{DEPLOYMENT}"
         return s
