@@ -189,31 +189,44 @@ def test_helm_install_both_charts_then_helm_test(operator, image, namespace):
 
 
 def test_values_dev_runs_the_development_stores_on_the_node(operator, image, namespace):
-    """values-dev.yaml as a kind user installs it: the chart's own MySQL and Cassandra
-    StatefulSets, from images built here with the official images' contract, on volumes of the
-    node's default StorageClass.  The operator provisions them, the instance becomes Ready, and an
-    order goes in and comes back through the Ingress.  (Kafka is the host's, its topics and users the
-    stack's Strimzi operators', as in values-local.yaml: the chart's own Strimzi `Kafka` needs Strimzi's
-    Cluster Operator, which does not run here.)"""
+    """values-dev.yaml as a kind user installs it: the chart's own MySQL and Cassandra StatefulSets,
+    from images built here with the official images' contract, and the chart's own Strimzi `Kafka` +
+    `KafkaNodePool` (kafka.deploy.enabled), which the stack's Cluster Operator reconciles (it watches
+    every namespace) from the Kafka image built here; all on volumes of the node's default
+    StorageClass.  The operator provisions them (the topics as KafkaTopics of that cluster), the
+    instance becomes Ready, and an order goes in and comes back through the Ingress."""
     from scripts.stack import devstores
 
     refs = devstores.build()
     tag = namespace.replace("-", "")[-12:]
     release = f"d{tag}"[:20]
+    # values-local.yaml for the image and the Ingress class the node has; its Kafka (the stack's
+    # cluster, 3 replicas) is replaced by the chart's own one-node cluster.
     helm("install", release, str(services.APP_CHART), "-n", namespace,
          "-f", str(services.APP_CHART / "values-dev.yaml"), "-f", str(services.LOCAL_VALUES),
-         *devstores.helm_values(refs), "--set", "kafka.deploy.enabled=false",
+         *devstores.helm_values(refs), "--set", "kafka.deploy.enabled=true", "--set", "kafka.replicationFactor=1",
+         "--set", "kafka.config=null", "--set", "kafka.deploy.storage=1Gi",
+         # (a small CPU request: the node's 2 cores are mostly requested already by the stack's Kafka)
+         "--set", "kafka.deploy.resources.requests.cpu=50m",
          "--set", f"image.tag={image.split(':', 1)[1]}", "--set", f"orderService.name={release}",
          "--set", f"ingress.host={tag}.simplecqrs.local", "--set", f"kafka.topic=OnNewOrder-{tag}",
          "--timeout=5m")
     try:
-        os_obj = wait_for(lambda: ready(namespace, release), 600, "Ready on the chart's own stores")
+        os_obj = wait_for(lambda: ready(namespace, release), 900, "Ready on the chart's own stores")
         stores = f"{release}-simplecqrs"  # the chart's fullname: the release name, then the chart's
         assert (os_obj["spec"]["mysql"]["host"], os_obj["spec"]["cassandra"]["contactPoints"]) == (
             f"{stores}-mysql.{namespace}.svc", [f"{stores}-cassandra.{namespace}.svc"])
+        assert os_obj["spec"]["kafka"]["bootstrapServers"] == f"{stores}-kafka-bootstrap.{namespace}.svc:9092"
+        # (the instance can be Ready first: Strimzi writes the Kafka's Ready when its reconciliation ends)
+        wait_for(lambda: services.conditions(kjson("-n", namespace, "kafka", stores)).get("Ready", {}).get("status")
+                 == "True", 300, "the chart's Kafka Ready")
+        (pool,) = kjson("-n", namespace, "kafkanodepools")["items"]
+        assert pool["status"]["nodeIds"] == [0] and sorted(pool["status"]["roles"]) == ["broker", "controller"]
+        topic_ready = services.conditions(os_obj)["TopicReady"]
+        assert topic_ready["status"] == "True" and "Strimzi" in topic_ready["message"], topic_ready
         claims = kjson("-n", namespace, "pvc")["items"]
         assert sorted((c["status"]["phase"], c["spec"]["storageClassName"]) for c in claims) == [
-            ("Bound", "standard")] * 2, claims
+            ("Bound", "standard")] * 3, claims
         for pod in ("mysql-0", "cassandra-0"):
             p = kjson("-n", namespace, "pod", f"{stores}-{pod}")
             assert p["spec"]["containers"][0]["image"] in refs.values() and p["status"]["phase"] == "Running"
@@ -234,6 +247,11 @@ def test_values_dev_runs_the_development_stores_on_the_node(operator, image, nam
         assert got["id"] == oid and got["quantity"] == body["quantity"]
     finally:
         helm("uninstall", release, "-n", namespace, "--wait", "--timeout=5m")
+        # The retained KafkaTopics keep Strimzi's finalizer, which nothing serves once the release's
+        # Kafka (and its Topic Operator) is gone: released by hand, as after any such uninstall.
+        for kt in (kjson("-n", namespace, "kafkatopics") or {}).get("items", []):
+            kubectl("-n", namespace, "patch", "kafkatopic", kt["metadata"]["name"], "--type=merge",
+                    "-p", '{"metadata":{"finalizers":[]}}', check=False)
     # The claims outlive the release (StatefulSet volumes); deleting them deletes the volumes.
     kubectl("-n", namespace, "delete", "pvc", "--all", "--timeout=120s")
     wait_for(lambda: not [pv for pv in kjson("pv")["items"]
@@ -272,21 +290,27 @@ class Instance:
         return services.rolled_out(self.ns, self.name)
 
 
-@pytest.fixture(scope="module")
-def instance(operator, image, run_id):
-    ns = f"journeys-{run_id}"
+def started_instance(ns: str, tag: str, spec: dict):
+    """A namespace of its own with the admin Secret and the OrderService `shop` of `spec`, rolled out;
+    removed (instance, then namespace) when the generator is closed.  For module fixtures."""
     kubectl("create", "namespace", ns)
     admin_secret(ns)
-    tag = f"j{run_id}"
     inst = Instance(ns, "shop", tag)
-    spec = orderservice_spec(tag, image)
-    spec["kafka"]["partitions"] = 6
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
                                                  "metadata": {"name": inst.name, "namespace": ns}, "spec": spec}))
-    wait_for(inst.rolled_out, 300, "the journey instance rolled out")
+    wait_for(lambda: ready(ns, inst.name), 300, f"{ns}/{inst.name} Ready")
+    wait_for(inst.rolled_out, 300, f"{ns}/{inst.name} rolled out")
     yield inst
     kubectl("-n", ns, "delete", "orderservice", inst.name, "--timeout=180s", check=False)
     kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def instance(operator, image, run_id):
+    tag = f"j{run_id}"
+    spec = orderservice_spec(tag, image)
+    spec["kafka"]["partitions"] = 6
+    yield from started_instance(f"journeys-{run_id}", tag, spec)
 
 
 class Load:

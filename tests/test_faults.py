@@ -211,7 +211,7 @@ def _kill_leader(inst) -> None:
     kubelet starts it again in its pod."""
     counts = stack_kafka.leader_counts(inst.settings.kafka.topic)
     stack_kafka.kill_broker(max(counts, key=counts.get))
-    stack_kafka.wait_in_sync(inst.settings.kafka.topic)    # back and caught up, still under load
+    stack_kafka.wait_settled(inst.settings.kafka.topic)    # back, caught up and steady, still under load
 
 
 def test_kafka_away_for_ten_seconds(fresh_settings, stack):

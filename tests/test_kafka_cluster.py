@@ -18,7 +18,7 @@ import time
 import pytest
 import test_cluster as journeys
 from test_cluster import Instance as PodInstance
-from test_cluster import Load, admin_secret, audit_equal_with, kjson, orderservice_spec, ready, wait_for
+from test_cluster import Load, audit_equal_with, kjson, orderservice_spec, wait_for
 
 from scripts import bench_measure as measure
 from scripts.stack import core, node, strimzi
@@ -39,20 +39,10 @@ operator = journeys.operator
 @pytest.fixture(scope="module")
 def replicated(operator, image, run_id):
     """An OrderService on the Strimzi cluster with its topic on every node, two in sync for a write."""
-    ns = f"kafka-faults-{run_id}"
-    kubectl("create", "namespace", ns)
-    admin_secret(ns)
     tag = f"k{run_id}"
-    inst = PodInstance(ns, "shop", tag)
     spec = orderservice_spec(tag, image, strimzi=True)
     spec["kafka"].update(partitions=6, replicationFactor=stack_kafka.NODES, config={"min.insync.replicas": "2"})
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
-                                                 "metadata": {"name": inst.name, "namespace": ns}, "spec": spec}))
-    wait_for(lambda: ready(ns, inst.name), 300, "the instance on the Strimzi cluster Ready")
-    wait_for(inst.rolled_out, 300, "its pods rolled out")
-    yield inst
-    kubectl("-n", ns, "delete", "orderservice", inst.name, "--timeout=180s", check=False)
-    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    yield from journeys.started_instance(f"kafka-faults-{run_id}", tag, spec)
 
 
 def topic_of(inst: PodInstance) -> str:
@@ -154,6 +144,7 @@ def test_leader_broker_sigkilled_under_load_no_client_sees_an_error(replicated, 
         victim = max(counts, key=counts.get)
         stack_kafka.kill_broker(victim)
         back = stack_kafka.wait_in_sync(topic)
+        stack_kafka.wait_settled(topic)
         time.sleep(5)
     assert_clean(load)
     record("kafka-leader-sigkill (pods)", load, window, replicated, admin_mysql, broker=victim,
@@ -214,11 +205,12 @@ def test_two_of_three_brokers_down_orders_accepted_then_published(replicated, ad
             time.sleep(0.5)
         acked_during = len(load.acked)
         back = stack_kafka.wait_in_sync(topic, timeout=420)
+        settled = stack_kafka.wait_settled(topic)
         time.sleep(5)
     assert_clean(load)
     assert acked_during > 0
     record("kafka-two-of-three-down-40s (pods)", load, window, replicated, admin_mysql, kills=kills,
-           back_in_sync_s=round(back))
+           back_in_sync_s=round(back), settled_s=round(back + settled))
 
 
 def test_zz_print_kafka_fault_rows():

@@ -225,11 +225,26 @@ def leader_counts(topic: str) -> dict[int, int]:
         admin.close()
 
 
+def _node_pods() -> list[dict]:
+    out = node.kubectl("-n", NAMESPACE, "get", "pods", "-l", f"{CLUSTER_LABEL},strimzi.io/pool-name={POOL}",
+                       "-o", "json", check=False)
+    return json.loads(out.stdout)["items"] if out.returncode == 0 else []
+
+
+def pods_ready() -> bool:
+    """Every node's pod Ready: only then do its NodePorts have an endpoint.  (A restarted broker is
+    back in the ISR before its readiness probe passes; until then the host's clients that metadata
+    sends to it are refused.)"""
+    pods = _node_pods()
+    return len(pods) == NODES and all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) for p in pods)
+
+
 def wait_in_sync(topic: str, timeout: float = 240) -> float:
-    """Wait until every broker answers and every partition of `topic` has all its replicas in sync
-    (a killed broker back and caught up); returns the seconds it took."""
+    """Wait until every broker answers, every node's pod is Ready and every partition of `topic` has
+    all its replicas in sync (a killed broker back and caught up); returns the seconds it took."""
     def in_sync() -> bool:
-        if brokers_answering() != NODES:
+        if brokers_answering() != NODES or not pods_ready():
             return False
         admin = _admin()
         try:
@@ -255,6 +270,28 @@ def _init_pid(container: str) -> int:
 def broker_pids() -> dict[int, int]:
     """{node id: pid of its Kafka container's first process} for the nodes running now."""
     return {i: _init_pid(c) for i in NODE_IDS if (c := _container(i))}
+
+
+def wait_settled(topic: str, quiet: float = 30, timeout: float = 600) -> float:
+    """wait_in_sync(), then until no node's container has restarted for `quiet` seconds with every pod
+    Ready; returns the seconds it took.  Measured here: a node SIGKILLed while it led the KRaft quorum
+    can fail again on its next start (`Cannot transition to Follower with leader <itself>`: Strimzi's
+    kafka_run.sh removes the quorum-state file at every start) until the others have moved to a new
+    epoch; the kubelet restarts it and it comes back by itself, a minute or more later."""
+    t0 = time.monotonic()
+    while True:
+        wait_in_sync(topic, timeout=max(1.0, timeout - (time.monotonic() - t0)))
+        before = {p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
+                  for p in _node_pods()}
+        quiet_until = time.monotonic() + quiet
+        while time.monotonic() < quiet_until and pods_ready():
+            time.sleep(2)
+        after = {p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
+                 for p in _node_pods()}
+        if after == before and pods_ready():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise core.StackError("kafka", f"nodes still restarting after {timeout:.0f}s: {after}")
 
 
 def kill_broker(node_id: int) -> str:

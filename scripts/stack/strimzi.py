@@ -284,7 +284,10 @@ def chart_values(operator_ref: str, kafka_ref: str) -> dict:
         "topicOperator": {"image": operator_image}, "userOperator": {"image": operator_image},
         "kafkaInit": {"image": operator_image},
         "kafka": {"image": {"registry": "", "repository": "", "name": kafka_name, "tagPrefix": kafka_prefix}},
-        "watchNamespaces": [], "watchAnyNamespace": False,     # its own namespace only: `kafka`
+        # Every namespace: the stack's cluster lives in `kafka`, and the chart's development Kafka
+        # (values-dev.yaml, kafka.deploy.enabled) in its release's namespace, as kind users install
+        # it.  Creating a `Kafka` takes rights on kafka.strimzi.io that no OrderService tenant has.
+        "watchNamespaces": [], "watchAnyNamespace": True,
         # Its pods as the Restricted Pod Security Standard asks (non-root, no privilege escalation, no
         # capabilities, RuntimeDefault seccomp), as the chart already makes the operator's own.
         "extraEnvs": [{"name": "STRIMZI_POD_SECURITY_PROVIDER_CLASS", "value": "restricted"}],
