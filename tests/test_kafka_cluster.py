@@ -169,12 +169,15 @@ def test_rolling_update_by_the_cluster_operator_killed_midway_under_load(replica
         time.sleep(5)
         kubectl("-n", stack_kafka.NAMESPACE, "patch", "kafka", stack_kafka.CLUSTER, "--type=merge", "-p",
                 json.dumps({"spec": {"kafka": {"config": {"log.retention.check.interval.ms": value}}}}))
-        wait_for(lambda: sum(before[n] != r for n, r in _pod_uids().items()) >= 1, 600, "the first node rolled")
+        wait_for(lambda: sum(before.get(n) != uid for n, uid in _pod_uids().items()) >= 1, 600, "the first node rolled")
         (op,) = kjson("-n", strimzi.NAMESPACE, "pods", "-l", strimzi.OPERATOR_SELECTOR)["items"]
         for status in op["status"]["containerStatuses"]:
             node.crictl("stop", "--timeout=0", status["containerID"].split("://", 1)[1], check=False)
-        rolled = wait_for(lambda: all(before[n] != r for n, r in _pod_uids().items()) and _pod_uids(),
-                          900, "all three nodes rolled (by the restarted Cluster Operator)")
+        def all_rolled() -> dict | None:    # every node there again, each a new pod
+            now = _pod_uids()
+            return now if set(now) == set(before) and all(before[n] != uid for n, uid in now.items()) else None
+
+        rolled = wait_for(all_rolled, 900, "all three nodes rolled (by the restarted Cluster Operator)")
         wait_for(lambda: stack_kafka.condition(stack_kafka.kafka_resource()).get("status") == "True", 300,
                  "the Kafka Ready again")
         stack_kafka.wait_in_sync(topic)

@@ -23,10 +23,9 @@ def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
     from .cassandra import Cassandra
     from .images import Dockerd
     from .ingress import Traefik
-    from .kafka import Kafka
+    from .kafka import Kafka, Strimzi
     from .kube import Etcd, KubeApiserver, KubeControllerManager
     from .node import node_components
-    from .strimzi import Strimzi
     from .writestore import servers
 
     return [Cassandra(), *servers(both=both_write_stores), Etcd(), KubeApiserver(), KubeControllerManager(),

@@ -44,10 +44,10 @@ import os
 import signal
 import time
 
-from . import core, network, node
+from . import core, kafkaimage, network, node, strimzi
 from .credentials import credentials
 
-VERSION = "4.3.1"
+VERSION = strimzi.KAFKA_VERSION
 METADATA_VERSION = "4.3-IV0"
 NAMESPACE = "kafka"
 CLUSTER = "local"
@@ -329,6 +329,60 @@ def cut_off():
         yield
     finally:
         delete_chain("filter", CUT_CHAIN)
+
+
+class Strimzi(core.Component):
+    """Strimzi's CRDs and its Cluster Operator (strimzi.py: built from source, installed by its own
+    Helm chart into `kafka`), pointed at the operator image and the Kafka image built here."""
+
+    name = "strimzi"
+    address = f"ns {strimzi.NAMESPACE}, deploy/{strimzi.DEPLOYMENT}"
+    start_timeout = 240
+    process = False
+    requires = ("kube-proxy", "dockerd", "local-path-provisioner", "coredns")
+
+    def install(self) -> None:
+        strimzi.build()
+
+    def running(self) -> bool:
+        return node.Kubelet().running() and bool(strimzi.deployment())
+
+    def _values(self) -> dict:
+        return strimzi.chart_values(strimzi.image(), *kafkaimage.split(kafkaimage.image()))
+
+    def up(self) -> None:
+        # As core.Component.up(), except that a release installed from other images or values
+        # (a new build) is upgraded.
+        if self.running():
+            if strimzi.installed_with(self._values()) and self._ready_quietly():
+                core.detail(f"{self.name} answering on {self.address}")
+                return
+            core.say(f"updating {self.name}")
+        else:
+            core.say(f"starting {self.name}")
+        self.start()
+        self.wait_ready()
+
+    def start(self) -> None:
+        values = self._values()
+        t0 = time.monotonic()
+        strimzi.install(values)
+        core.detail(f"strimzi: CRDs and the Cluster Operator applied in {time.monotonic() - t0:.1f}s "
+                    f"({values['image']['name']}:{values['image']['tag']})")
+
+    def ready(self) -> bool:
+        return strimzi.available()
+
+    def stop(self) -> None:
+        """Nothing of its own: its pods stop with the node; its objects stay in the apiserver."""
+
+    def version(self) -> str:
+        return strimzi.VERSION
+
+    def status(self) -> core.Status:
+        s = super().status()
+        s.log = f"kubectl -n {strimzi.NAMESPACE} logs deploy/{strimzi.DEPLOYMENT}"
+        return s
 
 
 class Kafka(core.Component):

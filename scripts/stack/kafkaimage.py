@@ -44,10 +44,10 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from . import core, images, jvm
+from . import core, images, jvm, strimzi
 
-KAFKA_VERSION = "4.3.1"               # Strimzi 1.2.0's default (its kafka-versions.yaml)
-STRIMZI_VERSION = "1.2.0"             # must be strimzi.VERSION (checked): the agent and scripts come from it
+KAFKA_VERSION = strimzi.KAFKA_VERSION  # Strimzi 1.2.0's default (its kafka-versions.yaml)
+STRIMZI_VERSION = strimzi.VERSION      # the agent and the scripts come from that build and source
 THIRD_PARTY_LIBS = "4.3.x"            # kafka-versions.yaml's third-party-libs for 4.3.1
 REPOSITORY = "simplecqrs-kafka"
 TAG_SUFFIX = f"-kafka-{KAFKA_VERSION}"   # what the Cluster Operator appends to the chart's tagPrefix
@@ -133,8 +133,6 @@ def _sha256_file(path: Path) -> str:
 def _strimzi_files() -> dict[str, tuple[bytes, int]]:
     """What this image takes from Strimzi's source (strimzi.SOURCE, a tarball or a tree): the
     third-party pom and the scripts, as {path in the source: (content, mode)}."""
-    from . import strimzi
-
     def wanted(rel: str) -> bool:
         return rel == THIRD_PARTY_POM or (rel.startswith(SCRIPTS) and "/" not in rel[len(SCRIPTS):])
 
@@ -159,11 +157,6 @@ def _strimzi_files() -> dict[str, tuple[bytes, int]]:
 
 def agent_jar() -> Path:
     """Strimzi's Kafka agent, as strimzi.build() leaves it (built with the operators)."""
-    from . import strimzi
-
-    if strimzi.VERSION != STRIMZI_VERSION:
-        raise core.StackError("kafka-image", f"strimzi.py builds Strimzi {strimzi.VERSION}, "
-                                             f"this image is for {STRIMZI_VERSION}")
     jar = strimzi.build() / "kafka-agent" / f"kafka-agent-{STRIMZI_VERSION}.jar"
     if not jar.is_file():
         raise core.StackError("kafka-image", f"strimzi.build() left no {jar}")
@@ -172,8 +165,6 @@ def agent_jar() -> Path:
 
 def _jdk() -> tuple[Path, str]:
     """The JDK the runtime is jlinked from (Strimzi's build JDK) and its JAVA_VERSION (21 or newer)."""
-    from . import strimzi
-
     try:
         version = re.search(r'^JAVA_VERSION="([^"]+)"', (strimzi.JDK / "release").read_text(), re.M).group(1)
     except (OSError, AttributeError):

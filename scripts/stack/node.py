@@ -131,6 +131,12 @@ def import_image(archive: Path, ref: str) -> None:
         raise core.StackError("containerd", f"{archive} did not provide {ref}")
 
 
+def helm(*args: str, timeout: float = 600) -> None:
+    """helm against this checkout's cluster (the stack's charts and Strimzi's); output to .local/logs/helm.log."""
+    core.run([str(core.BIN / "helm"), f"--kubeconfig={core.KUBECONFIG}", *args], f"helm {args[0]} {args[1]}",
+             log=core.LOGS / "helm.log", timeout=timeout)
+
+
 def kubectl(*args: str | Path, input: str | None = None, check: bool = True, timeout: float = 120,
             kubeconfig: Path = core.KUBECONFIG) -> subprocess.CompletedProcess:
     """kubectl against this checkout's cluster: the one helper the stack and the tests use."""

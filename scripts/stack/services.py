@@ -25,7 +25,7 @@ import time
 
 from . import core, node
 from .credentials import credentials
-from .node import kubectl
+from .node import helm, kubectl
 
 NAMESPACE = "simplecqrs"
 OPERATOR_NAMESPACE = "simplecqrs-system"
@@ -53,11 +53,6 @@ def orderservice(namespace: str = NAMESPACE, name: str = INSTANCE) -> dict | Non
 
 def conditions(obj: dict | None) -> dict[str, dict]:
     return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
-
-
-def helm(*args: str, timeout: float = 600) -> None:
-    core.run([str(core.BIN / "helm"), f"--kubeconfig={core.KUBECONFIG}", *args], f"helm {args[0]} {args[1]}",
-             log=core.LOGS / "helm.log", timeout=timeout)
 
 
 def image_ref() -> str:

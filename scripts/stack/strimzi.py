@@ -34,9 +34,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import core, images, jvm, kafkaimage, node
+from . import core, images, jvm, node
 
 VERSION = "1.2.0"
+KAFKA_VERSION = "4.3.1"             # Strimzi 1.2.0's default (its kafka-versions.yaml): the one version built here
 NAMESPACE = "kafka"                 # the Kafka cluster's namespace, where the Cluster Operator runs
 RELEASE = "strimzi"                 # the Helm release of Strimzi's chart
 DEPLOYMENT = "strimzi-cluster-operator"
@@ -44,6 +45,7 @@ OPERATOR_SELECTOR = "strimzi.io/kind=cluster-operator"
 REPOSITORY = "simplecqrs-strimzi"   # the operator image (all four operators)
 FIELD_MANAGER = "simplecqrs-stack"
 
+VALUES = core.ETC / "strimzi-values.json"      # what the release was installed with last
 HERE = Path(__file__).resolve().parent
 DOCKERFILE = HERE / "dockerfiles" / "strimzi.Dockerfile"
 SOURCE = Path(os.environ.get("SIMPLECQRS_STRIMZI_SOURCE")
@@ -142,7 +144,7 @@ def _jdk_version() -> str:
 
 def build_key() -> str:
     """What HOME is made from: the source, the Maven arguments, the JDK (the jlink'ed runtime)."""
-    inputs = [_source_key(), MAVEN_ARGS, CONFIG_MODEL_GOALS, kafkaimage.KAFKA_VERSION, _jdk_version(), JAVA_MODULES,
+    inputs = [_source_key(), MAVEN_ARGS, CONFIG_MODEL_GOALS, KAFKA_VERSION, _jdk_version(), JAVA_MODULES,
               jvm.JLINK_ARGS, OPERATORS, sorted(CRDS),
               UNSERVED_TEST_DEPENDENCIES, UNBUILT_TEST_SOURCES]
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
@@ -213,10 +215,10 @@ def build() -> Path:
     flags = [a for a in MAVEN_ARGS if a.startswith("-D")]
     core.run(["mvn", "-B", "--no-transfer-progress", "-pl", "config-model", "-am", *flags, "install"],
              f"Strimzi {VERSION} config-model install", cwd=src, env=env, log=log)
-    model = src / "cluster-operator" / "src" / "main" / "resources" / f"kafka-{kafkaimage.KAFKA_VERSION}-config-model.json"
-    core.run(["mvn", *CONFIG_MODEL_GOALS, *flags, f"-Dkafka-metadata-version={kafkaimage.KAFKA_VERSION}",
+    model = src / "cluster-operator" / "src" / "main" / "resources" / f"kafka-{KAFKA_VERSION}-config-model.json"
+    core.run(["mvn", *CONFIG_MODEL_GOALS, *flags, f"-Dkafka-metadata-version={KAFKA_VERSION}",
               f"-Dconfig-model-file={model}"],
-             f"Strimzi {VERSION} Kafka {kafkaimage.KAFKA_VERSION} configuration model", cwd=src, env=env, log=log)
+             f"Strimzi {VERSION} Kafka {KAFKA_VERSION} configuration model", cwd=src, env=env, log=log)
     core.run(["mvn", *MAVEN_ARGS], f"Strimzi {VERSION} Maven build", cwd=src, env=env, log=log,
              expected=expected)
     timing.write_text(f"{time.monotonic() - t0:.0f}\n")
@@ -268,14 +270,13 @@ def _split(ref: str) -> tuple[str, str]:
     return name, tag
 
 
-def chart_values(operator_ref: str, kafka_ref: str) -> dict:
-    """Strimzi's chart values that point every image at ours and keep the operator to `kafka`.
+def chart_values(operator_ref: str, kafka_name: str, kafka_prefix: str) -> dict:
+    """Strimzi's chart values that point every image at ours.
 
     The Cluster Operator names a Kafka image `<registry>/<repository>/<name>:<tagPrefix>-kafka-<version>`
-    (its STRIMZI_KAFKA_IMAGES map, made by the chart for each supported version); kafkaimage.image()
-    tags ours that way for the one version built here."""
+    (its STRIMZI_KAFKA_IMAGES map, made by the chart for each supported version): kafkaimage.py tags
+    ours that way for the one version built here and gives (name, tagPrefix)."""
     op_name, op_tag = _split(operator_ref)
-    kafka_name, kafka_prefix = kafkaimage.split(kafka_ref)
     operator_image = {"registry": "", "repository": "", "name": op_name, "tag": op_tag}
     return {
         "defaultImageRegistry": "docker.io", "defaultImageRepository": "library", "defaultImageTag": op_tag,
@@ -294,7 +295,7 @@ def chart_values(operator_ref: str, kafka_ref: str) -> dict:
     }
 
 
-# ---------------------------------------------------------------- component
+# ---------------------------------------------------------------- the operator in the cluster
 def _apply(text: str) -> None:
     node.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts", "-f", "-",
                  input=text)
@@ -305,7 +306,7 @@ def deployment() -> dict:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
-def _available() -> bool:
+def available() -> bool:
     """Rolled out: the current spec's pod is there and Available."""
     d = deployment()
     if not d:
@@ -317,65 +318,15 @@ def _available() -> bool:
             and st.get("replicas", 0) == want)
 
 
-class Strimzi(core.Component):
-    """Strimzi's CRDs and its Cluster Operator (a Deployment in `kafka`, installed by its Helm chart)."""
+def install(values: dict) -> None:
+    """The CRDs (server-side: too big for client-side apply's annotation), then Strimzi's chart."""
+    _apply("\n---\n".join((HOME / "crds" / name).read_text() for name in CRDS))
+    node.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{crd}" for crd in CRDS.values()))
+    VALUES.parent.mkdir(parents=True, exist_ok=True)
+    VALUES.write_text(json.dumps(values, indent=1))
+    node.helm("upgrade", "--install", RELEASE, str(HOME / "chart"), "-n", NAMESPACE, "--create-namespace",
+              "--skip-crds", "-f", str(VALUES))
 
-    name = "strimzi"
-    address = f"ns {NAMESPACE}, deploy/{DEPLOYMENT}"
-    start_timeout = 240
-    process = False
-    requires = ("kube-proxy", "dockerd", "local-path-provisioner", "coredns")
-    VALUES = core.ETC / "strimzi-values.json"      # what the release was installed with last
 
-    def install(self) -> None:
-        build()
-
-    def running(self) -> bool:
-        return node.Kubelet().running() and bool(deployment())
-
-    def _values(self) -> dict:
-        return chart_values(image(), kafkaimage.image())
-
-    def up(self) -> None:
-        # As core.Component.up(), except that a release installed from other images or values
-        # (a new build) is upgraded.
-        if self.running():
-            values = self._values()
-            if self.VALUES.exists() and json.loads(self.VALUES.read_text()) == values and self._ready_quietly():
-                core.detail(f"{self.name} answering on {self.address}")
-                return
-            core.say(f"updating {self.name}")
-        else:
-            core.say(f"starting {self.name}")
-        self.start()
-        self.wait_ready()
-
-    def start(self) -> None:
-        from .services import helm
-
-        values = self._values()
-        t0 = time.monotonic()
-        # The CRDs first (server-side: they are too big for client-side apply's annotation).
-        _apply("\n---\n".join((HOME / "crds" / name).read_text() for name in CRDS))
-        node.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     *(f"crd/{crd}" for crd in CRDS.values()))
-        self.VALUES.parent.mkdir(parents=True, exist_ok=True)
-        self.VALUES.write_text(json.dumps(values, indent=1))
-        helm("upgrade", "--install", RELEASE, str(HOME / "chart"), "-n", NAMESPACE, "--create-namespace",
-             "--skip-crds", "-f", str(self.VALUES))
-        core.detail(f"strimzi: CRDs and the Cluster Operator applied in {time.monotonic() - t0:.1f}s "
-                    f"({values['image']['name']}:{values['image']['tag']})")
-
-    def ready(self) -> bool:
-        return _available()
-
-    def stop(self) -> None:
-        """Nothing of its own: its pods stop with the node; its objects stay in the apiserver."""
-
-    def version(self) -> str:
-        return VERSION
-
-    def status(self) -> core.Status:
-        s = super().status()
-        s.log = f"kubectl -n {NAMESPACE} logs deploy/{DEPLOYMENT}"
-        return s
+def installed_with(values: dict) -> bool:
+    return VALUES.exists() and json.loads(VALUES.read_text()) == values
