@@ -17,8 +17,8 @@ in CACHE/strimzi-1.2.0:
 - crds/: every CRD the build generated; chart/: Strimzi's Helm chart from the same source;
 - jre/: a Java runtime made with jlink (JAVA_MODULES), so the image needs no JDK package.
 The CRDs are applied server-side from crds/ (Helm installs a chart's crds/ once and never upgrades
-them), then `helm upgrade --install strimzi chart/ --skip-crds` with our image names.
-Standard library only.
+them), then `helm upgrade --install strimzi chart/ --skip-crds` with our image names (`install()`;
+the stack's components, `Strimzi` and `Kafka`, are in kafka.py).  Standard library only.
 """
 from __future__ import annotations
 
