@@ -244,11 +244,12 @@ def wait_in_sync(topic: str, timeout: float = 240) -> float:
     """Wait until every broker answers, every node's pod is Ready and every partition of `topic` has
     all its replicas in sync (a killed broker back and caught up); returns the seconds it took."""
     def in_sync() -> bool:
-        if brokers_answering() != NODES or not pods_ready():
+        if not pods_ready():
             return False
-        admin = _admin()
+        admin = _admin()           # one client per poll: the brokers it lists, then the topic's replicas
         try:
-            return all(len(p["isr_nodes"]) == len(p["replica_nodes"]) for p in _partitions(admin, topic))
+            return (len(admin.describe_cluster()["brokers"]) == NODES
+                    and all(len(p["isr_nodes"]) == len(p["replica_nodes"]) for p in _partitions(admin, topic)))
         finally:
             admin.close()
 
@@ -272,6 +273,12 @@ def broker_pids() -> dict[int, int]:
     return {i: _init_pid(c) for i in NODE_IDS if (c := _container(i))}
 
 
+def _restarts() -> dict[str, int]:
+    """{node pod uid: its containers' restarts}: a new pod or a restarted container changes it."""
+    return {p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
+            for p in _node_pods()}
+
+
 def wait_settled(topic: str, quiet: float = 30, timeout: float = 600) -> float:
     """wait_in_sync(), then until no node's container has restarted for `quiet` seconds with every pod
     Ready; returns the seconds it took.  Measured here: a node SIGKILLed while it led the KRaft quorum
@@ -281,13 +288,11 @@ def wait_settled(topic: str, quiet: float = 30, timeout: float = 600) -> float:
     t0 = time.monotonic()
     while True:
         wait_in_sync(topic, timeout=max(1.0, timeout - (time.monotonic() - t0)))
-        before = {p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
-                  for p in _node_pods()}
+        before = _restarts()
         quiet_until = time.monotonic() + quiet
         while time.monotonic() < quiet_until and pods_ready():
             time.sleep(2)
-        after = {p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
-                 for p in _node_pods()}
+        after = _restarts()
         if after == before and pods_ready():
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
