@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import subprocess
 import time
 import uuid
@@ -22,6 +23,7 @@ import pymysql
 import pytest
 import requests
 import support
+import yaml
 from support import order
 
 from scripts.stack import core, network, node, services
@@ -114,6 +116,36 @@ def ready(ns: str, name: str) -> dict | None:
 def via_ingress(host: str, method: str, path: str, **kw) -> requests.Response:
     return requests.request(method, f"{INGRESS}{path}", headers={"Host": host, **kw.pop("headers", {})},
                             timeout=kw.pop("timeout", 15), **kw)
+
+
+def order_round_trip(ns: str, host: str, api: str) -> None:
+    """An order POSTed through the Ingress and read back through it; on failure, the API's logs and
+    the namespace's pods in the message."""
+    body = order()
+    try:
+        r = wait_for(lambda: (resp := via_ingress(host, "POST", "/orders", json=body)).status_code == 201
+                     and resp, 120, "an order accepted through the Ingress")
+    except AssertionError as e:   # say why: what the API and its relay logged, and the pods' states
+        logs = kubectl("-n", ns, "logs", f"deploy/{api}", "--all-containers", "--tail=40", check=False)
+        pods = kubectl("-n", ns, "get", "pods", "-o", "wide", check=False)
+        raise AssertionError(f"{e}\n{pods.stdout}\n{logs.stdout[-6000:]}{logs.stderr[-1000:]}") from None
+    oid = r.json()["id"]
+    got = wait_for(lambda: (resp := via_ingress(host, "GET", f"/orders/{oid}", params={"wait": 5000}))
+                   .status_code == 200 and resp.json(), 120, "the order read back through the Ingress")
+    assert got["id"] == oid and got["quantity"] == body["quantity"]
+
+
+def release_topics_and_claims(ns: str) -> None:
+    """After the development stores are uninstalled: the retained KafkaTopics keep Strimzi's
+    finalizer, which nothing serves once the namespace's Kafka (and its Topic Operator) is gone, so
+    it is released by hand, as after any such uninstall; the StatefulSets' claims outlive them, and
+    deleting the claims deletes the volumes."""
+    for kt in (kjson("-n", ns, "kafkatopics") or {}).get("items", []):
+        kubectl("-n", ns, "patch", "kafkatopic", kt["metadata"]["name"], "--type=merge",
+                "-p", '{"metadata":{"finalizers":[]}}', check=False)
+    kubectl("-n", ns, "delete", "pvc", "--all", "--timeout=120s")
+    wait_for(lambda: not [pv for pv in kjson("pv")["items"]
+                          if pv["spec"].get("claimRef", {}).get("namespace") == ns], 120, "the volumes deleted")
 
 
 # ---------------------------------------------------------------- journeys
@@ -231,32 +263,68 @@ def test_values_dev_runs_the_development_stores_on_the_node(operator, image, nam
             p = kjson("-n", namespace, "pod", f"{stores}-{pod}")
             assert p["spec"]["containers"][0]["image"] in refs.values() and p["status"]["phase"] == "Running"
 
-        host = f"{tag}.simplecqrs.local"
-        body = order()
-        try:
-            r = wait_for(lambda: (resp := via_ingress(host, "POST", "/orders", json=body)).status_code == 201
-                         and resp, 120, "an order accepted through the Ingress")
-        except AssertionError as e:   # say why: what the API and its relay logged, and the pods' states
-            logs = kubectl("-n", namespace, "logs", f"deploy/{release}-api", "--all-containers", "--tail=40",
-                           check=False)
-            pods = kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False)
-            raise AssertionError(f"{e}\n{pods.stdout}\n{logs.stdout[-6000:]}{logs.stderr[-1000:]}") from None
-        oid = r.json()["id"]
-        got = wait_for(lambda: (resp := via_ingress(host, "GET", f"/orders/{oid}", params={"wait": 5000}))
-                       .status_code == 200 and resp.json(), 120, "the order read back through the Ingress")
-        assert got["id"] == oid and got["quantity"] == body["quantity"]
+        order_round_trip(namespace, f"{tag}.simplecqrs.local", f"{release}-api")
     finally:
         helm("uninstall", release, "-n", namespace, "--wait", "--timeout=5m")
-        # The retained KafkaTopics keep Strimzi's finalizer, which nothing serves once the release's
-        # Kafka (and its Topic Operator) is gone: released by hand, as after any such uninstall.
-        for kt in (kjson("-n", namespace, "kafkatopics") or {}).get("items", []):
-            kubectl("-n", namespace, "patch", "kafkatopic", kt["metadata"]["name"], "--type=merge",
-                    "-p", '{"metadata":{"finalizers":[]}}', check=False)
-    # The claims outlive the release (StatefulSet volumes); deleting them deletes the volumes.
-    kubectl("-n", namespace, "delete", "pvc", "--all", "--timeout=120s")
-    wait_for(lambda: not [pv for pv in kjson("pv")["items"]
-                          if pv["spec"].get("claimRef", {}).get("namespace") == namespace], 120, "the volumes deleted")
+        release_topics_and_claims(namespace)
 
+
+def test_kustomize_kind_overlay_runs_on_the_node(operator, image, run_id, tmp_path):
+    """The kind overlay and k8s/dev/orderservice.yaml as the README's kustomize steps apply them (the
+    secret env file generated by the README's own command), with what only this node needs changed in
+    a wrapper kustomization around them: the namespace (make up's instance is `simplecqrs/simplecqrs`),
+    the store images built here (no registry), a small CPU request for the Kafka node (the node's two
+    cores are mostly requested by the stack's three Kafka nodes), and the image and Ingress class of
+    the instance.  Strimzi's Cluster Operator reconciles the overlay's `Kafka` + `KafkaNodePool`, the
+    operator provisions the overlay's MySQL (binlog relay: it needs the overlay's binlog flags) and
+    Cassandra, the instance becomes Ready, and an order goes in and comes back through the Ingress."""
+    from scripts.stack import devstores
+
+    refs = devstores.build()
+    ns, tag = f"kustomize-{run_id}", f"k{run_id}"
+    dev = tmp_path / "k8s" / "dev"       # a clone's k8s/dev, without any generated env file
+    shutil.copytree(core.ROOT / "k8s" / "dev", dev, ignore=shutil.ignore_patterns("*.env"))
+    readme = (core.ROOT / "README.md").read_text()
+    (command,) = [line.strip() for line in readme.splitlines() if "> k8s/dev/base/secrets/mysql.env" in line
+                  and line.strip().startswith("printf")]
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)   # (k8s/dev/base/secrets exists in a clone)
+    wrapper = tmp_path / "node"
+    wrapper.mkdir()
+    repo = {k: v.rsplit(":", 1) for k, v in refs.items()}
+    (wrapper / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": ns,
+        "resources": ["../k8s/dev/overlays/kind"],
+        "images": [{"name": k, "newName": name, "newTag": t} for k, (name, t) in repo.items()],
+        "patches": [{"target": {"group": "kafka.strimzi.io", "kind": "KafkaNodePool"},
+                     "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/resources/requests/cpu",
+                                               "value": "50m"}])}]}))
+    (osvc,) = yaml.safe_load_all((dev / "orderservice.yaml").read_text())
+    osvc["metadata"]["namespace"] = ns
+    spec = osvc["spec"]
+    spec["kafka"]["bootstrapServers"] = spec["kafka"]["bootstrapServers"].replace(".simplecqrs.svc", f".{ns}.svc")
+    spec["kafka"]["topic"] = f"OnNewOrder-{tag}"
+    spec["mysql"]["host"] = spec["mysql"]["host"].replace(".simplecqrs.svc", f".{ns}.svc")
+    spec["cassandra"]["contactPoints"] = [c.replace(".simplecqrs.svc", f".{ns}.svc")
+                                          for c in spec["cassandra"]["contactPoints"]]
+    spec["api"]["image"] = spec["consumer"]["image"] = image
+    spec["api"]["ingress"] = {"host": f"{tag}.simplecqrs.local", "className": "traefik"}
+    name = osvc["metadata"]["name"]
+    try:
+        kubectl("apply", "-k", wrapper, timeout=300)
+        kubectl("apply", "-f", "-", input=json.dumps(osvc))
+        wait_for(lambda: ready(ns, name), 900, "Ready on the overlay's stores")
+        wait_for(lambda: services.conditions(kjson("-n", ns, "kafka", spec["kafka"]["strimzi"]["cluster"]))
+                 .get("Ready", {}).get("status") == "True", 300, "the overlay's Kafka Ready")
+        (pool,) = kjson("-n", ns, "kafkanodepools")["items"]
+        assert pool["status"]["nodeIds"] == [0] and sorted(pool["status"]["roles"]) == ["broker", "controller"]
+        topic_ready = services.conditions(kjson("-n", ns, "orderservice", name))["TopicReady"]
+        assert topic_ready["status"] == "True" and "Strimzi" in topic_ready["message"], topic_ready
+        order_round_trip(ns, f"{tag}.simplecqrs.local", f"{name}-api")
+    finally:
+        kubectl("-n", ns, "delete", "orderservice", name, "--timeout=180s", check=False)
+        kubectl("delete", "-k", wrapper, "--ignore-not-found", "--wait=false", timeout=300, check=False)
+        release_topics_and_claims(ns)
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 # ---------------------------------------------------------------- one instance for the journeys below

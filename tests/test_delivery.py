@@ -1127,6 +1127,19 @@ def test_dev_orderservice_names_the_dev_stores(crds, namespace, cluster_scoped, 
     dry_run([osvc], namespace, cluster_scoped)
 
 
+def test_chart_and_manifests_run_the_same_development_stores(helm_bin, dev_tree):
+    """values-dev.yaml's stores and k8s/dev/base are the same servers: the same images and the same
+    server arguments (the binlog relay, the default, needs the MySQL binlog flags on both paths)."""
+    def containers(objs: list[dict]) -> dict[str, tuple]:
+        return {c["name"]: (c["image"], c.get("args"), c.get("command"))
+                for o in objs if o["kind"] == "StatefulSet" for c in o["spec"]["template"]["spec"]["containers"]}
+
+    chart = containers(render(ROOT / "charts" / "simplecqrs", ["-f", str(ROOT / "charts/simplecqrs/values-dev.yaml")]))
+    manifests = containers(docs(kubectl("kustomize", dev_tree / "overlays" / "kind").stdout))
+    assert set(chart) == set(manifests) == {"mysql", "cassandra"}, (chart, manifests)
+    assert chart == manifests
+    assert "--binlog-row-metadata=FULL" in manifests["mysql"][1]
+
 def test_kind_cluster_config_publishes_the_ingress_ports():
     cfg = yaml.safe_load((ROOT / "k8s" / "dev" / "kind-cluster.yaml").read_text())
     assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4" and cfg["kind"] == "Cluster"
