@@ -60,7 +60,7 @@ from pymysqlreplication.row_event import WriteRowsEvent
 from . import events, metrics
 from .config import Settings
 from .outbox import FLUSH_TIMEOUT_S, OutboxRelay, message_for
-from .writemodel.db import connect, error_code, is_connection_error, tls_args
+from .writemodel.db import REFUSED_AUTH_PLUGINS, connect, error_code, is_connection_error, tls_args
 
 log = logging.getLogger(__name__)
 NAME = "binlog"             # the outbox_relay row of this relay
@@ -269,7 +269,7 @@ class BinlogRelay(OutboxRelay):
                 connections["stream"] += 1
                 if connections["stream"] > 1:
                     raise StreamBroken("the binlog connection broke")
-            return pymysql.connect(**kwargs)
+            return pymysql.connect(**kwargs, auth_plugin_map=REFUSED_AUTH_PLUGINS)
 
         # freeze_schema: each table's layout is decoded from its first table map and kept by table id
         # (decoding it again in every transaction was a quarter or more of the relay's CPU).  Safe: the

@@ -64,6 +64,9 @@ def operator(image):
     """The operator as a Deployment from its chart (kept if `make up` installed it), for this
     module only: left running, it would serve every namespace of the modules after this one."""
     had = kjson("-n", services.OPERATOR_NAMESPACE, "deployment", "simplecqrs-operator") is not None
+    # The CRD as a user upgrading applies it (Helm never upgrades a chart's crds/): a new field or rule.
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=simplecqrs-stack",
+            "-f", str(services.OPERATOR_CHART / "crds"))
     helm("upgrade", "--install", "simplecqrs-operator", str(services.OPERATOR_CHART), "-n",
          services.OPERATOR_NAMESPACE, "--create-namespace", "--set", f"image.tag={image.split(':', 1)[1]}",
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=5m")

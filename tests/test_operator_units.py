@@ -519,7 +519,7 @@ def test_mysql_tls_reaches_the_api_and_relay_as_settings_and_a_mounted_ca():
 
 
 def test_the_mysql_ca_secret_must_be_labelled_and_hold_ca_crt():
-    from k8s.operator.simplecqrs_operator.reconcile import read_ca
+    from k8s.operator.simplecqrs_operator.credentials import read_ca
     from k8s.operator.simplecqrs_operator.resource import SecretRef
 
     class Secrets:  # kube.get of Secrets only: the label and key rules are pure logic
@@ -561,10 +561,15 @@ def test_the_older_orderservice_owns_a_shared_store_the_younger_waits():
     assert set(taken) == {TOPIC, WRITE_STORE}                  # the keyspace differs; host case does not count
     assert taken[WRITE_STORE]["metadata"]["name"] == "old"
     assert "OrderService shop/old" in ownership.describe(WRITE_STORE, taken[WRITE_STORE])
-    # Same brokers in another order, another namespace: still the same topic.
+    # Same brokers in another order and spelling, from another namespace: still the same topic (names
+    # compare as a pod resolves them: `k1` in namespace shop is k1.shop.svc.cluster.local).
     far = _osvc_body("far", "2026-03-01T00:00:00Z", ns="else", db="d", keyspace="k")
-    far["spec"]["kafka"]["bootstrapServers"] = "k2:9092, k1:9092"
+    far["spec"]["kafka"]["bootstrapServers"] = "k2.shop.svc:9092, K1.shop:9092"
     assert set(ownership.conflicts(far, [old, far])) == {TOPIC}
+    # ...and so is the server: `mysql.db` and its full name are one MySQL (two turns of ALTER USER before).
+    spelled = _osvc_body("spelled", "2026-03-02T00:00:00Z", host="mysql.db.svc.cluster.local.", keyspace="k2",
+                         topic="t2")
+    assert set(ownership.conflicts(spelled, [old, spelled])) == {WRITE_STORE}
     # A Strimzi topic is the Strimzi cluster's: the brokers' addresses do not matter.
     for b in (old, far):
         b["spec"]["kafka"]["strimzi"] = {"cluster": "kafka", "namespace": "kafka"}
@@ -572,3 +577,61 @@ def test_the_older_orderservice_owns_a_shared_store_the_younger_waits():
     # Same creation second: the uid decides, the same way for both.
     a, b = (_osvc_body(n, "2026-01-01T00:00:00Z", uid=u) for n, u in (("a", "1"), ("b", "2")))
     assert ownership.conflicts(a, [a, b]) == {} and set(ownership.conflicts(b, [a, b])) == {TOPIC, WRITE_STORE, READ_STORE}
+
+
+def test_only_the_instances_own_objects_are_written():
+    """Owner references with the instance's uid (children), or the owner annotation naming it (the
+    Strimzi objects in the Kafka namespace); anything else of a child's name is a conflict."""
+    from simplecqrs_operator import ownership
+
+    o = osvc()
+    names = children.namespace_children(o)
+    assert ("NetworkPolicy", o.name) in names and ("Service", o.api_name) in names
+    assert ("Secret", o.credentials_secret) in names and ("Deployment", o.consumer_name) in names
+    ours = children.api_service(o)
+    victims = {"Service": {"metadata": {"name": o.api_name, "namespace": o.namespace}},
+               "Deployment": {"metadata": {"name": o.api_name, "namespace": o.namespace, "ownerReferences": [
+                   {"kind": "ReplicaSet", "name": "x", "uid": "other", "controller": True}]}}}
+    assert ownership.owned(ours, o.uid, o.address)
+    assert not ownership.owned(victims["Service"], o.uid, o.address)
+    topic = children.kafka_topics(o, "kafka.strimzi.io/v1")[0]
+    assert ownership.owned(topic, o.uid, o.address)
+    assert not ownership.owned(topic, o.uid, "other/ns")
+    found = ownership.foreign_children({("Service", o.api_name): victims["Service"], ("Deployment", "d"): victims[
+        "Deployment"], ("Secret", "s"): None, ("Ingress", "i"): ours}, o.uid, o.address)
+    assert found == [f"Service {o.api_name} (not made by this operator)", "Deployment d (owned by ReplicaSet x)"]
+
+
+def test_one_stalled_instance_does_not_stall_the_resync_of_the_others(monkeypatch):
+    """A store that never answers holds its instance's pass; the resync gives it its deadline and
+    goes on, and starts no second pass for it while the first runs."""
+    import threading
+    import time
+
+    from simplecqrs_operator import handlers
+
+    release, started, seen = threading.Event(), [], []
+
+    def reconcile(kube, namespace, name):
+        started.append(name)
+        if name == "stuck":
+            release.wait(10)
+        seen.append(name)
+
+    class Kube:
+        def orderservices(self):
+            return [{"metadata": {"namespace": "shop", "name": n}} for n in ("stuck", "ok")]
+
+    stop = threading.Event()
+    monkeypatch.setattr(handlers.reconcile, "reconcile", reconcile)
+    monkeypatch.setattr(handlers, "RESYNC_DEADLINE_SECONDS", 0.2)
+    loop = threading.Thread(target=handlers.resync_loop, args=(Kube(), stop, 0.05), daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 5
+    while seen.count("ok") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    release.set()
+    loop.join(5)
+    assert seen.count("ok") >= 3, seen            # the others kept their passes
+    assert started.count("stuck") == 1, started   # never two passes of the stalled one

@@ -62,6 +62,23 @@ def tls_args(s: MySQLSettings) -> dict:
     return {"ssl": ctx}
 
 
+class RefusedAuthPlugin:
+    """A server that asks for `mysql_clear_password` (or MariaDB's `dialog`) wants the password
+    itself; PyMySQL would send it as written.  No connection of ours answers that: a real server of
+    ours never asks (caching_sha2_password, mysql_native_password, ed25519), and a server that does
+    is the one a changed host name points at."""
+
+    def __init__(self, conn: pymysql.connections.Connection):
+        self.conn = conn
+
+    def authenticate(self, pkt):
+        raise pymysql.err.OperationalError(2059, "the server asked for the password in clear text "
+                                                 "(mysql_clear_password or dialog); refused")
+
+
+REFUSED_AUTH_PLUGINS = {"mysql_clear_password": RefusedAuthPlugin, "dialog": RefusedAuthPlugin}
+
+
 def server_kind(conn: pymysql.connections.Connection) -> str:
     """The server kind, "mariadb" or "mysql": the two differ in a little SQL (orders.py's upsert)."""
     return "mariadb" if "mariadb" in conn.get_server_info().lower() else "mysql"
@@ -84,7 +101,7 @@ def connect(s: MySQLSettings, *, admin: bool = False, database: str | None = "",
         charset="utf8mb4", autocommit=autocommit,
         client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS if multi_statements else 0,
         connect_timeout=s.connect_timeout, read_timeout=read_timeout, write_timeout=read_timeout,
-        **tls_args(s),
+        auth_plugin_map=REFUSED_AUTH_PLUGINS, **tls_args(s),
     )
     with conn.cursor() as cur:
         # READ COMMITTED: fewer gap locks, so concurrent upserts of one customer do not deadlock.

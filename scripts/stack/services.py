@@ -23,7 +23,7 @@ import json
 import os
 import time
 
-from . import core, node
+from . import core, network, node
 from .credentials import credentials
 from .node import helm, kubectl
 
@@ -100,20 +100,22 @@ def write_env_file() -> None:
         f.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
-def apply_labelled_secret(namespace: str, name: str, data: dict[str, str]) -> None:
-    """A Secret the operator may read (label simplecqrs.io/credentials=true), applied through stdin:
-    its values never on a command line or in the output."""
+def apply_labelled_secret(namespace: str, name: str, data: dict[str, str], hosts: tuple[str, ...] = ()) -> None:
+    """A Secret the operator may read (label simplecqrs.io/credentials=true) and send to `hosts`
+    (annotation simplecqrs.io/allowed-hosts), applied through stdin: its values never on a command
+    line or in the output."""
+    meta = {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}}
+    if hosts:
+        meta["annotations"] = {"simplecqrs.io/allowed-hosts": ",".join(hosts)}
     kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}},
-        "type": "Opaque", "stringData": data}))
+        "apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "stringData": data}))
 
 
 def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
-    """The MySQL admin account the operator provisions with."""
+    """The MySQL admin account the operator provisions with, for the host's MySQL as pods reach it."""
     creds = credentials()
     apply_labelled_secret(namespace, name, {"username": creds["MYSQL_ADMIN_USER"],
-                                            "password": creds["MYSQL_ADMIN_PASSWORD"]})
+                                            "password": creds["MYSQL_ADMIN_PASSWORD"]}, hosts=(network.GATEWAY,))
 
 
 MYSQL_CA_SECRET = "simplecqrs-mysql-ca"

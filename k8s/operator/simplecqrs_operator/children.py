@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .resource import KAFKA_ROLES, MYSQL_CA_KEY, OrderService
+from .resource import KAFKA_ROLES, MYSQL_CA_KEY, OWNER_ANNOTATION, OrderService
 
 API_PORT = 8080
 RELAY_PORT = 9101
@@ -269,6 +269,15 @@ def workloads(osvc: OrderService, credentials_hash: str,
     return wanted, unwanted
 
 
+def namespace_children(osvc: OrderService) -> list[tuple[str, str]]:
+    """(kind, name) of every object the instance writes in its namespace for its spec: the workloads,
+    the credentials Secret and the copies of the Kafka users' Secrets.  What
+    ownership.foreign_children checks before a pass writes anything."""
+    wanted, _ = workloads(osvc, "", {role: "" for role in KAFKA_ROLES})
+    secrets_ = [osvc.credentials_secret] + [osvc.kafka_secret(role) for role in KAFKA_ROLES if osvc.kafka.users]
+    return [(m["kind"], m["metadata"]["name"]) for m in wanted] + [("Secret", s) for s in secrets_]
+
+
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
@@ -295,7 +304,7 @@ def kafka_topics(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:
             spec["config"] = dict(k.config)
         out.append({"apiVersion": api_version, "kind": "KafkaTopic", "metadata": {
             "name": obj_name, "namespace": k.strimzi_namespace, "labels": labels,
-            "annotations": {"simplecqrs.io/owner": f"{osvc.namespace}/{osvc.name}"}}, "spec": spec})
+            "annotations": {OWNER_ANNOTATION: osvc.address}}, "spec": spec})
     return out
 
 
@@ -323,7 +332,7 @@ def kafka_users(osvc: OrderService, api_version: str) -> list[dict[str, Any]]:
     labels = {**osvc.labels("kafka-user"), "strimzi.io/cluster": k.strimzi_cluster}
     return [{"apiVersion": api_version, "kind": "KafkaUser", "metadata": {
         "name": osvc.kafka_user_name(role), "namespace": k.strimzi_namespace, "labels": labels,
-        "annotations": {"simplecqrs.io/owner": f"{osvc.namespace}/{osvc.name}"}}, "spec": {
+        "annotations": {OWNER_ANNOTATION: osvc.address}}, "spec": {
         "authentication": {"type": k.authentication},
         "authorization": {"type": "simple", "acls": kafka_user_acls(osvc, role)}}} for role in KAFKA_ROLES]
 

@@ -13,11 +13,12 @@ WRITE_STORE = "WriteStoreReady"
 READ_STORE = "ReadStoreReady"
 API = "ApiReady"
 CONSUMER = "ConsumerReady"
+CHILDREN = "ChildrenApplied"  # its objects applied: all its own (ownership.foreign_children), Secrets allowed
 READY = "Ready"
 DELETION = "DeletionBlocked"  # only while a Delete policy cannot reach a store
 
 STORES = (TOPIC, WRITE_STORE, READ_STORE)
-PARTS = STORES + (API, CONSUMER)
+PARTS = (CHILDREN,) + STORES + (API, CONSUMER)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def overall(current: dict[str, dict]) -> Condition:
     """Ready: every part True; otherwise which parts are not, with their messages."""
     waiting = [t for t in PARTS if current.get(t, {}).get("status") != "True"]
     if not waiting:
-        return true(READY, "AllPartsReady", "topic, stores, API and consumer are ready")
+        return true(READY, "AllPartsReady", "objects, topic, stores, API and consumer are ready")
     detail = "; ".join(f"{t}: {current[t].get('message') or current[t].get('reason')}" if t in current
                        else f"{t}: not reported yet" for t in waiting)
     return false(READY, "PartsNotReady", detail)
@@ -76,7 +77,8 @@ def merge(previous: list[dict], updates: list[Condition], generation: int,
     """The new conditions list: `updates` replace conditions of the same type, the others stay;
     lastTransitionTime is kept unless the status changed; Ready is recomputed."""
     timestamp = timestamp or now()
-    by_type = {c["type"]: dict(c) for c in previous}
+    # (a type this operator no longer reports, from an older version, is dropped)
+    by_type = {c["type"]: dict(c) for c in previous if c["type"] in (READY, DELETION) + PARTS}
     for cond in updates:
         old = by_type.get(cond.type)
         changed = old is None or old.get("status") != cond.status

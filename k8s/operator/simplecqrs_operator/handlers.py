@@ -26,6 +26,9 @@ from . import reconcile, stores
 from .resource import GROUP, MANAGER, PLURAL, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_RESYNC_SECONDS", "60"))
+# How long the resync waits for one instance before it goes on to the next: a store that does not
+# answer stalls only its own instance (each store call has its own timeouts; this bounds their sum).
+RESYNC_DEADLINE_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_RESYNC_DEADLINE_SECONDS", "30"))
 BACKOFF_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_BACKOFF_SECONDS", "2"))
 BACKOFF_MAX_SECONDS = float(os.environ.get("SIMPLECQRS_OPERATOR_BACKOFF_MAX_SECONDS", "60"))
 DELETE_ATTEMPTS = int(os.environ.get("SIMPLECQRS_OPERATOR_DELETE_ATTEMPTS", "5"))
@@ -74,11 +77,16 @@ def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     stores.CLIENTS.close_all()
 
 
-def resync_loop(kube: kube_api.Kube, stop: threading.Event) -> None:
+def resync_loop(kube: kube_api.Kube, stop: threading.Event, interval: float | None = None) -> None:
     """Every RESYNC_SECONDS, reconcile each OrderService in scope (one at a time; reconcile() takes
     the object's lock, so it never runs beside a handler of the same object, and skips one that is
-    being deleted).  Failures are in the status; the next pass comes back."""
-    while not stop.wait(RESYNC_SECONDS):
+    being deleted).  Failures are in the status; the next pass comes back.
+
+    Each instance's pass runs in a thread of its own, waited for RESYNC_DEADLINE_SECONDS: one whose
+    store does not answer is left to finish and the loop goes on with the others; its next pass
+    starts only once that one has ended (never two threads for one instance)."""
+    running: dict[tuple[str, str], threading.Thread] = {}
+    while not stop.wait(RESYNC_SECONDS if interval is None else interval):
         try:
             items = kube.orderservices()
         except Exception:  # noqa: BLE001 - the apiserver is away: the next pass tries again
@@ -87,11 +95,24 @@ def resync_loop(kube: kube_api.Kube, stop: threading.Event) -> None:
         for item in items:
             if stop.is_set():
                 return
-            meta = item["metadata"]
-            try:
-                reconcile.reconcile(kube, meta["namespace"], meta["name"])
-            except Exception:  # noqa: BLE001 - one object's failure must not stop the others'
-                log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+            key = (item["metadata"]["namespace"], item["metadata"]["name"])
+            if (previous := running.get(key)) is not None and previous.is_alive():
+                log.warning("resync of %s/%s skipped: its previous pass is still running", *key)
+                continue
+            running[key] = thread = threading.Thread(target=_resync_one, args=(kube, *key), daemon=True,
+                                                     name=f"resync {key[0]}/{key[1]}")
+            thread.start()
+            thread.join(RESYNC_DEADLINE_SECONDS)
+            if thread.is_alive():
+                log.warning("resync of %s/%s still running after %.0f s; going on with the others",
+                            *key, RESYNC_DEADLINE_SECONDS)
+
+
+def _resync_one(kube: kube_api.Kube, namespace: str, name: str) -> None:
+    try:
+        reconcile.reconcile(kube, namespace, name)
+    except Exception:  # noqa: BLE001 - one object's failure must not stop the others'
+        log.exception("resync of %s/%s failed", namespace, name)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

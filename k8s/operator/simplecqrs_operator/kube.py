@@ -89,18 +89,26 @@ class Kube:
         return _plain(self.resource(obj["kind"], obj["apiVersion"]).create(
             body=obj, namespace=obj["metadata"]["namespace"], _request_timeout=self.timeout))
 
-    def apply(self, obj: dict) -> dict:
-        """Server-side apply: creates the object or converges the fields we manage."""
+    def apply(self, obj: dict, uid: str | None = None) -> dict:
+        """Server-side apply: creates the object or converges the fields we manage.
+
+        uid: the live object's, as a precondition: the apiserver refuses the apply (409 when it was
+        deleted, 422 when another object of that name replaced it) rather than write to an object
+        other than the one the caller checked (ownership.foreign_children)."""
         meta = obj["metadata"]
+        body = {**obj, "metadata": {**meta, "uid": uid}} if uid else obj
         return _plain(self.resource(obj["kind"], obj["apiVersion"]).server_side_apply(
-            body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=MANAGER, force_conflicts=True,
+            body=body, name=meta["name"], namespace=meta["namespace"], field_manager=MANAGER, force_conflicts=True,
             _request_timeout=self.timeout))
 
-    def delete(self, kind: str, namespace: str, name: str, api_version: str | None = None) -> bool:
-        """Delete in the background; False when it was already gone."""
+    def delete(self, kind: str, namespace: str, name: str, api_version: str | None = None,
+               uid: str | None = None) -> bool:
+        """Delete in the background; False when it was already gone.  uid: as in apply()."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
         try:
-            self.resource(kind, api_version).delete(name=name, namespace=namespace,
-                                                    body={"propagationPolicy": "Background"},
+            self.resource(kind, api_version).delete(name=name, namespace=namespace, body=body,
                                                     _request_timeout=self.timeout)
             return True
         except (NotFoundError, ResourceNotFoundError):

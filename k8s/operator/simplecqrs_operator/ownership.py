@@ -1,4 +1,18 @@
-"""Two OrderServices naming the same store: the older one owns it, the other waits.
+"""Who owns what: the objects an instance writes, and the stores two instances name.
+
+Objects.  The operator writes only objects that are its instance's own: in the instance's namespace
+those whose owner references carry the OrderService's uid (it put them there when it made them), in
+the Kafka cluster's namespace the Strimzi objects whose OWNER_ANNOTATION names the instance.  An
+object of a child's name that is someone else's (a NetworkPolicy `default-deny` for an OrderService
+named `default-deny`, the Service `payments-api` of an application called payments) is never
+changed: the instance reports `ChildrenApplied=False, reason ResourceConflict` and writes nothing at
+all until the name is free (`foreign_children`).  The check and the write are tied by the live
+object's uid, which the write sends as a precondition (kube.Kube.apply): a replaced object is
+refused by the apiserver, not overwritten.  Where nothing exists yet the write creates it: between
+the read that found no object and that create, a few milliseconds, an object made by someone else
+would be adopted; the API offers no "create or apply only if absent" in one call.
+
+Stores.  Two OrderServices naming the same store: the older one owns it, the other waits.
 
 The rule Strimzi's topic operator applies to two KafkaTopics of one Kafka topic: the oldest
 resource (creation time, then uid) keeps it, the others report `ResourceConflict` and touch
@@ -13,12 +27,51 @@ of one cluster, pointed at the same server and database names, are not protected
 """
 from __future__ import annotations
 
+from .addresses import canonical_host
 from .conditions import READ_STORE, TOPIC, WRITE_STORE
+from .resource import OWNER_ANNOTATION
 
 
-def _hosts(value: str | list[str]) -> frozenset[str]:
+# ---------------------------------------------------------------- objects
+def owned(live: dict, uid: str, address: str) -> bool:
+    """True if `live` belongs to the OrderService (uid, "namespace/name"): an owner reference with
+    its uid (the children in its namespace), or its OWNER_ANNOTATION (the Strimzi objects, which may
+    live in another namespace, where owner references cannot point).  Only someone who may already
+    write an object can put either on it."""
+    meta = live.get("metadata") or {}
+    return any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []) or \
+        (meta.get("annotations") or {}).get(OWNER_ANNOTATION) == address
+
+
+def holder(live: dict) -> str:
+    """Whose `live` is, in words: its controller (or first owner), else that it has none."""
+    refs = (live.get("metadata") or {}).get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    if ref:
+        return f"owned by {ref.get('kind')} {ref.get('name')}"
+    owner = ((live.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
+    return f"made for OrderService {owner}" if owner else "not made by this operator"
+
+
+def foreign_children(lives: dict[tuple[str, str], dict | None], uid: str, address: str) -> list[str]:
+    """The objects among `lives` ((kind, name) -> the live object, None where there is none) that
+    are not the instance's own, described for the ResourceConflict message."""
+    return [f"{kind} {name} ({holder(live)})" for (kind, name), live in lives.items()
+            if live is not None and not owned(live, uid, address)]
+
+
+# ---------------------------------------------------------------- stores
+
+
+def _hosts(value: str | list[str], namespace: str, keep_port: bool = False) -> frozenset[str]:
+    """Host names as a pod of `namespace` resolves them (addresses.canonical_host): `mysql`,
+    `mysql.db` and `mysql.db.svc.cluster.local` are one server.  keep_port: for host:port lists."""
     items = value.split(",") if isinstance(value, str) else value
-    return frozenset(h.strip().lower() for h in items if h.strip())
+    out = set()
+    for item in (i.strip() for i in items if i.strip()):
+        host, _, port = item.rpartition(":") if keep_port and item.count(":") == 1 else (item, "", "")
+        out.add(canonical_host(host, namespace) + (f":{port}" if port else ""))
+    return frozenset(out)
 
 
 def claims(body: dict) -> dict[str, tuple]:
@@ -29,11 +82,11 @@ def claims(body: dict) -> dict[str, tuple]:
     if strimzi.get("cluster"):
         topic: tuple = ("strimzi", strimzi.get("namespace") or ns, strimzi["cluster"], k.get("topic"))
     else:
-        topic = ("kafka", _hosts(k.get("bootstrapServers", "")), k.get("topic"))
+        topic = ("kafka", _hosts(k.get("bootstrapServers", ""), ns, keep_port=True), k.get("topic"))
     return {
         TOPIC: topic,
-        WRITE_STORE: ("mysql", str(m.get("host", "")).lower(), m.get("port"), m.get("database")),
-        READ_STORE: ("cassandra", _hosts(c.get("contactPoints", [])), c.get("port"), c.get("keyspace")),
+        WRITE_STORE: ("mysql", _hosts([str(m.get("host", ""))], ns), m.get("port"), m.get("database")),
+        READ_STORE: ("cassandra", _hosts(c.get("contactPoints", []), ns), c.get("port"), c.get("keyspace")),
     }
 
 

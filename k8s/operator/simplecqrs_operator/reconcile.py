@@ -10,8 +10,6 @@ the object as it is now in the apiserver, never from a stale copy.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 import threading
 from contextlib import contextmanager
@@ -21,9 +19,10 @@ from kubernetes.client.exceptions import ApiException
 
 from . import children, conditions, ownership, stores
 from .children import RELAY_KEYS
-from .conditions import API, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
+from .conditions import API, CHILDREN, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
+from .credentials import credentials_hash, decode, kafka_credentials_hashes, read_ca, read_credentials, refused_for_workloads
 from .kube import Kube
-from .resource import CREDENTIALS_LABEL, KAFKA_ROLES, MYSQL_CA_KEY, OrderService, SecretRef
+from .resource import KAFKA_ROLES, OrderService, SecretRef
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -54,14 +53,27 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return []
         osvc = OrderService.from_body(body)
+        # Every object this pass may write, as it is now: someone else's of the same name stops the
+        # pass before anything is written (ownership.py, "Objects").
+        lives = {(kind, child): kube.get(kind, namespace, child) for kind, child in children.namespace_children(osvc)}
+        if foreign := ownership.foreign_children(lives, osvc.uid, osvc.address):
+            publish(kube, osvc, [false(CHILDREN, "ResourceConflict", f"{'; '.join(foreign)}: not this OrderService's, "
+                                       "left untouched; nothing is provisioned until the names are free (or "
+                                       "the OrderService has another name)")], {}, observed=stores_too)
+            return []
         taken = ownership.conflicts(body, kube.orderservices())
-        secret = kube.get("Secret", namespace, osvc.credentials_secret)
+        secret = lives[("Secret", osvc.credentials_secret)]
         updates: list[Condition] = []
         if stores_too or secret is None:
             secret = ensure_credentials(kube, osvc, secret)
             updates += provision(kube, osvc, (decode(secret, "password"), decode(secret, RELAY_KEYS[1])), taken)
-        if not taken:       # workloads of a conflicting instance would write into the owner's data
-            apply_children(kube, osvc, credentials_hash(secret))
+        if taken:       # workloads of a conflicting instance would write into the owner's data
+            updates.append(false(CHILDREN, "StoreConflict", "no workloads while a store belongs to an older "
+                                 "OrderService (the store conditions say which)"))
+        elif refused := refused_for_workloads(kube, osvc):
+            updates.append(false(CHILDREN, "SecretNotAllowed", "; ".join(refused)[:900]))
+        else:
+            updates.append(apply_children(kube, osvc, credentials_hash(secret), lives))
         workloads, counts = observe_workloads(kube, osvc)
         publish(kube, osvc, updates + workloads, counts, observed=stores_too)
         return [c for c in updates if c.type in STORES and not c.ok]
@@ -73,7 +85,8 @@ def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> d
     if secret is not None:
         if all(key in (secret.get("data") or {}) for key in RELAY_KEYS):
             return secret
-        updated = kube.apply(children.credentials_secret(osvc, decode(secret, "password"), secrets.token_urlsafe(24)))
+        updated = kube.apply(children.credentials_secret(osvc, decode(secret, "password"), secrets.token_urlsafe(24)),
+                             uid=secret["metadata"]["uid"])
         event(kube, osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.relay_user} for the outbox relay; "
                                                 f"its password is in Secret {osvc.credentials_secret}")
         return updated
@@ -96,7 +109,7 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
         return stores.Result(false(kind, "ResourceConflict", ownership.describe(kind, taken[kind])))
 
     results = [conflict(TOPIC) if TOPIC in taken else stores.ensure_topic(kube, osvc)]
-    admin, reason, why = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret)
+    admin, reason, why = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret, [osvc.mysql.host])
     ca_pem, ca_reason, ca_why = read_ca(kube, osvc.namespace, osvc.mysql.ca_secret)
     if WRITE_STORE in taken:
         results.append(conflict(WRITE_STORE))
@@ -107,7 +120,8 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
     else:
         results.append(stores.ensure_write_store(osvc, admin, passwords, ca_pem))
     ref = osvc.cassandra.credentials_secret
-    cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref) if ref else (None, "", "")
+    cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref, list(osvc.cassandra.contact_points)
+                                                          ) if ref else (None, "", "")
     if READ_STORE in taken:
         results.append(conflict(READ_STORE))
     elif ref and cassandra_credentials is None:
@@ -120,22 +134,30 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
     return [r.condition for r in results]
 
 
-def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str) -> None:
+def apply_children(kube: Kube, osvc: OrderService, credentials_hash_: str, lives: dict[tuple[str, str], dict | None]
+                   ) -> Condition:
+    """Apply the workloads; `lives`: each as it was when its ownership was checked (its uid is the
+    apply's precondition).  A child the spec dropped is deleted only if it is the instance's own."""
     kafka_hashes = kafka_credentials_hashes(kube, osvc)
     if not all(kafka_hashes.values()):
         # Kafka users asked for, their Secrets not copied yet (TopicReady says why): pods started now
         # could not start (no Secret) and would roll again once it exists.  Wait for them.
-        return
+        return false(CHILDREN, "WaitingForKafkaUsers", "the Kafka users' Secrets are not there yet (TopicReady)")
     wanted, unwanted = children.workloads(osvc, credentials_hash_, kafka_hashes)
     for manifest in wanted:
-        keep_live_replicas(kube, manifest)
-        kube.apply(manifest)
+        live = lives.get((manifest["kind"], manifest["metadata"]["name"]))
+        keep_live_replicas(manifest, live)
+        kube.apply(manifest, uid=(live or {}).get("metadata", {}).get("uid"))
     for kind, name in unwanted:
-        if kube.delete(kind, osvc.namespace, name):
+        live = kube.get(kind, osvc.namespace, name)
+        if live is None or not ownership.owned(live, osvc.uid, osvc.address):
+            continue
+        if kube.delete(kind, osvc.namespace, name, uid=live["metadata"]["uid"]):
             event(kube, osvc, "ChildDeleted", f"deleted {kind} {name}: no longer in the spec")
+    return true(CHILDREN, "Applied", "every object the instance writes is its own, and applied")
 
 
-def keep_live_replicas(kube: Kube, manifest: dict) -> None:
+def keep_live_replicas(manifest: dict, live: dict | None) -> None:
     """A Deployment whose replica count an HPA owns is applied with the count it has now.
 
     Leaving `replicas` out of a forced server-side apply would drop the operator's ownership of the
@@ -144,7 +166,6 @@ def keep_live_replicas(kube: Kube, manifest: dict) -> None:
     value the HPA set; the HPA goes on changing it through the scale subresource."""
     if manifest["kind"] != "Deployment" or "replicas" in manifest["spec"]:
         return
-    live = kube.get("Deployment", manifest["metadata"]["namespace"], manifest["metadata"]["name"])
     if live is not None and live.get("spec", {}).get("replicas") is not None:
         manifest["spec"]["replicas"] = live["spec"]["replicas"]
 
@@ -193,9 +214,11 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
         taken = ownership.conflicts(body, kube.orderservices())    # never drop an older instance's data
         steps = [(TOPIC, "topic", lambda: stores.drop_topic(kube, osvc)),
                  (WRITE_STORE, "database",
-                  lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret), _ca(kube, osvc))),
+                  lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret, [m.host]),
+                                                  _ca(kube, osvc))),
                  (READ_STORE, "keyspace",
-                  lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret)))]
+                  lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret,
+                                                                 list(c.contact_points))))]
         for kind, part, step in steps:
             if kind in taken:
                 event(kube, osvc, "DataLeftToOwner", f"{part} not dropped: {ownership.describe(kind, taken[kind])}")
@@ -233,8 +256,8 @@ def retained(kube: Kube, body: dict) -> None:
     event(kube, osvc, "DataRetained", f"deletionPolicy Retain: kept {_data_of(osvc)}")
 
 
-def _required(kube: Kube, osvc: OrderService, ref: SecretRef) -> tuple[str, str]:
-    creds, _reason, why = read_credentials(kube, osvc.namespace, ref)
+def _required(kube: Kube, osvc: OrderService, ref: SecretRef, hosts: list[str]) -> tuple[str, str]:
+    creds, _reason, why = read_credentials(kube, osvc.namespace, ref, hosts)
     if creds is None:
         raise LookupError(why)
     return creds
@@ -247,57 +270,5 @@ def _ca(kube: Kube, osvc: OrderService) -> str:
     return pem
 
 
-def _optional(kube: Kube, osvc: OrderService, ref: SecretRef | None) -> tuple[str, str] | None:
-    return _required(kube, osvc, ref) if ref else None
-
-
-# ---------------------------------------------------------------- Secrets
-def decode(secret: dict, key: str) -> str:
-    return base64.b64decode(secret["data"][key]).decode()
-
-
-def labelled_secret(kube: Kube, namespace: str, ref: SecretRef, keys: tuple[str, ...]) -> tuple[dict | None, str, str]:
-    """(Secret, "", "") if it is made for OrderServices and has `keys`, else (None, reason, message).
-
-    The label check comes before any value is read (resource.SecretRef says why)."""
-    secret = kube.get("Secret", namespace, ref.name)
-    if secret is None:
-        return None, "", f"Secret {ref.name} not found"
-    if ((secret.get("metadata") or {}).get("labels") or {}).get(CREDENTIALS_LABEL) != "true":
-        return None, "SecretNotLabelled", (f"Secret {ref.name} lacks the label {CREDENTIALS_LABEL}=true, which marks "
-                                           "the Secrets an OrderService may use: label it to allow this")
-    if missing := [k for k in keys if k not in (secret.get("data") or {})]:
-        return None, "", f"Secret {ref.name} lacks the key(s) {' and '.join(missing)}"
-    return secret, "", ""
-
-
-def read_credentials(kube: Kube, namespace: str, ref: SecretRef) -> tuple[tuple[str, str] | None, str, str]:
-    """((username, password), "", "") from a labelled Secret, else (None, reason, message)."""
-    secret, reason, why = labelled_secret(kube, namespace, ref, ("username", "password"))
-    if secret is None:
-        return None, reason, why
-    return (decode(secret, "username"), decode(secret, "password")), "", ""
-
-
-def read_ca(kube: Kube, namespace: str, ref: SecretRef | None) -> tuple[str | None, str, str]:
-    """(PEM, "", "") of spec.mysql.tls.caSecretRef ("" without one), else (None, reason, message).
-    Labelled like credentials: the pods mount it."""
-    if ref is None:
-        return "", "", ""
-    secret, reason, why = labelled_secret(kube, namespace, ref, (MYSQL_CA_KEY,))
-    return (decode(secret, MYSQL_CA_KEY) if secret else None), reason, why
-
-
-def kafka_credentials_hashes(kube: Kube, osvc: OrderService) -> dict[str, str]:
-    """role -> credentials_hash of the role's Kafka Secret in this namespace ("" while it does not
-    exist), for the pod templates: a new password rolls the pods that use it."""
-    if not osvc.kafka.users:
-        return {}
-    secrets_ = {role: kube.get("Secret", osvc.namespace, osvc.kafka_secret(role)) for role in KAFKA_ROLES}
-    return {role: credentials_hash(secret) if secret else "" for role, secret in secrets_.items()}
-
-
-def credentials_hash(secret: dict) -> str:
-    """Changes when the credentials do (every key of the Secret), reveals nothing about them."""
-    data = secret.get("data") or {}
-    return hashlib.sha256("\n".join(f"{k}:{data[k]}" for k in sorted(data)).encode()).hexdigest()[:16]
+def _optional(kube: Kube, osvc: OrderService, ref: SecretRef | None, hosts: list[str]) -> tuple[str, str] | None:
+    return _required(kube, osvc, ref, hosts) if ref else None

@@ -37,6 +37,10 @@ class SecretRef:
 
 
 CREDENTIALS_LABEL = f"{GROUP}/credentials"
+# On the Strimzi objects in the Kafka cluster's namespace ("<namespace>/<name>" of the OrderService),
+# where owner references cannot point across namespaces: the operator changes or deletes only those
+# that carry its instance's value (ownership.owned).
+OWNER_ANNOTATION = f"{GROUP}/owner"
 MYSQL_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use
 KAFKA_ROLES = ("relay", "consumer")  # the processes that talk to Kafka: a KafkaUser each
 
@@ -175,6 +179,11 @@ class OrderService:
     @property
     def consumer_name(self) -> str:
         return f"{self.name}-consumer"
+
+    @property
+    def address(self) -> str:
+        """namespace/name: what the Strimzi objects' OWNER_ANNOTATION holds."""
+        return f"{self.namespace}/{self.name}"
 
     @property
     def credentials_secret(self) -> str:

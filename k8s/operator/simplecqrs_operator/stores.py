@@ -32,7 +32,7 @@ from app.readmodel.session import connect as cassandra_connect
 from app.writemodel import db as mysql_db
 from app.writemodel import migrations
 
-from . import children
+from . import children, ownership
 from .conditions import READ_STORE, TOPIC, WRITE_STORE, Condition, false, true
 from .kube import Kube
 from .resource import KAFKA_ROLES, OrderService
@@ -267,7 +267,13 @@ def _ensure_strimzi(kube: Kube, osvc: OrderService, topic_version: str) -> Resul
                                 "KafkaUser kind (its User Operator), which this cluster does not serve"))
         wanted += children.kafka_users(osvc, user_version)
     try:
-        live = [kube.apply(m) for m in wanted]
+        found = {id(m): kube.get(m["kind"], k.strimzi_namespace, m["metadata"]["name"], m["apiVersion"])
+                 for m in wanted}
+        if foreign := ownership.foreign_children({(m["kind"], m["metadata"]["name"]): found[id(m)] for m in wanted},
+                                                 osvc.uid, osvc.address):
+            return Result(false(TOPIC, "ResourceConflict", f"in namespace {k.strimzi_namespace}: "
+                                f"{'; '.join(foreign)}: not this OrderService's, left untouched"))
+        live = [kube.apply(m, uid=(found[id(m)] or {}).get("metadata", {}).get("uid")) for m in wanted]
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         return Result(failure(TOPIC, f"Strimzi objects in namespace {k.strimzi_namespace}", exc))
     for obj in live:
@@ -304,7 +310,7 @@ def copy_kafka_user_secrets(kube: Kube, osvc: OrderService) -> None:
         wanted = children.kafka_user_secret(osvc, role, base64.b64decode(password).decode())
         held = kube.get("Secret", osvc.namespace, osvc.kafka_secret(role))
         if (held or {}).get("data") != wanted["data"]:     # looks before it writes: one read when current
-            kube.apply(wanted)
+            kube.apply(wanted, uid=(held or {}).get("metadata", {}).get("uid"))   # (checked: reconcile)
 
 
 class StrimziDeletionPending(RuntimeError):
@@ -319,12 +325,16 @@ def drop_topic(kube: Kube, osvc: OrderService) -> None:
     version = kube.strimzi_version("kafkatopics") if k.strimzi_cluster else None
     if version:
         user_version = kube.strimzi_version("kafkausers") if k.users else None
-        for name in osvc.kafka_topic_names():
-            kube.delete("KafkaTopic", k.strimzi_namespace, name, version)
-        for role in KAFKA_ROLES if user_version else ():
-            kube.delete("KafkaUser", k.strimzi_namespace, osvc.kafka_user_name(role), user_version)
-        pending = [name for name in osvc.kafka_topic_names()
-                   if kube.get("KafkaTopic", k.strimzi_namespace, name, version) is not None]
+        objects = [("KafkaTopic", name, version) for name in osvc.kafka_topic_names()] + [
+            ("KafkaUser", osvc.kafka_user_name(role), user_version) for role in (KAFKA_ROLES if user_version else ())]
+        def own(kind: str, name: str, api_version: str) -> dict | None:   # only the instance's own
+            live = kube.get(kind, k.strimzi_namespace, name, api_version)
+            return live if live is not None and ownership.owned(live, osvc.uid, osvc.address) else None
+
+        for kind, name, api_version in objects:
+            if live := own(kind, name, api_version):
+                kube.delete(kind, k.strimzi_namespace, name, api_version, uid=live["metadata"]["uid"])
+        pending = [name for name in osvc.kafka_topic_names() if own("KafkaTopic", name, version)]
         if pending:
             raise StrimziDeletionPending(f"KafkaTopic {', '.join(pending)} in {k.strimzi_namespace}: waiting for "
                                          f"Strimzi's topic operator to delete the topic and its finalizer")

@@ -1,0 +1,240 @@
+"""Tenant isolation on the node: whoever may create an OrderService gets nothing beyond their own
+instance.  Every attack is tried as a tenant tries it: as a ServiceAccount of the tenant's namespace
+bound only to the ClusterRole `simplecqrs-edit` there (k8s/operator/rbac-tenants.yaml), through
+`kubectl --as`.  The objects, Secrets and Deployments a tenant attacks are made by the test as the
+namespace's owner (or another application) would make them; the victim is a second tenant's running
+instance.  Each attack ends with the condition the attacker sees, and the victim's objects, data and
+pods as they were (README, "Tenant isolation").
+"""
+from __future__ import annotations
+
+import json
+
+import pymysql
+import pytest
+import test_cluster as journeys
+from test_cluster import admin_secret, kjson, order_round_trip, orderservice_spec, started_instance, wait_for
+
+from scripts.stack import network, services
+from scripts.stack.node import kubectl
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+# test_cluster's fixtures, by name: the product image, and the operator as a Deployment from its chart.
+image = journeys.image
+operator = journeys.operator
+
+TEAM = "team"   # each tenant namespace's ServiceAccount, bound to simplecqrs-edit
+
+
+def as_tenant(ns: str, *args: str, input: str | None = None):
+    return kubectl(f"--as=system:serviceaccount:{ns}:{TEAM}", *args, input=input, check=False)
+
+
+def tenant_rights(ns: str) -> None:
+    kubectl("-n", ns, "create", "serviceaccount", TEAM)
+    kubectl("-n", ns, "create", "rolebinding", f"{TEAM}-orders", "--clusterrole=simplecqrs-edit",
+            f"--serviceaccount={ns}:{TEAM}")
+
+
+def small(spec: dict) -> dict:
+    spec["api"]["replicas"] = spec["consumer"]["replicas"] = 1
+    return spec
+
+
+def condition(ns: str, name: str, type_: str) -> dict:
+    obj = kjson("-n", ns, "orderservice", name) or {}
+    return services.conditions(obj).get(type_, {})
+
+
+def wait_condition(ns: str, name: str, type_: str, reason: str, timeout: float = 120) -> dict:
+    return wait_for(lambda: (c := condition(ns, name, type_)).get("reason") == reason and c, timeout,
+                    f"{ns}/{name} {type_} {reason}")
+
+
+def apply_as_tenant(ns: str, name: str, spec: dict):
+    return as_tenant(ns, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec}))
+
+
+class Tenants:
+    def __init__(self, attacker: str, victim, image: str, tag: str):
+        self.attacker, self.victim, self.image, self.tag = attacker, victim, image, tag
+
+    def spec(self, suffix: str) -> dict:
+        return small(orderservice_spec(f"{self.tag}{suffix}", self.image))
+
+
+@pytest.fixture(scope="module")
+def tenants(operator, image, run_id):
+    """Tenant B runs an instance (the victim); tenant A has a namespace with its own admin Secret
+    (given by its namespace's owner) and nothing else."""
+    attacker, tag = f"tenant-a-{run_id}", f"ta{run_id}"
+    victim = started_instance(f"tenant-b-{run_id}", f"tb{run_id}", small(orderservice_spec(f"tb{run_id}", image)))
+    inst = next(victim)
+    tenant_rights(inst.ns)
+    kubectl("create", "namespace", attacker)
+    tenant_rights(attacker)
+    admin_secret(attacker)
+    try:
+        yield Tenants(attacker, inst, image, tag)
+    finally:
+        for osvc in (kjson("-n", attacker, "orderservices") or {}).get("items", []):
+            kubectl("-n", attacker, "delete", "orderservice", osvc["metadata"]["name"], "--timeout=120s", check=False)
+        kubectl("delete", "namespace", attacker, "--wait=false", check=False)
+        victim.close()
+
+
+def victim_state(t: Tenants) -> dict:
+    """What must not change: the victim's Deployments (generation, template), its Service and Secret."""
+    ns, name = t.victim.ns, t.victim.name
+    out = {}
+    for kind, obj_name in (("deployment", f"{name}-api"), ("deployment", f"{name}-consumer"),
+                           ("service", f"{name}-api"), ("secret", f"{name}-mysql-app"),
+                           ("networkpolicy", name)):
+        obj = kjson("-n", ns, kind, obj_name)
+        out[(kind, obj_name)] = (obj["metadata"]["resourceVersion"] if kind != "deployment"
+                                 else (obj["metadata"]["generation"], json.dumps(obj["spec"]["template"])))
+    return out
+
+
+def test_a_tenant_may_manage_orderservices_in_its_namespace_and_nothing_else(tenants):
+    a, b = tenants.attacker, tenants.victim.ns
+
+    def can(*args: str) -> bool:
+        return as_tenant(a, "auth", "can-i", *args).stdout.strip() == "yes"
+
+    assert can("create", "orderservices.simplecqrs.io", "-n", a)
+    assert can("delete", "orderservices.simplecqrs.io", "-n", a)
+    assert not can("get", "orderservices.simplecqrs.io", "-n", b)
+    assert not can("patch", "orderservices.simplecqrs.io", "-n", b)
+    for verb, what in (("get", "secrets"), ("create", "deployments.apps"), ("create", "services"),
+                       ("create", "networkpolicies.networking.k8s.io"), ("create", "pods")):
+        assert not can(verb, what, "-n", a), f"a tenant may {verb} {what}"
+    # The roles aggregate into Kubernetes' own: a namespace's editors and viewers get them.
+    for role, verb in (("edit", "create"), ("admin", "delete"), ("view", "list")):
+        rules = kjson("clusterrole", role)["rules"]
+        assert any("orderservices" in r.get("resources", []) and verb in r.get("verbs", []) for r in rules), role
+
+
+def test_an_orderservice_named_after_someone_elses_objects_takes_none_of_them(tenants):
+    """Takeover by name: OrderServices named `default-deny` and `payments` in a namespace whose
+    owner made the NetworkPolicy `default-deny` and whose other application has the Service
+    `payments-api`.  Both report ResourceConflict, write nothing, and leave both objects as they
+    were, also after the tenant deletes them (no owner reference ever put on them)."""
+    a = tenants.attacker
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny", "namespace": a},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    other_app = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "payments-api", "namespace": a},
+                 "spec": {"selector": {"app": "payments"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    for obj in (deny, other_app):
+        kubectl("apply", "-f", "-", input=json.dumps(obj))
+    before = {k: kjson("-n", a, k, n) for k, n in (("networkpolicy", "default-deny"), ("service", "payments-api"))}
+
+    for name, taken in (("default-deny", "NetworkPolicy default-deny"), ("payments", "Service payments-api")):
+        out = apply_as_tenant(a, name, tenants.spec(name.replace("-", "")[:6]))
+        assert out.returncode == 0, out.stderr
+        refused = wait_condition(a, name, "ChildrenApplied", "ResourceConflict")
+        assert taken in refused["message"] and "not made by this operator" in refused["message"], refused
+        assert condition(a, name, "Ready")["status"] == "False"
+        assert kjson("-n", a, "deployment", f"{name}-api") is None
+        assert kjson("-n", a, "secret", f"{name}-mysql-app") is None, "a conflicting instance writes nothing"
+    after = {k: kjson("-n", a, k, n) for k, n in (("networkpolicy", "default-deny"), ("service", "payments-api"))}
+    for kind in before:
+        assert after[kind]["metadata"]["resourceVersion"] == before[kind]["metadata"]["resourceVersion"], kind
+        assert not after[kind]["metadata"].get("ownerReferences"), kind
+
+    for name in ("default-deny", "payments"):
+        assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=120s").returncode == 0
+    assert kjson("-n", a, "networkpolicy", "default-deny") and kjson("-n", a, "service", "payments-api")
+
+
+def test_secrets_not_made_for_orderservices_are_never_wired_into_pods(tenants):
+    """A basic-auth Secret (username/password) named as the Cassandra credentials, and a registry
+    Secret named as a pull Secret, neither labelled for OrderServices: refused before any value is
+    read; no pod is made that would carry them."""
+    a, name = tenants.attacker, "creds"
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "web-basic-auth", "namespace": a},
+        "stringData": {"username": "web", "password": "not-for-cassandra"}}))
+    kubectl("-n", a, "create", "secret", "docker-registry", "registry-creds", "--docker-server=registry.example.com",
+            "--docker-username=ci", "--docker-password=not-for-pods")
+    spec = tenants.spec("cr")
+    spec["cassandra"]["credentialsSecretRef"] = {"name": "web-basic-auth"}
+    spec["imagePullSecrets"] = [{"name": "registry-creds"}]
+    assert apply_as_tenant(a, name, spec).returncode == 0
+    refused = wait_condition(a, name, "ChildrenApplied", "SecretNotAllowed")
+    assert "web-basic-auth" in refused["message"] and "registry-creds" in refused["message"], refused
+    assert wait_condition(a, name, "ReadStoreReady", "SecretNotLabelled")["status"] == "False"
+    assert kjson("-n", a, "deployment", f"{name}-api") is None and kjson("-n", a, "deployment",
+                                                                           f"{name}-consumer") is None
+    assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=120s").returncode == 0
+
+
+def test_the_admin_password_goes_only_where_its_secret_allows(tenants):
+    """The namespace's admin Secret may be sent to the stack's MySQL (its annotation says so).  An
+    OrderService that names another host, from the start or by an edit later, is refused before the
+    operator connects anywhere with it."""
+    a, name = tenants.attacker, "moved"
+    spec = tenants.spec("mv")
+    spec["mysql"]["host"] = "mysql.attacker.svc.cluster.local"
+    assert apply_as_tenant(a, name, spec).returncode == 0
+    refused = wait_condition(a, name, "WriteStoreReady", "SecretDestinationNotAllowed")
+    assert "mysql.attacker.svc.cluster.local" in refused["message"], refused
+    # The same instance at the allowed address is provisioned; edited back to elsewhere, refused again.
+    patch = lambda host: as_tenant(a, "-n", a, "patch", "orderservice", name, "--type=merge",  # noqa: E731
+                                   "-p", json.dumps({"spec": {"mysql": {"host": host}}}))
+    assert patch(network.GATEWAY).returncode == 0
+    wait_condition(a, name, "WriteStoreReady", "Provisioned", timeout=180)
+    assert patch("10.244.0.99").returncode == 0
+    assert "10.244.0.99" in wait_condition(a, name, "WriteStoreReady", "SecretDestinationNotAllowed")["message"]
+    assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=180s").returncode == 0
+
+
+def test_a_tenant_naming_another_tenants_stores_gets_nothing_and_drops_nothing(tenants, admin_mysql):
+    """Tenant A names tenant B's database, keyspace and topic on the same servers (the operator sees
+    both): the older instance owns them, A's reports ResourceConflict for each, runs no pods, and its
+    deletion with policy Delete drops none of them.  B serves throughout, its pods untouched."""
+    a, victim = tenants.attacker, tenants.victim
+    before = victim_state(tenants)
+    victim_spec = victim.get()["spec"]
+    spec = tenants.spec("th")
+    spec["deletionPolicy"] = "Delete"
+    for store, key in (("mysql", "database"), ("cassandra", "keyspace"), ("kafka", "topic")):
+        spec[store][key] = victim_spec[store][key]
+    assert apply_as_tenant(a, "thief", spec).returncode == 0
+    for type_ in ("WriteStoreReady", "ReadStoreReady", "TopicReady"):
+        conflict = wait_condition(a, "thief", type_, "ResourceConflict")
+        assert f"OrderService {victim.ns}/{victim.name}" in conflict["message"], conflict
+    assert condition(a, "thief", "ChildrenApplied")["reason"] == "StoreConflict"
+    assert kjson("-n", a, "deployment", "thief-api") is None
+    assert as_tenant(a, "-n", a, "delete", "orderservice", "thief", "--timeout=180s").returncode == 0
+
+    conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
+                           password=admin_mysql.admin_password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW DATABASES LIKE %s", (victim_spec["mysql"]["database"],))
+            assert cur.fetchall(), "the victim's database was dropped"
+    finally:
+        conn.close()
+    order_round_trip(victim.ns, victim.host, f"{victim.name}-api")
+    assert victim_state(tenants) == before
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (("mysql", "database"), "mysql", "the server's own schemas"),
+    (("cassandra", "keyspace"), "system_auth", "must not begin with system"),
+    (("kafka", "topic"), "__consumer_offsets", "must not begin with __"),
+    (("kafka", "config"), {"unclean.leader.election.enable": "true"}, "durability"),
+    (("kafka", "config"), {"max.message.bytes": "104857600"}, "at most 8388608"),
+])
+def test_the_apiserver_refuses_system_stores_and_unsafe_topic_settings(tenants, path, value, message):
+    spec = tenants.spec("sys")
+    spec[path[0]][path[1]] = value
+    out = apply_as_tenant(tenants.attacker, "system", spec)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert kjson("-n", tenants.attacker, "orderservice", "system") is None
