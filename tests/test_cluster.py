@@ -69,6 +69,7 @@ def operator(image):
             "-f", str(services.OPERATOR_CHART / "crds"))
     helm("upgrade", "--install", "simplecqrs-operator", str(services.OPERATOR_CHART), "-n",
          services.OPERATOR_NAMESPACE, "--create-namespace", "--set", f"image.tag={image.split(':', 1)[1]}",
+         "--set", "rbac.scope=cluster",     # as make up installs it: every namespace of these tests
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=5m")
     yield
     if not had:  # (unchecked: a test may have uninstalled it already)
@@ -160,6 +161,7 @@ def test_apply_an_orderservice_serve_through_the_ingress_then_delete_it(operator
     tag = namespace.replace("-", "")[-12:]
     name = "orders"
     admin_secret(namespace)
+    stack_kafka.grant(namespace, f"OnNewOrder-{tag}", f"projector-{tag}")   # the shared cluster's owner's consent
     obj = {"apiVersion": "simplecqrs.io/v1alpha1", "kind": "OrderService",
            "metadata": {"name": name, "namespace": namespace}, "spec": orderservice_spec(tag, image, strimzi=True)}
     kubectl("apply", "-f", "-", input=json.dumps(obj))

@@ -879,7 +879,8 @@ def test_operator_chart_rbac_is_k8s_operator_rbac(helm_bin, scope, kind, source)
     roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole") and o not in tenant_roles]
     # cluster scope: the ClusterRole, plus a Role for the leader-election Lease in the release namespace
     assert [r["kind"] for r in roles] == ([kind, "Role"] if scope == "cluster" else [kind])
-    assert roles[0]["rules"] == rules_of(ROOT / "k8s" / "operator" / source, kind)
+    assert roles[0]["rules"] == rules_of(ROOT / "k8s" / "operator" / source, kind)   # (the release's Lease name
+    # is the file's default, simplecqrs-operator, for a release of that name: the rules are the file's)
     bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
     assert [(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings] == [
@@ -889,13 +890,19 @@ def test_operator_chart_rbac_is_k8s_operator_rbac(helm_bin, scope, kind, source)
     (dep,) = [o for o in objs if o["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SIMPLECQRS_OPERATOR_LEASE"] == dep["metadata"]["name"]
-    lease_rule = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    lease_rules = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "resourceNames": [env["SIMPLECQRS_OPERATOR_LEASE"]], "verbs": ["get", "update"]}]
     if scope == "namespace":
         assert env["WATCH_NAMESPACE"] == "ops" and roles[0]["metadata"]["namespace"] == "ops"
-        assert lease_rule in roles[0]["rules"]
+        assert all(rule in roles[0]["rules"] for rule in lease_rules)
     else:
         assert env["WATCH_NAMESPACE"] == ""
-        assert (roles[1]["metadata"]["namespace"], roles[1]["rules"]) == ("ops", [lease_rule])
+        assert (roles[1]["metadata"]["namespace"], roles[1]["rules"]) == ("ops", lease_rules)
+    # Another Lease name: the rule names it.
+    renamed = render(OPERATOR_CHART, ["--set", f"rbac.scope={scope}", "--set", "leaderElection.lease=other"], "ops")
+    assert [r["resourceNames"] for o in renamed if o["kind"] == "Role" for r in o["rules"]
+            if "leases" in r["resources"] and r.get("resourceNames")] == [["other"]]
 
 
 def test_operator_chart_deployment_matches_k8s_operator_deployment(helm_bin):

@@ -42,6 +42,7 @@ def replicated(operator, image, run_id):
     tag = f"k{run_id}"
     spec = orderservice_spec(tag, image, strimzi=True)
     spec["kafka"].update(partitions=6, replicationFactor=stack_kafka.NODES, config={"min.insync.replicas": "2"})
+    stack_kafka.grant(f"kafka-faults-{run_id}", spec["kafka"]["topic"], spec["kafka"]["consumerGroup"])
     yield from journeys.started_instance(f"kafka-faults-{run_id}", tag, spec)
 
 

@@ -26,7 +26,7 @@ import requests
 import yaml
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
-from simplecqrs_operator.credentials import ALLOWED_HOSTS
+from simplecqrs_operator.credentials import ALLOWED_HOSTS, BINLOG_LABEL
 from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
@@ -283,7 +283,8 @@ def cluster(stack, run_id, admin_mysql, tmp_path_factory, only_operator_under_te
     for n in (ns, kafka_ns):
         kubectl("create", "namespace", n)
     apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "simplecqrs-mysql-admin", "namespace": ns,
-                                                              "labels": {CREDENTIALS_LABEL: "true"},
+                                                              "labels": {CREDENTIALS_LABEL: "true",
+                                                                         BINLOG_LABEL: "true"},
                                                               "annotations": {ALLOWED_HOSTS: "127.0.0.1"}},
            "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
     sa = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/deployment.yaml").read_text())
@@ -598,6 +599,7 @@ def test_a_secret_without_the_credentials_label_is_refused(cluster, admin_mysql)
     names = Names(cluster["run_id"], "nolabel")
     cluster["leftovers"].append(names)
     apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "someone-elses", "namespace": ns,
+                                                              "labels": {BINLOG_LABEL: "true"},
                                                               "annotations": {ALLOWED_HOSTS: "127.0.0.1"}},
            "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
     apply(orderservice(ns, names, deletionPolicy="Delete", mysql__adminSecretRef={"name": "someone-elses"}))
@@ -731,7 +733,7 @@ def strimzi_rbac_in(ns: str, operator_ns: str) -> list[dict]:
     rbac-namespaced.yaml (its Strimzi rules, and reading the User Operator's Secrets)."""
     role = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/rbac-namespaced.yaml").read_text())
                 if d and d["kind"] == "Role" and d["metadata"]["name"] == SA)
-    rules = [r for r in role["rules"] if r["apiGroups"] == ["kafka.strimzi.io"]]
+    rules = [r for r in role["rules"] if r["apiGroups"] == ["kafka.strimzi.io"] or r["resources"] == ["configmaps"]]
     rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
     meta = {"name": f"simplecqrs-operator-{operator_ns}", "namespace": ns}
     return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules},
@@ -753,6 +755,7 @@ def test_strimzi_owns_the_topics_and_users_of_an_instance(cluster, admin_mysql):
     users = {role: f"{ns}.{names.resource}.{role}" for role in ("relay", "consumer")}
     rbac = strimzi_rbac_in(kns, ns)
     apply(rbac)
+    stack_kafka.grant(ns, f"{names.topic}*", names.group)   # the shared cluster owner's consent
 
     def os_body(**patch) -> dict:
         return orderservice(ns, names, kafka__bootstrapServers=stack_kafka.NODE_SCRAM_BOOTSTRAP,

@@ -399,9 +399,12 @@ def test_namespaced_and_cluster_rbac_grant_the_same_namespaced_rules():
     assert cluster_only == [
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]}]
     # The leader-election Lease: in the watched namespace (Role), or the operator's own (its own Role).
-    lease = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
-    assert [r for r in role["rules"] if r not in cluster_role["rules"]] == [lease]
-    assert (lease_role["kind"], lease_role["metadata"]["namespace"], lease_role["rules"]) == ("Role", "simplecqrs", [lease])
+    # Create cannot be limited to a name; get and update are, to the operator's one Lease.
+    lease = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["simplecqrs-operator"],
+              "verbs": ["get", "update"]}]
+    assert [r for r in role["rules"] if r not in cluster_role["rules"]] == lease
+    assert (lease_role["kind"], lease_role["metadata"]["namespace"], lease_role["rules"]) == ("Role", "simplecqrs", lease)
     assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
     for rule in role["rules"] + cluster_role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]

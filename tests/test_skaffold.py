@@ -74,9 +74,8 @@ def make_up_releases(stack):
 
 
 def test_skaffold_run_then_dev_with_a_source_change(stack, make_up_releases, admin_mysql):
-    # The instance's admin Secret, as `make up` (and the README) create it before skaffold.
-    node.kubectl("create", "namespace", services.NAMESPACE, check=False)
-    services.apply_admin_secret(services.NAMESPACE)
+    # The instance's namespace, admin Secret and Kafka names, as `make up` (and the README) make them before skaffold.
+    services.prepare_namespace()
 
     # skaffold run: build, hand to the node, both releases, status check.
     skaffold("run", "-p", "local", "--status-check=true")

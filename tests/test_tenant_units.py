@@ -84,3 +84,29 @@ def test_the_client_never_answers_a_clear_text_password_request():
     server.join(10)
     listener.close()
     assert received and password.encode() not in received
+
+
+def test_a_shared_kafka_clusters_names_are_claimed_only_as_granted():
+    from simplecqrs_operator import ownership
+    from simplecqrs_operator.resource import OrderService
+
+    from scripts.stack import kafka as stack_kafka
+
+    assert stack_kafka.GRANTS == ownership.KAFKA_GRANTS
+
+    def osvc(topic: str, group: str, kafka_ns: str = "kafka") -> OrderService:
+        return OrderService.from_body({"metadata": {"name": "shop", "namespace": "team-a", "uid": "u"}, "spec": {
+            "kafka": {"bootstrapServers": "k:9092", "topic": topic, "partitions": 3, "replicationFactor": 1,
+                      "consumerGroup": group, "strimzi": {"cluster": "events", "namespace": kafka_ns}},
+            "mysql": {"host": "m", "port": 3306, "database": "d", "adminSecretRef": {"name": "a"}},
+            "cassandra": {"contactPoints": ["c"], "port": 9042, "localDatacenter": "dc1", "keyspace": "k",
+                          "replication": {"strategy": "SimpleStrategy", "replicationFactor": 1}},
+            "api": {"image": "i", "replicas": 1}, "consumer": {"image": "i", "replicas": 1}}})
+
+    assert ownership.kafka_names_refused(osvc("team-a.orders", "team-a.projector"), {}) == ""
+    assert ownership.kafka_names_refused(osvc("payments", "payments-projector", kafka_ns="team-a"), {}) == ""
+    why = ownership.kafka_names_refused(osvc("payments", "team-a.projector"), {"team-b": "payments*"})
+    assert "payments on the Kafka cluster kafka/events" in why and "ConfigMap kafka/simplecqrs-kafka-tenants" in why
+    granted = {"team-a": "OnNewOrder*, shop-projector"}
+    assert ownership.kafka_names_refused(osvc("OnNewOrder-x", "shop-projector"), granted) == ""
+    assert "shop-projector2" in ownership.kafka_names_refused(osvc("OnNewOrder", "shop-projector2"), granted)

@@ -83,7 +83,7 @@ def tenants(operator, image, run_id):
         for osvc in (kjson("-n", attacker, "orderservices") or {}).get("items", []):
             kubectl("-n", attacker, "delete", "orderservice", osvc["metadata"]["name"], "--timeout=120s", check=False)
         kubectl("delete", "namespace", attacker, "--wait=false", check=False)
-        victim.close()
+        next(victim, None)     # its own cleanup: the instance, then the namespace
 
 
 def victim_state(t: Tenants) -> dict:
@@ -223,6 +223,55 @@ def test_a_tenant_naming_another_tenants_stores_gets_nothing_and_drops_nothing(t
         conn.close()
     order_round_trip(victim.ns, victim.host, f"{victim.name}-api")
     assert victim_state(tenants) == before
+
+
+def test_the_binlog_is_read_only_where_the_servers_owner_allows_it(tenants, admin_mysql):
+    """A shared server's admin Secret (labelled and annotated for OrderServices, without the binlog
+    label): the default binlog relay is refused before any grant; `poll` runs, and its relay user
+    holds no global privilege."""
+    a, name = tenants.attacker, "shared"
+    services.apply_labelled_secret(a, "shared-admin", {"username": admin_mysql.admin_user,
+                                                       "password": admin_mysql.admin_password},
+                                   hosts=(network.GATEWAY,))
+    spec = tenants.spec("sh")
+    spec["mysql"]["adminSecretRef"] = {"name": "shared-admin"}
+    assert apply_as_tenant(a, name, spec).returncode == 0
+    refused = wait_condition(a, name, "WriteStoreReady", "BinlogNotAllowed")
+    assert "simplecqrs.io/binlog=true" in refused["message"] and "poll" in refused["message"], refused
+    relay_user = f"{spec['mysql']['database']}_rpl"
+    conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
+                           password=admin_mysql.admin_password, autocommit=True)   # (each read sees the latest)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM mysql.user WHERE user = %s", (relay_user,))
+            assert cur.fetchone()[0] == 0, "a relay user was made before the owner's consent"
+        assert as_tenant(a, "-n", a, "patch", "orderservice", name, "--type=merge", "-p",
+                         json.dumps({"spec": {"mysql": {"outboxRelay": "poll"}}})).returncode == 0
+        wait_condition(a, name, "WriteStoreReady", "Provisioned", timeout=180)
+        with conn.cursor() as cur:
+            cur.execute("SELECT Repl_slave_priv, Repl_client_priv FROM mysql.user WHERE user = %s", (relay_user,))
+            assert cur.fetchall() == (("N", "N"),)
+    finally:
+        conn.close()
+    assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=180s").returncode == 0
+
+
+def test_another_teams_topic_on_the_shared_kafka_cluster_is_not_claimed(tenants):
+    """The stack's Strimzi cluster (namespace kafka) is shared: a tenant naming a topic and group it
+    was not granted gets no KafkaTopic (Strimzi would adopt the topic) and no KafkaUser."""
+    from scripts.stack import kafka as stack_kafka
+
+    a, name = tenants.attacker, "borrow"
+    spec = tenants.spec("bo")
+    topic = f"payments-{tenants.tag}"             # another team's (unmanaged) topic and group
+    spec["kafka"] = {**journeys.orderservice_spec("x", tenants.image, strimzi=True)["kafka"],
+                     "topic": topic, "consumerGroup": "payments-readers"}
+    assert apply_as_tenant(a, name, spec).returncode == 0
+    refused = wait_condition(a, name, "TopicReady", "KafkaNamesNotGranted")
+    assert f"{topic} and payments-readers" in refused["message"], refused
+    assert kjson("-n", stack_kafka.NAMESPACE, "kafkatopic", f"{a}.{name}.events") is None
+    assert kjson("-n", stack_kafka.NAMESPACE, "kafkauser", f"{a}.{name}.consumer") is None
+    assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=180s").returncode == 0
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [

@@ -196,6 +196,19 @@ def brokers_answering() -> int:
         admin.close()
 
 
+GRANTS = "simplecqrs-kafka-tenants"   # the operator's ownership.KAFKA_GRANTS
+
+
+def grant(namespace: str, *names: str) -> None:
+    """As the Kafka namespace's owner: let OrderServices of `namespace` claim these topic and
+    consumer-group names (`*` at the end: a prefix) on this shared cluster.  One field manager per
+    namespace, so the grants of different namespaces add up in the one ConfigMap."""
+    node.kubectl("apply", "--server-side", f"--field-manager=simplecqrs-grant-{namespace}", "-f", "-",
+                 input=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": GRANTS, "namespace": NAMESPACE},
+                                   "data": {namespace: ",".join(names)}}))
+
+
 def ensure_anonymous_grant() -> None:
     """Grant User:ANONYMOUS All on the Cluster resource (idempotent: on every start).  The host
     listener's clients (tests, host tools) create topics and ACLs; left to allow.everyone.if.no.acl.

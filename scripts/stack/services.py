@@ -100,11 +100,12 @@ def write_env_file() -> None:
         f.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
-def apply_labelled_secret(namespace: str, name: str, data: dict[str, str], hosts: tuple[str, ...] = ()) -> None:
+def apply_labelled_secret(namespace: str, name: str, data: dict[str, str], hosts: tuple[str, ...] = (),
+                          labels: dict[str, str] | None = None) -> None:
     """A Secret the operator may read (label simplecqrs.io/credentials=true) and send to `hosts`
     (annotation simplecqrs.io/allowed-hosts), applied through stdin: its values never on a command
     line or in the output."""
-    meta = {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true"}}
+    meta = {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true", **(labels or {})}}
     if hosts:
         meta["annotations"] = {"simplecqrs.io/allowed-hosts": ",".join(hosts)}
     kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
@@ -112,10 +113,23 @@ def apply_labelled_secret(namespace: str, name: str, data: dict[str, str], hosts
 
 
 def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
-    """The MySQL admin account the operator provisions with, for the host's MySQL as pods reach it."""
+    """The MySQL admin account the operator provisions with, for the host's MySQL as pods reach it.
+    The stack owns that server: its instances may read the binlog (simplecqrs.io/binlog)."""
     creds = credentials()
     apply_labelled_secret(namespace, name, {"username": creds["MYSQL_ADMIN_USER"],
-                                            "password": creds["MYSQL_ADMIN_PASSWORD"]}, hosts=(network.GATEWAY,))
+                                            "password": creds["MYSQL_ADMIN_PASSWORD"]}, hosts=(network.GATEWAY,),
+                          labels={"simplecqrs.io/binlog": "true"})
+
+
+def prepare_namespace() -> None:
+    """What the local instance's namespace needs before the chart (as its owners give it): the
+    namespace, the admin Secret, and the Kafka cluster owner's grant of the instance's topic and
+    group names (values-local.yaml: topic OnNewOrder, group <name>-projector)."""
+    from . import kafka
+
+    kubectl("create", "namespace", NAMESPACE, check=False)
+    apply_admin_secret(NAMESPACE)
+    kafka.grant(NAMESPACE, "OnNewOrder*", f"{INSTANCE}-projector")
 
 
 MYSQL_CA_SECRET = "simplecqrs-mysql-ca"
@@ -200,8 +214,11 @@ class OperatorRelease(core.Component):
         # them first, as a user upgrading does, or a new CRD field is pruned from every OrderService.
         kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=simplecqrs-stack",
                 "-f", str(OPERATOR_CHART / "crds"))
+        # Cluster scope, chosen: the instance's Kafka objects live in the Kafka cluster's namespace,
+        # and the tests make instances in namespaces of their own.
         helm("upgrade", "--install", "simplecqrs-operator", str(OPERATOR_CHART), "-n", OPERATOR_NAMESPACE,
              "--create-namespace", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+             "--set", "rbac.scope=cluster",
              "--wait", "--timeout=5m")
 
     def ready(self) -> bool:
@@ -230,8 +247,7 @@ class Instance(core.Component):
         return False
 
     def start(self) -> None:
-        kubectl("create", "namespace", NAMESPACE, check=False)
-        apply_admin_secret(NAMESPACE)
+        prepare_namespace()
         tls = apply_mysql_ca_secret(NAMESPACE)
         tag = image_ref().split(":", 1)[1]
         helm("upgrade", "--install", INSTANCE, str(APP_CHART), "-n", NAMESPACE, "-f", str(LOCAL_VALUES),

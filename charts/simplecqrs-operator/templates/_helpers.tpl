@@ -94,6 +94,12 @@ permissions).  Usage: include "simplecqrs-operator.rules" (dict "ctx" . "file" "
 {{- if not $rules }}
 {{- fail (printf "no %s with rules in %s" .kind .file) }}
 {{- end }}
+{{- /* the Lease's name is this release's (leaderElection.lease), not the file's default */}}
+{{- range $rules }}
+{{- if and (has "leases" .resources) .resourceNames }}
+{{- $_ := set . "resourceNames" (list (include "simplecqrs-operator.leaseName" $.ctx)) }}
+{{- end }}
+{{- end }}
 {{- toYaml $rules }}
 {{- end }}
 

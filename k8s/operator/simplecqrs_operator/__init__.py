@@ -5,6 +5,9 @@
     resource.py    the OrderService as a typed object
     children.py    pure functions: child manifests from the spec
     stores.py      topic, write store and read store: provisioning and deletion
+    ownership.py   whose an object or a store is: the instance writes only its own (tenant isolation)
+    credentials.py the Secrets an OrderService names: the rules they pass, where their values may go
+    addresses.py   host names compared as a pod resolves them
     conditions.py  status conditions in the Kubernetes convention
     kube.py        the Kubernetes API calls (server-side apply, status, discovery)
 """

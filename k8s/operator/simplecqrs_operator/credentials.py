@@ -26,6 +26,10 @@ from .kube import Kube
 from .resource import CREDENTIALS_LABEL, GROUP, KAFKA_ROLES, MYSQL_CA_KEY, OrderService, SecretRef
 
 ALLOWED_HOSTS = f"{GROUP}/allowed-hosts"
+# On the admin Secret: the MySQL server's owner lets instances read its binlog.  The binlog relay's
+# user needs REPLICATION SLAVE and REPLICATION CLIENT, which MySQL grants on the whole server only:
+# that user could read every database's rows.  Without the label an instance gets `poll` only.
+BINLOG_LABEL = f"{GROUP}/binlog"
 
 
 def decode(secret: dict, key: str) -> str:
@@ -74,6 +78,19 @@ def read_credentials(kube: Kube, namespace: str, ref: SecretRef,
     if secret is None:
         return None, reason, why
     return (decode(secret, "username"), decode(secret, "password")), "", ""
+
+
+def binlog_refused(kube: Kube, osvc: OrderService) -> str:
+    """"" if the instance may use the binlog relay (or does not), else why not."""
+    if osvc.mysql.outbox_relay != "binlog":
+        return ""
+    secret = kube.get("Secret", osvc.namespace, osvc.mysql.admin_secret.name) or {}
+    if ((secret.get("metadata") or {}).get("labels") or {}).get(BINLOG_LABEL) == "true":
+        return ""
+    return (f"spec.mysql.outboxRelay is binlog, whose relay user needs REPLICATION SLAVE and REPLICATION CLIENT "
+            f"on the whole server (every database's rows pass through the binlog): only the server's owner may "
+            f"allow that, by labelling Secret {osvc.mysql.admin_secret.name} {BINLOG_LABEL}=true; on a shared "
+            f"server set spec.mysql.outboxRelay: poll")
 
 
 def read_ca(kube: Kube, namespace: str, ref: SecretRef | None) -> tuple[str | None, str, str]:

@@ -20,6 +20,7 @@ from .resource import GROUP, MANAGER, VERSION
 # kind -> apiVersion, for everything the operator reads or writes (KafkaTopic: the served one).
 API_VERSIONS = {
     "Secret": "v1",
+    "ConfigMap": "v1",
     "Service": "v1",
     "Deployment": "apps/v1",
     "Ingress": "networking.k8s.io/v1",

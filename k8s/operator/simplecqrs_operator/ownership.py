@@ -60,6 +60,36 @@ def foreign_children(lives: dict[tuple[str, str], dict | None], uid: str, addres
             if live is not None and not owned(live, uid, address)]
 
 
+# ---------------------------------------------------------------- Kafka names
+# In the namespace of a Strimzi Kafka cluster: the names (topics and consumer groups, `*` at the end
+# for a prefix) its owner lets each namespace's OrderServices claim, one key per namespace.
+KAFKA_GRANTS = "simplecqrs-kafka-tenants"
+
+
+def kafka_names_refused(osvc, grants: dict[str, str]) -> str:
+    """"" if the instance may claim its topic and consumer group on its Strimzi cluster, else why not.
+
+    A cluster in the instance's own namespace is the tenant's own: any name.  A cluster elsewhere is
+    shared: names that begin with "<namespace>." are the namespace's, others only if the cluster's
+    owner lists them for the namespace in the ConfigMap KAFKA_GRANTS (`grants`, its data).  So a
+    tenant can neither adopt another team's topic (Strimzi's Topic Operator takes over an existing
+    topic for a new KafkaTopic) nor get a KafkaUser that reads it or joins its group."""
+    k = osvc.kafka
+    if not k.strimzi_cluster or k.strimzi_namespace == osvc.namespace:
+        return ""
+    patterns = [p.strip() for p in grants.get(osvc.namespace, "").split(",") if p.strip()]
+
+    def granted(name: str) -> bool:
+        return name.startswith(f"{osvc.namespace}.") or any(
+            name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
+
+    if not (refused := [n for n in (k.topic, k.consumer_group) if not granted(n)]):
+        return ""
+    return (f"{' and '.join(refused)} on the Kafka cluster {k.strimzi_namespace}/{k.strimzi_cluster}: a shared cluster's "
+            f"names are the namespace's when they begin with {osvc.namespace}., others only when its owner lists them "
+            f"for namespace {osvc.namespace} in ConfigMap {k.strimzi_namespace}/{KAFKA_GRANTS}")
+
+
 # ---------------------------------------------------------------- stores
 
 
@@ -83,11 +113,20 @@ def claims(body: dict) -> dict[str, tuple]:
         topic: tuple = ("strimzi", strimzi.get("namespace") or ns, strimzi["cluster"], k.get("topic"))
     else:
         topic = ("kafka", _hosts(k.get("bootstrapServers", ""), ns, keep_port=True), k.get("topic"))
+    if strimzi.get("cluster"):
+        group: tuple = ("strimzi", strimzi.get("namespace") or ns, strimzi["cluster"], k.get("consumerGroup")
+                        or f"{body['metadata']['name']}-projector")
+    else:
+        group = ("kafka", topic[1], k.get("consumerGroup") or f"{body['metadata']['name']}-projector")
     return {
         TOPIC: topic,
+        GROUP: group,
         WRITE_STORE: ("mysql", _hosts([str(m.get("host", ""))], ns), m.get("port"), m.get("database")),
         READ_STORE: ("cassandra", _hosts(c.get("contactPoints", []), ns), c.get("port"), c.get("keyspace")),
     }
+
+
+GROUP = "group"   # a claim of its own, reported on TopicReady
 
 
 def _age(body: dict) -> tuple[str, str]:
@@ -104,13 +143,15 @@ def conflicts(me: dict, others: list[dict]) -> dict[str, dict]:
             continue
         theirs = claims(other)
         for kind, store in mine.items():
-            if kind not in owners and theirs.get(kind) == store:
+            # one consumer group on one cluster: the younger would join the older's group (TopicReady)
+            shared = theirs.get(kind) == store or (kind == TOPIC and theirs[GROUP] == mine[GROUP])
+            if kind != GROUP and kind not in owners and shared:
                 owners[kind] = other
     return owners
 
 
 def describe(kind: str, owner: dict) -> str:
     meta = owner["metadata"]
-    store = {TOPIC: "topic", WRITE_STORE: "database", READ_STORE: "keyspace"}[kind]
+    store = {TOPIC: "topic (or its consumer group)", WRITE_STORE: "database", READ_STORE: "keyspace"}[kind]
     return (f"the {store} belongs to OrderService {meta['namespace']}/{meta['name']}, created earlier; "
             "this one waits until that one is gone or names another")

@@ -20,7 +20,15 @@ from kubernetes.client.exceptions import ApiException
 from . import children, conditions, ownership, stores
 from .children import RELAY_KEYS
 from .conditions import API, CHILDREN, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
-from .credentials import credentials_hash, decode, kafka_credentials_hashes, read_ca, read_credentials, refused_for_workloads
+from .credentials import (
+    binlog_refused,
+    credentials_hash,
+    decode,
+    kafka_credentials_hashes,
+    read_ca,
+    read_credentials,
+    refused_for_workloads,
+)
 from .kube import Kube
 from .resource import KAFKA_ROLES, OrderService, SecretRef
 
@@ -117,6 +125,8 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
         results.append(stores.Result(false(WRITE_STORE, reason or "AdminSecretMissing", why)))
     elif ca_pem is None:
         results.append(stores.Result(false(WRITE_STORE, ca_reason or "CASecretMissing", ca_why)))
+    elif binlog_why := binlog_refused(kube, osvc):
+        results.append(stores.Result(false(WRITE_STORE, "BinlogNotAllowed", binlog_why)))
     else:
         results.append(stores.ensure_write_store(osvc, admin, passwords, ca_pem))
     ref = osvc.cassandra.credentials_secret

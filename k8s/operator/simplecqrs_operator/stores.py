@@ -259,6 +259,9 @@ def _ensure_strimzi(kube: Kube, osvc: OrderService, topic_version: str) -> Resul
     """Apply the KafkaTopics (and KafkaUsers); TopicReady follows Strimzi's own Ready conditions.
     The admin API is never used for a topic Strimzi owns."""
     k = osvc.kafka
+    grants = (kube.get("ConfigMap", k.strimzi_namespace, ownership.KAFKA_GRANTS) or {}).get("data") or {}
+    if why := ownership.kafka_names_refused(osvc, grants):
+        return Result(false(TOPIC, "KafkaNamesNotGranted", why))
     wanted = children.kafka_topics(osvc, topic_version)
     if k.users:
         user_version = kube.strimzi_version("kafkausers")
