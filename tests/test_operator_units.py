@@ -638,3 +638,14 @@ def test_one_stalled_instance_does_not_stall_the_resync_of_the_others(monkeypatc
     loop.join(5)
     assert seen.count("ok") >= 3, seen            # the others kept their passes
     assert started.count("stuck") == 1, started   # never two passes of the stalled one
+
+
+def test_the_charts_claim_only_kubernetes_versions_that_run_the_api_pods_prestop():
+    """The API container's preStop `sleep` action is on by default from Kubernetes 1.30 (beta); the
+    charts must not claim an older version, where the apiserver would refuse the Deployment."""
+    api = children.api_deployment(osvc(), "h")["spec"]["template"]["spec"]["containers"][0]
+    assert "sleep" in api["lifecycle"]["preStop"]
+    for chart in ("simplecqrs", "simplecqrs-operator"):
+        version = yaml.safe_load((ROOT / "charts" / chart / "Chart.yaml").read_text())["kubeVersion"]
+        major, minor = re.match(r">=(\d+)\.(\d+)", version).groups()
+        assert (int(major), int(minor)) >= (1, 30), (chart, version)
