@@ -100,6 +100,7 @@ def orderservice_spec(tag: str, image: str, policy: str = "Delete", *, strimzi: 
                       "keyspace": f"scqrs_{tag}", "replication": {"strategy": "SimpleStrategy", "replicationFactor": 1}},
         "api": {"image": image, "replicas": 2, "ingress": {"host": f"{tag}.simplecqrs.local", "className": "traefik"}},
         "consumer": {"image": image, "replicas": 2},
+        "networkPolicy": {"egressCIDRs": [network.STORES_SEEN_BY_POLICY]},   # the host's stores (values-local.yaml)
     }
 
 

@@ -649,3 +649,29 @@ def test_the_charts_claim_only_kubernetes_versions_that_run_the_api_pods_prestop
         version = yaml.safe_load((ROOT / "charts" / chart / "Chart.yaml").read_text())["kubeVersion"]
         major, minor = re.match(r">=(\d+)\.(\d+)", version).groups()
         assert (int(major), int(minor)) >= (1, 30), (chart, version)
+
+
+def test_the_pods_may_reach_only_the_cluster_dns_and_their_stores():
+    o = osvc(mysql__host="mysql.db", mysql__port=3307, cassandra__contactPoints=["10.0.0.7", "cass.example.com"],
+             kafka__bootstrapServers="local-kafka-bootstrap.kafka.svc:9095,10.0.0.9:31192",
+             networkPolicy={"egressCIDRs": ["169.254.20.10/32"]})
+    policy = children.network_policy(o)["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    dns, mysql, cassandra, kafka, kafka_by_address, extra = policy["egress"]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {p["port"] for p in dns["ports"]} == {53, "dns", "dns-tcp"}     # the DNS pods' own ports
+    assert mysql == {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "db"}}}],
+                     "ports": [{"protocol": "TCP", "port": 3307}]}
+    assert cassandra["to"] == [{"ipBlock": {"cidr": "10.0.0.7/32"}}, {"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    assert kafka["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}]
+    assert kafka_by_address == {"to": [{"ipBlock": {"cidr": "10.0.0.9/32"}}]}      # its brokers' other ports
+    assert extra["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]        # at the stores' and DNS's ports only
+    assert [p["port"] for p in extra["ports"]] == [53, 53, "dns", "dns-tcp", 3307, 9042, 9095]
+
+
+def test_the_local_values_admit_the_stores_as_the_nodes_enforcer_sees_them():
+    from scripts.stack import network
+
+    for doc in (yaml.safe_load((ROOT / "charts/simplecqrs/values-local.yaml").read_text())["orderService"],
+                EXAMPLE["spec"]):
+        assert doc["networkPolicy"]["egressCIDRs"] == [network.STORES_SEEN_BY_POLICY]

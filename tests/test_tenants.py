@@ -274,6 +274,28 @@ def test_another_teams_topic_on_the_shared_kafka_cluster_is_not_claimed(tenants)
     assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=180s").returncode == 0
 
 
+def connects_from(ns: str, pod: str, host: str, port: int) -> str:
+    """What a TCP connection from the pod's relay container (it has python) to host:port gives."""
+    out = kubectl("-n", ns, "exec", pod, "-c", "relay", "--", "python", "-c",
+                  "import socket,sys\n"
+                  "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print('open')\n"
+                  "except OSError as e:\n print(type(e).__name__)", host, str(port), check=False)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+def test_the_instances_pods_reach_only_their_stores_and_the_cluster_dns(tenants):
+    """The NetworkPolicy's egress allow-list, enforced by the node's kube-router: an API pod connects
+    to its MySQL and its Kafka listener, and to nothing else (the apiserver, another port of the
+    same Kafka pods, a pod of another namespace)."""
+    v = tenants.victim
+    pod = v.pods("api")[0]["metadata"]["name"]
+    assert connects_from(v.ns, pod, network.GATEWAY, 3306) == "open"
+    assert connects_from(v.ns, pod, "local-kafka-bootstrap.kafka.svc", 9092) == "open"   # (the spec's listener)
+    other = kjson("-n", "kube-system", "pods", "-l", "k8s-app=metrics-server")["items"][0]["status"]["podIP"]
+    for host, port in (("kubernetes.default.svc", 443), ("local-kafka-brokers.kafka.svc", 9091), (other, 10250)):
+        assert connects_from(v.ns, pod, host, port) in ("ConnectionRefusedError", "TimeoutError"), (host, port)
+
+
 @pytest.mark.parametrize(("path", "value", "message"), [
     (("mysql", "database"), "mysql", "the server's own schemas"),
     (("cassandra", "keyspace"), "system_auth", "must not begin with system"),

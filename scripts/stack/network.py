@@ -26,6 +26,9 @@ from . import core
 BRIDGE = "simplecqrs0"
 POD_CIDR = "10.244.0.0/24"
 GATEWAY = "10.244.0.1"            # the bridge's host address: the node IP, pods' default route
+# A pod's connection to a host store at GATEWAY, as the NetworkPolicy enforcer sees it: the DNAT
+# below has made it 127.0.0.1 by then (an instance admits it with networkPolicy.egressCIDRs).
+STORES_SEEN_BY_POLICY = "127.0.0.1/32"
 PREFIX = 24
 CLUSTER_DNS = "10.0.0.10"         # CoreDNS's Service address (inside kube.SERVICE_CIDR)
 NAT_CHAIN = "SIMPLECQRS-TO-HOST"  # DNAT from the bridge to host loopback services

@@ -7,8 +7,10 @@ and the charts use); credentials only through secretKeyRef.
 from __future__ import annotations
 
 import base64
+import ipaddress
 from typing import Any
 
+from .addresses import canonical_host
 from .resource import KAFKA_ROLES, MYSQL_CA_KEY, OWNER_ANNOTATION, OrderService
 
 API_PORT = 8080
@@ -229,10 +231,61 @@ def pdb(osvc: OrderService, component: str) -> dict[str, Any]:
 API_CLIENT_LABEL = "simplecqrs.io/api-client"
 
 
+def _peer(host: str, namespace: str) -> dict[str, Any]:
+    """A NetworkPolicy peer for a store's host: an address is itself; a Service name is its namespace
+    (a policy cannot name a Service: any pod of that namespace, on the store's port); any other name
+    may resolve to any address (the port still limits it)."""
+    h = canonical_host(host, namespace)
+    try:
+        address = ipaddress.ip_address(h)
+        return {"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}
+    except ValueError:
+        pass
+    labels = h.split(".")
+    if len(labels) >= 4 and labels[2] == "svc":
+        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}}}
+    return {"ipBlock": {"cidr": "0.0.0.0/0"}}
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, _, port = item.strip().rpartition(":")
+    return host, int(port)
+
+
+def egress_rules(osvc: OrderService) -> list[dict[str, Any]]:
+    """Where the pods may connect: the cluster DNS, and each store at its port (MySQL, Cassandra's
+    contact points, Kafka's bootstrap servers; an addressed Kafka on any port of that address: its
+    brokers advertise ports of their own there); and spec.networkPolicy.egressCIDRs at the same
+    ports (the stores' and DNS's): where those appear at other addresses (an address translation
+    on the way, a node-local DNS cache)."""
+    tcp = lambda port: {"protocol": "TCP", "port": port}  # noqa: E731
+    ns, m, c, k = osvc.namespace, osvc.mysql, osvc.cassandra, osvc.kafka
+    # The policy sees the DNS pods' own ports, after the Service's translation: 53, or the ports named
+    # dns/dns-tcp as CoreDNS's manifests name them (the local node's listens on 1053, as non-root).
+    dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, tcp(53), {"protocol": "UDP", "port": "dns"}, tcp("dns-tcp")]}
+    rules = [dns, {"to": [_peer(m.host, ns)], "ports": [tcp(m.port)]},
+             {"to": [_peer(h, ns) for h in c.contact_points], "ports": [tcp(c.port)]}]
+    for host, port in map(_host_port, k.bootstrap_servers.split(",")):
+        peer = _peer(host, ns)
+        rules.append({"to": [peer]} if "cidr" in peer.get("ipBlock", {}) and peer["ipBlock"]["cidr"] != "0.0.0.0/0"
+                     else {"to": [peer], "ports": [tcp(port)]})
+    if osvc.egress_cidrs:
+        ports = [p for rule in rules for p in rule.get("ports", [])]
+        rules.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in osvc.egress_cidrs],
+                      "ports": [p for i, p in enumerate(ports) if p not in ports[:i]]})
+    unique: list[dict[str, Any]] = []
+    for rule in rules:
+        if rule not in unique:
+            unique.append(rule)
+    return unique
+
+
 def network_policy(osvc: OrderService) -> dict[str, Any]:
     """The API port: from the ingress controller's namespaces or address ranges, labelled clients of this namespace and
     the monitoring namespaces; the relay's and consumer's metrics ports: from the monitoring namespaces.
-    Nothing else reaches the pods (the stores are the pods' own outbound connections)."""
+    Nothing else reaches the pods (the stores are the pods' own outbound connections), and the pods
+    reach nothing but the cluster DNS and their stores (egress_rules)."""
     def namespaces(names) -> list[dict[str, Any]]:  # none for an empty list (`In` needs values)
         return [{"namespaceSelector": {"matchExpressions": [
             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}}] if names else []
@@ -241,7 +294,8 @@ def network_policy(osvc: OrderService) -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": _meta(osvc, osvc.name, "network-policy"), "spec": {
                 "podSelector": {"matchLabels": osvc.instance_selector},
-                "policyTypes": ["Ingress"],
+                "policyTypes": ["Ingress", "Egress"],
+                "egress": egress_rules(osvc),
                 "ingress": [
                     {"ports": [{"protocol": "TCP", "port": API_PORT}],
                      "from": [*namespaces(osvc.ingress_namespaces),

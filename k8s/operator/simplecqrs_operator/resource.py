@@ -128,6 +128,7 @@ class OrderService:
     status: dict[str, Any] = field(default_factory=dict)
     ingress_namespaces: tuple[str, ...] = ("ingress-nginx",)
     ingress_cidrs: tuple[str, ...] = ()
+    egress_cidrs: tuple[str, ...] = ()
     monitoring_namespaces: tuple[str, ...] = ("monitoring",)
     image_pull_secrets: tuple[str, ...] = ()
     placement: dict[str, Any] = field(default_factory=dict)   # nodeSelector, tolerations, affinity, ...
@@ -166,6 +167,7 @@ class OrderService:
             status=body.get("status") or {},
             ingress_namespaces=tuple((spec.get("networkPolicy") or {}).get("ingressNamespaces", ["ingress-nginx"])),
             ingress_cidrs=tuple((spec.get("networkPolicy") or {}).get("ingressCIDRs", [])),
+            egress_cidrs=tuple((spec.get("networkPolicy") or {}).get("egressCIDRs", [])),
             monitoring_namespaces=tuple((spec.get("networkPolicy") or {}).get("monitoringNamespaces", ["monitoring"])),
             image_pull_secrets=tuple(s["name"] for s in spec.get("imagePullSecrets") or []),
             placement={k: v for k, v in (spec.get("placement") or {}).items() if v},
