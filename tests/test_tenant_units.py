@@ -45,6 +45,14 @@ def test_a_pull_secret_is_checked_against_the_images_registry(image, host):
     assert registry(image) == host
 
 
+def test_the_operators_installer_may_limit_the_registries_images_come_from():
+    from simplecqrs_operator.addresses import refused_images
+
+    images = ["simplecqrs:dev", "registry.example.com/team/simplecqrs:1", "evil.example.net/miner:latest"]
+    assert refused_images(images, ()) == []
+    assert refused_images(images, ("registry.example.com", "docker.io")) == ["evil.example.net/miner:latest"]
+
+
 def _packet(seq: int, payload: bytes) -> bytes:
     return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
 

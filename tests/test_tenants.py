@@ -302,10 +302,14 @@ def test_the_instances_pods_reach_only_their_stores_and_the_cluster_dns(tenants)
     (("kafka", "topic"), "__consumer_offsets", "must not begin with __"),
     (("kafka", "config"), {"unclean.leader.election.enable": "true"}, "durability"),
     (("kafka", "config"), {"max.message.bytes": "104857600"}, "at most 8388608"),
+    (("placement", "tolerations"), [{"operator": "Exists"}], "key: Required value"),
+    (("placement", "tolerations"), [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}],
+     "control plane's taints"),
+    (("api", "image"), "evil image; rm -rf /", "should match"),
 ])
 def test_the_apiserver_refuses_system_stores_and_unsafe_topic_settings(tenants, path, value, message):
     spec = tenants.spec("sys")
-    spec[path[0]][path[1]] = value
+    spec.setdefault(path[0], {})[path[1]] = value
     out = apply_as_tenant(tenants.attacker, "system", spec)
     assert out.returncode != 0 and message in out.stderr, out.stderr
     assert kjson("-n", tenants.attacker, "orderservice", "system") is None

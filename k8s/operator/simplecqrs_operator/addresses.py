@@ -7,6 +7,10 @@ import os
 
 # The cluster's DNS domain (kubelet --cluster-domain; cluster.local nearly everywhere).
 CLUSTER_DOMAIN = os.environ.get("CLUSTER_DOMAIN", "cluster.local")
+# The registries an OrderService's images may come from (ALLOWED_IMAGE_REGISTRIES, comma-separated;
+# unset: any).  Whoever installs the operator decides what the tenants' pods may run.
+ALLOWED_REGISTRIES = tuple(r.strip().lower() for r in os.environ.get("ALLOWED_IMAGE_REGISTRIES", "").split(",")
+                           if r.strip())
 
 
 def canonical_host(host: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
@@ -36,3 +40,8 @@ def registry(image: str) -> str:
     if rest and ("." in first or ":" in first or first == "localhost"):
         return first
     return "docker.io"
+
+
+def refused_images(images: list[str], allowed: tuple[str, ...] = ALLOWED_REGISTRIES) -> list[str]:
+    """The images whose registry is not among `allowed` (none when `allowed` is empty)."""
+    return [i for i in images if allowed and registry(i).lower() not in allowed]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from kubernetes.client.exceptions import ApiException
 
 from . import children, conditions, ownership, stores
+from .addresses import ALLOWED_REGISTRIES, refused_images
 from .children import RELAY_KEYS
 from .conditions import API, CHILDREN, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
 from .credentials import (
@@ -80,6 +81,9 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
                                  "OrderService (the store conditions say which)"))
         elif refused := refused_for_workloads(kube, osvc):
             updates.append(false(CHILDREN, "SecretNotAllowed", "; ".join(refused)[:900]))
+        elif images := refused_images([osvc.api.image, osvc.consumer.image]):
+            updates.append(false(CHILDREN, "ImageNotAllowed", f"{', '.join(sorted(set(images)))}: the operator runs "
+                                 f"images from {', '.join(ALLOWED_REGISTRIES)} only (ALLOWED_IMAGE_REGISTRIES)"))
         else:
             updates.append(apply_children(kube, osvc, credentials_hash(secret), lives))
         workloads, counts = observe_workloads(kube, osvc)
