@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -34,12 +35,12 @@ def fake_orders(count: int, rng: random.Random) -> list[dict]:
             for _ in range(count)]
 
 
-def post(url: str, body: dict, retries: int = 5) -> int:
+def post(url: str, body: dict, retries: int = 5, host: str = "") -> int:
     data = json.dumps(body).encode()
     key = str(uuid.uuid4())
     for attempt in range(retries):
         req = urllib.request.Request(f"{url}/orders", data=data, method="POST", headers={  # noqa: S310 - the user's own API
-            "Content-Type": "application/json", "Idempotency-Key": key})
+            "Content-Type": "application/json", "Idempotency-Key": key, **({"Host": host} if host else {})})
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - the user's own API
                 return resp.status
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/seed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=10)
-    p.add_argument("--url", default="http://127.0.0.1:8080")
+    # (scripts/seed: the instance's API through the stack's Traefik; scripts/host.py sets both)
+    p.add_argument("--url", default=os.environ.get("API_URL", "http://127.0.0.1:8080"))
+    p.add_argument("--host-header", default=os.environ.get("API_HOST_HEADER", ""),
+                   help="the Host header: the instance's Ingress host")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=None, help="random seed for repeatable data")
     args = p.parse_args(argv)
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     created = failed = 0
     with ThreadPoolExecutor(args.concurrency) as pool:
-        for i, status in enumerate(pool.map(lambda b: post(args.url.rstrip("/"), b), orders), 1):
+        for i, status in enumerate(pool.map(lambda b: post(args.url.rstrip("/"), b, host=args.host_header), orders), 1):
             if status == 201:
                 created += 1
             else:

@@ -64,39 +64,74 @@ def image_ref() -> str:
 ENV_FILE = core.ETC / "app.env"
 
 
-def write_env_file() -> None:
-    """.local/etc/app.env (0600): the instance's settings as seen from the host, for scripts/audit,
-    scripts/bench and a shell: the same stores, database, user, topic and keyspace as the pods,
-    at the host's own addresses (pods reach them through the node's forwards)."""
+def _secret_data(namespace: str, name: str) -> dict[str, str]:
+    secret = kube_json("-n", namespace, "secret", name) or {}
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+
+def _from_host(host: str, what: str, address: str) -> str:
+    """A store's address in an OrderService, as the host reaches it: the node's forwards make the
+    host's own stores GATEWAY to the pods, and the host reaches them on 127.0.0.1."""
+    if host in (network.GATEWAY, "127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    raise core.StackError(address, f"its {what} {host} is not one the host reaches (only the local stack's stores "
+                                   f"at {network.GATEWAY} are)")
+
+
+def instance_env(address: str = f"{NAMESPACE}/{INSTANCE}") -> dict[str, str]:
+    """The instance's settings as seen from the host, read live: its OrderService's spec and the
+    Secrets the operator keeps (the application user's password as it is now), the stores at the
+    host's addresses.  What scripts/audit, bench, seed and rebuild-read-model run with (scripts/host.py);
+    a StackError in one line when there is no stack or no such instance."""
     from . import cassandra, kafka, writestore
 
-    osvc = orderservice() or {}
-    spec = osvc.get("spec", {})
-    app_secret = kube_json("-n", NAMESPACE, "secret", f"{INSTANCE}-mysql-app") or {}
-    data = {k: base64.b64decode(v).decode() for k, v in app_secret.get("data", {}).items()}
+    namespace, _, name = address.partition("/")
+    if not name:
+        raise core.StackError(address, "an instance is NAMESPACE/NAME")
+    if kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode != 0:
+        raise core.StackError("stack", f"no Kubernetes API answers with {core.KUBECONFIG}: is the stack up? (make up)")
+    osvc = orderservice(namespace, name)
+    if osvc is None:
+        raise core.StackError(address, f"no OrderService {address} (kubectl get orderservices -A)")
+    spec = osvc["spec"]
+    app = _secret_data(namespace, f"{name}-mysql-app")
     creds = credentials()
+    _from_host(spec["mysql"]["host"], "MySQL", address)
+    for point in spec["cassandra"]["contactPoints"]:
+        _from_host(point, "Cassandra", address)
     env = {
+        "SIMPLECQRS_INSTANCE": address,
         "MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(writestore.PORT), "MYSQL_DATABASE": spec["mysql"]["database"],
-        "MYSQL_USER": data.get("username", ""), "MYSQL_PASSWORD": data.get("password", ""),
+        "MYSQL_USER": app.get("username", ""), "MYSQL_PASSWORD": app.get("password", ""),
         "MYSQL_ADMIN_USER": creds["MYSQL_ADMIN_USER"], "MYSQL_ADMIN_PASSWORD": creds["MYSQL_ADMIN_PASSWORD"],
         "KAFKA_BOOTSTRAP_SERVERS": kafka.HOST_BOOTSTRAP, "KAFKA_TOPIC": spec["kafka"]["topic"],
-        "KAFKA_CONSUMER_GROUP": spec["kafka"].get("consumerGroup", "simplecqrs-projector"),
+        "KAFKA_DLQ_TOPIC": f"{spec['kafka']['topic']}.DLQ",
+        "KAFKA_CONSUMER_GROUP": spec["kafka"].get("consumerGroup") or f"{name}-projector",
         "CASSANDRA_CONTACT_POINTS": "127.0.0.1", "CASSANDRA_PORT": str(cassandra.PORT),
         "CASSANDRA_KEYSPACE": spec["cassandra"]["keyspace"],
         "CASSANDRA_LOCAL_DC": spec["cassandra"].get("localDatacenter", "datacenter1"),
-        "API_URL": API_URL,
+        # Through the stack's Traefik: the Ingress host, or the local instance's own route.
+        "API_URL": API_URL if address == f"{NAMESPACE}/{INSTANCE}" else "http://127.0.0.1",
+        "API_HOST_HEADER": ((spec.get("api") or {}).get("ingress") or {}).get("host", ""),
     }
     if (spec["kafka"].get("strimzi") or {}).get("authentication"):
         # The topic is closed to clients without a user (its KafkaUsers' ACLs): the scripts read it
         # as the consumers do, with their user, on the SCRAM listener the host reaches (the node's).
-        consumer = kube_json("-n", NAMESPACE, "secret", f"{INSTANCE}-kafka-consumer") or {}
-        user = {k: base64.b64decode(v).decode() for k, v in consumer.get("data", {}).items()}
+        user = _secret_data(namespace, f"{name}-kafka-consumer")
         env.update(KAFKA_BOOTSTRAP_SERVERS=kafka.NODE_SCRAM_BOOTSTRAP, KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
                    KAFKA_SASL_MECHANISM="SCRAM-SHA-512", KAFKA_SASL_USERNAME=user.get("username", ""),
                    KAFKA_SASL_PASSWORD=user.get("password", ""))
+    return env
+
+
+def write_env_file() -> None:
+    """.local/etc/app.env (0600): instance_env() of `make up`'s instance, for a shell (`set -a; .
+    .local/etc/app.env`).  A snapshot: the host tools do not read it, they read the live instance."""
+    env = instance_env()
     fd = os.open(ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("# the local instance's settings, seen from the host (generated by make up; contains credentials)\n")
+        f.write("# make up's instance as seen from the host when make up ran (contains credentials; the host\n"
+                "# tools read the live instance instead: scripts/host.py)\n")
         f.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
