@@ -213,6 +213,9 @@ def test_helm_install_both_charts_then_helm_test(operator, image, namespace):
     tag = namespace.replace("-", "")[-12:]
     admin_secret(namespace)
     release = f"t{tag}"[:20]
+    # values-local.yaml's Kafka is the stack's shared cluster: its owner grants the names (the topic,
+    # and the chart's default group <release>-projector)
+    stack_kafka.grant(namespace, f"OnNewOrder-{tag}*", f"{release}-projector")
     helm("install", release, str(services.APP_CHART), "-n", namespace, "-f", str(services.LOCAL_VALUES),
          "--set", f"image.tag={image.split(':', 1)[1]}", "--set", f"orderService.name={release}",
          "--set", "orderService.deletionPolicy=Delete", "--set", f"ingress.host={tag}.simplecqrs.local",

@@ -25,11 +25,13 @@ def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
     from .ingress import Traefik
     from .kafka import Kafka, Strimzi
     from .kube import Etcd, KubeApiserver, KubeControllerManager
+    from .netpol import KubeRouter
     from .node import node_components
     from .writestore import servers
 
     return [Cassandra(), *servers(both=both_write_stores), Etcd(), KubeApiserver(), KubeControllerManager(),
-            Dockerd(), *node_components(), CoreDNS(), MetricsServer(), LocalPath(), Traefik(), Strimzi(), Kafka()]
+            Dockerd(), *node_components(), KubeRouter(), CoreDNS(), MetricsServer(), LocalPath(), Traefik(), Strimzi(),
+            Kafka()]
 
 
 def stop_all(comps: list[core.Component]) -> None:

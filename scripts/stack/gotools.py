@@ -44,6 +44,10 @@ COREDNS_VERSION = "v1.11.3"
 METRICS_SERVER_VERSION = "v0.8.0"
 # The default StorageClass of kind (and k3s): the only version the proxy lists.
 LOCAL_PATH_VERSION = "v0.0.30"
+# kube-router: only its NetworkPolicy firewall runs (scripts/stack/netpol.py says why this version and
+# what its security advisories concern); the only version the proxy serves.
+KUBE_ROUTER_VERSION = "v2.1.0"
+KUBE_ROUTER_BUILD_DATE = "2024-03-03T05:25:26Z"   # the proxy's .info Time
 
 GOTOOLS = core.ROOT / "scripts" / "gotools"
 CACHE_BIN = core.CACHE / "bin"
@@ -95,6 +99,11 @@ TOOLS = [
     GoTool("local-path-provisioner", LOCAL_PATH_VERSION,
            f"github.com/rancher/local-path-provisioner@{LOCAL_PATH_VERSION}", None,
            f"-X main.VERSION={LOCAL_PATH_VERSION}"),
+    # The NetworkPolicy enforcer (netpol.py); version variables as its Makefile sets them.
+    GoTool("kube-router", KUBE_ROUTER_VERSION,
+           f"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@{KUBE_ROUTER_VERSION}", None,
+           " ".join(f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.{k}={v}"
+                    for k, v in (("Version", KUBE_ROUTER_VERSION), ("BuildDate", KUBE_ROUTER_BUILD_DATE)))),
     # As helm's Makefile; without these `helm version` says "v3.20" and offline
     # template/lint assume Kubernetes v1.20.
     GoTool("helm", HELM_VERSION, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", None,
@@ -143,7 +152,7 @@ def _timings(name: str | None = None, seconds: float | None = None) -> dict[str,
 # elapsed time on a user's first build; later builds show that user's own last time.
 FIRST_BUILD_SECONDS = {"etcd": 33, "kube-apiserver": 184, "kube-controller-manager": 60, "kube-scheduler": 40,
                        "kubelet": 60, "kube-proxy": 30, "crictl": 106, "coredns": 120, "metrics-server": 450,
-                       "helm": 91, "skaffold": 240, "traefik": 900}
+                       "helm": 91, "skaffold": 240, "traefik": 900, "kube-router": 190}
 
 
 def expected_seconds(name: str) -> float | None:
