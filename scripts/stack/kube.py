@@ -140,6 +140,8 @@ LEAF_CERTS = {
     "apiserver-kubelet-client": ("ca", "/CN=kube-apiserver-kubelet-client", CLIENT_USAGE),
     # The ingress controller, a host process (ingress.py); its ClusterRole is applied at its start.
     "simplecqrs-ingress": ("ca", "/CN=simplecqrs-ingress", CLIENT_USAGE),
+    # The NetworkPolicy enforcer, a host process (netpol.py); its ClusterRole likewise.
+    "simplecqrs-netpol": ("ca", "/CN=simplecqrs-netpol", CLIENT_USAGE),
 }
 
 

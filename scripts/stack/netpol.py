@@ -135,14 +135,8 @@ def write_restore_wrapper() -> None:
 
 # ---------------------------------------------------------------- identity and API objects
 def ensure_identity() -> None:
-    """Its client certificate (issued once by the local CA; again if the CA was made anew) and kubeconfig."""
+    """Client certificate (kube.LEAF_CERTS: reissued with its CA) + kubeconfig of its own user."""
     kube.ensure_pki()
-    crt = kube.PKI / f"{USER}.crt"
-    if crt.exists() and subprocess.run(["openssl", "verify", "-CAfile", str(kube.PKI / "ca.crt"), str(crt)],
-                                       capture_output=True).returncode != 0:
-        crt.unlink()
-    if not crt.exists():
-        kube._issue(USER, "ca", f"/CN={USER}", kube.CLIENT_USAGE)
     kube._write_kubeconfig(KUBECONFIG, USER)
 
 
