@@ -80,12 +80,12 @@ def read_credentials(kube: Kube, namespace: str, ref: SecretRef,
     return (decode(secret, "username"), decode(secret, "password")), "", ""
 
 
-def binlog_refused(kube: Kube, osvc: OrderService) -> str:
-    """"" if the instance may use the binlog relay (or does not), else why not."""
+def binlog_refused(osvc: OrderService, admin_secret: dict) -> str:
+    """"" if the instance may use the binlog relay (or does not), else why not; `admin_secret`: the
+    admin Secret as provisioning read it."""
     if osvc.mysql.outbox_relay != "binlog":
         return ""
-    secret = kube.get("Secret", osvc.namespace, osvc.mysql.admin_secret.name) or {}
-    if ((secret.get("metadata") or {}).get("labels") or {}).get(BINLOG_LABEL) == "true":
+    if ((admin_secret.get("metadata") or {}).get("labels") or {}).get(BINLOG_LABEL) == "true":
         return ""
     return (f"spec.mysql.outboxRelay is binlog, whose relay user needs REPLICATION SLAVE and REPLICATION CLIENT "
             f"on the whole server (every database's rows pass through the binlog): only the server's owner may "

@@ -26,6 +26,7 @@ from .credentials import (
     credentials_hash,
     decode,
     kafka_credentials_hashes,
+    labelled_secret,
     read_ca,
     read_credentials,
     refused_for_workloads,
@@ -121,7 +122,9 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
         return stores.Result(false(kind, "ResourceConflict", ownership.describe(kind, taken[kind])))
 
     results = [conflict(TOPIC) if TOPIC in taken else stores.ensure_topic(kube, osvc)]
-    admin, reason, why = read_credentials(kube, osvc.namespace, osvc.mysql.admin_secret, [osvc.mysql.host])
+    admin_secret, reason, why = labelled_secret(kube, osvc.namespace, osvc.mysql.admin_secret, ("username", "password"),
+                                                [osvc.mysql.host])
+    admin = (decode(admin_secret, "username"), decode(admin_secret, "password")) if admin_secret else None
     ca_pem, ca_reason, ca_why = read_ca(kube, osvc.namespace, osvc.mysql.ca_secret)
     if WRITE_STORE in taken:
         results.append(conflict(WRITE_STORE))
@@ -129,7 +132,7 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
         results.append(stores.Result(false(WRITE_STORE, reason or "AdminSecretMissing", why)))
     elif ca_pem is None:
         results.append(stores.Result(false(WRITE_STORE, ca_reason or "CASecretMissing", ca_why)))
-    elif binlog_why := binlog_refused(kube, osvc):
+    elif binlog_why := binlog_refused(osvc, admin_secret):
         results.append(stores.Result(false(WRITE_STORE, "BinlogNotAllowed", binlog_why)))
     else:
         results.append(stores.ensure_write_store(osvc, admin, passwords, ca_pem))
