@@ -69,6 +69,7 @@ def run(cmd: list[str] | str, what: str, *, cwd: Path | None = None, env: dict |
     log = log or LOGS / f"install-{what.split()[0].lower()}.log"
     say(f"{what} (output: {log})")
     start = time.monotonic()
+    start_size = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 shell=shell, stdin=subprocess.DEVNULL)
@@ -84,12 +85,26 @@ def run(cmd: list[str] | str, what: str, *, cwd: Path | None = None, env: dict |
                 against = f" of ~{expected:.0f}s last time" if expected else ""
                 print(f"    ... {what}: {now - start:.0f}s{against}, {tail(log, 1)[:100]}", flush=True)
     if proc.returncode != 0:
+        # The cause is often far above the tail (a server's own [ERROR] lines, then its advice).
+        for line in error_lines(log, since=start_size):
+            detail(line)
         for line in tail(log, 15).splitlines():
             detail(line)
         raise StackError(what, f"exited with {proc.returncode}", log)
     took = time.monotonic() - start
     detail(f"done in {took:.0f}s")
     return took
+
+
+def error_lines(path: Path, *, since: int = 0, limit: int = 12) -> list[str]:
+    """The first `limit` lines after byte `since` of a log that name an error."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if "ERROR" in line or "error:" in line.lower()][:limit]
 
 
 def tail(path: Path, n: int) -> str:

@@ -5,6 +5,7 @@ under .local/.  Root logs in only over the local socket (unix_socket auth, Maria
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 from . import core
@@ -26,16 +27,35 @@ class MariaDB(MySQLServer):
     def start(self) -> None:
         core.require_ports_free(self.name, self.port)
         if not (self.datadir / "mysql").is_dir():
-            self.datadir.mkdir(parents=True, exist_ok=True)
-            core.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", "--user=root",
-                      "--auth-root-authentication-method=socket", "--skip-test-db"],
-                     "MariaDB initialise data directory", log=core.LOGS / "mariadb-install.log")
+            self.initialise()
         core.spawn(self.name, [
             "mariadbd", *self.common_flags(), "--collation-server=utf8mb4_unicode_ci",
             # Strict mode as a MySQL 8 server has it by default.
             "--sql-mode=STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
             "--binlog-format=ROW",  # MariaDB's default is MIXED; MySQL 9's is ROW (and the option deprecated)
         ])
+
+    def initialise(self) -> None:
+        """A new data directory, made beside and renamed into place when complete (as MySQL's).
+
+        Tried twice: a CI run once saw the bootstrap fail on a clean clone where every run before
+        and since passed; the server's own [ERROR] lines are printed each time (core.run).  A plain
+        loop, not tenacity: scripts/stack runs on the system Python too (`make down`)."""
+        tmp = self.datadir.with_name(f".{self.name}.init")
+        for attempt in (1, 2):
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(self.datadir, ignore_errors=True)  # an older, unfinished one (no mysql/ inside)
+            tmp.mkdir(parents=True)
+            try:
+                core.run(["mariadb-install-db", "--no-defaults", f"--datadir={tmp}", "--user=root",
+                          "--auth-root-authentication-method=socket", "--skip-test-db"],
+                         "MariaDB initialise data directory", log=core.LOGS / "mariadb-install.log")
+                break
+            except core.StackError:
+                if attempt == 2:
+                    raise
+                core.say("MariaDB initialise failed (its errors above); trying once more")
+        tmp.rename(self.datadir)
 
     def version(self) -> str:
         out = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True).stdout
