@@ -9,7 +9,7 @@
 # does not need are a fair price.  The process is chosen by the pod's `command`:
 #
 #   API       gunicorn -c python:app.gunicorn_conf app.wsgi:app   (default CMD)
-#   relay     python -m app.outbox          (outbox -> Kafka, its own process)
+#   relay     python -m app.relay           (outbox -> Kafka, its own process)
 #   consumer  python -m consumer.main
 #   operator  python -m simplecqrs_operator
 #
@@ -110,7 +110,7 @@ COPY k8s/operator/simplecqrs_operator ./simplecqrs_operator
 LABEL org.opencontainers.image.title="simplecqrs" \
       org.opencontainers.image.licenses="Apache-2.0" \
       io.simplecqrs.entrypoint.api="gunicorn -c python:app.gunicorn_conf app.wsgi:app" \
-      io.simplecqrs.entrypoint.relay="python -m app.outbox" \
+      io.simplecqrs.entrypoint.relay="python -m app.relay" \
       io.simplecqrs.entrypoint.consumer="python -m consumer.main" \
       io.simplecqrs.entrypoint.operator="python -m simplecqrs_operator"
 USER ${UID}:${GID}

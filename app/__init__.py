@@ -3,9 +3,10 @@ migrations) and the HTTP API (command and query routes).
 
 Where to look first:
   config.py          every setting, from environment variables
+  order.py           the order's fields, declared once, and the validation of a new order
   events.py          the OnNewOrder event: the one definition publisher and consumer share
-  writemodel/        MySQL: connection, migrations, the order command (one transaction)
-  outbox.py          the relay that publishes committed events to Kafka
+  writemodel/        MySQL: connection, migrations, the order command (one transaction), the outbox's SQL
+  relay/             the relays that publish committed events to Kafka (python -m app.relay)
   readmodel/         Cassandra: connection, schema, projection writes and queries
   api/               Flask application factory, command routes, query routes, errors
 """

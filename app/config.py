@@ -104,8 +104,8 @@ class ApiSettings:
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    # binlog: follow MySQL's row-based binlog (app/binlog_relay.py); poll: poll the outbox table
-    # (app/outbox.py), for a server whose binlog the relay may not read (README, "Outbox relays").
+    # binlog: follow MySQL's row-based binlog (app/relay/binlog.py); poll: poll the outbox table
+    # (app/relay/poll.py), for a server whose binlog the relay may not read (README, "Outbox relays").
     relay: str = field(default_factory=lambda: _relay_kind())
     batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     poll_interval_s: float = field(default_factory=lambda: _float("OUTBOX_POLL_INTERVAL_SECONDS", 0.02))

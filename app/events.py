@@ -11,14 +11,18 @@ The demo's fields stay at the top level so its consumers keep working; the
 envelope adds a unique `eventId` (stable across re-sends), `schemaVersion`,
 `occurredAt` and `sequence`: the write store's outbox sequence, monotonic per
 store, which the projection uses as the write timestamp so that a duplicate or
-an older event can never overwrite a newer one.
+an older event can never overwrite a newer one.  The order's fields, their names and types,
+are declared once, in app/order.py (FIELDS); OnNewOrder takes them from NewOrder.
 """
 from __future__ import annotations
 
 import json
+import typing
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+
+from .order import NewOrder
 
 EVENT_NAME = "OnNewOrder"
 SCHEMA_VERSION = 1
@@ -37,16 +41,17 @@ class PoisonEvent(ValueError):
 
 
 @dataclass(frozen=True)
-class OnNewOrder:
+class _Envelope:
     eventId: str
     sequence: int
     occurredAt: str
     orderId: str
-    description: str
-    quantity: int
-    email: str
-    firstName: str
-    lastName: str
+
+
+@dataclass(frozen=True)
+class OnNewOrder(NewOrder, _Envelope):
+    """The event: the envelope's fields, then the order's (app/order.py, FIELDS), then its name and version:
+    the order of the keys on the wire."""
     eventName: str = EVENT_NAME
     schemaVersion: int = SCHEMA_VERSION
 
@@ -86,11 +91,8 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
-_FIELDS = {
-    "eventId": str, "sequence": int, "occurredAt": str, "orderId": str, "description": str,
-    "quantity": int, "email": str, "firstName": str, "lastName": str, "eventName": str,
-    "schemaVersion": int,
-}
+# Every field an event must carry, with its type, in the event's order.
+_FIELDS = {f.name: typing.get_type_hints(OnNewOrder)[f.name] for f in fields(OnNewOrder)}
 
 
 def decode(value: bytes | None) -> OnNewOrder:
@@ -108,7 +110,8 @@ def decode(value: bytes | None) -> OnNewOrder:
     if data.get("eventName") != EVENT_NAME:
         raise PoisonEvent(f"unknown eventName {data.get('eventName')!r}")
     version = data.get("schemaVersion")
-    if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
+    # (int first: a list or dict is unhashable, and `in` a frozenset would raise TypeError, not PoisonEvent)
+    if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
         raise PoisonEvent(f"unsupported schemaVersion {version!r}")
     missing = [k for k in _FIELDS if k not in data]
     if missing:
@@ -116,7 +119,7 @@ def decode(value: bytes | None) -> OnNewOrder:
     for k, typ in _FIELDS.items():
         v = data[k]
         if not isinstance(v, typ) or isinstance(v, bool):
-            raise PoisonEvent(f"field {k} must be {typ.__name__}")
+            raise PoisonEvent(f"field {k} must be {getattr(typ, '__name__', typ)}")
     try:
         uuid.UUID(data["orderId"])
         uuid.UUID(data["eventId"])

@@ -3,7 +3,7 @@
     gunicorn -c python:app.gunicorn_conf 'app.wsgi:app'
 
 No --preload: every worker imports the app after the fork, so its MySQL
-connections are its own.  The outbox relay is a process of its own (app/outbox.py).
+connections are its own.  The outbox relay is a process of its own (app/relay/).
 """
 import os
 import shutil

@@ -45,8 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app import broker, events
-from app.api.validation import NewOrder
 from app.config import DEFAULT_RELAY, RELAYS, Settings
+from app.order import NewOrder
 from app.readmodel.session import connect as cassandra_connect
 from app.readmodel.store import ReadModel
 from app.writemodel.db import connect as mysql_connect
@@ -168,7 +168,7 @@ def outbox_row_cost(settings: Settings, admin_conn, n: int = 2000) -> dict:
     `keep` (ours: the row stays, pruned later in batches of PRUNE_BATCH: the prune is counted here too)
     and `insert_delete` (Debezium's outbox pattern: the row deleted in the same transaction, so only the
     binlog carries it).  The variant's SQL is swapped in for this measurement only."""
-    from app.outbox import PRUNE_BATCH
+    from app.relay.base import PRUNE_BATCH
     from app.writemodel import orders
     from app.writemodel.db import server_kind
 

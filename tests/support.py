@@ -75,7 +75,7 @@ def unpublished(s: Settings, relay: str | None = None) -> int:
     """Outbox events not yet published, as the relay of kind `relay` (default: the environment's) counts
     them: the poller marks rows published, the binlog relay saves the highest seq it published."""
     from app.config import load
-    from app.outbox import UNPUBLISHED
+    from app.writemodel.outbox import UNPUBLISHED
 
     return mysql(s, f"SELECT COUNT(*) FROM outbox {UNPUBLISHED[relay or load().outbox.relay]}")[0][0]
 

@@ -1,4 +1,4 @@
-"""The binlog relay (OUTBOX_RELAY=binlog, app/binlog_relay.py) against the real servers, MySQL and MariaDB.
+"""The binlog relay (OUTBOX_RELAY=binlog, app/relay/binlog.py) against the real servers, MySQL and MariaDB.
 
 Each test runs the relay as its own process, as its own MySQL user (replication privileges and the
 outbox tables, nothing else), on an instance of its own, and reads what reached the real Kafka topic.
@@ -191,7 +191,7 @@ def test_a_binlog_purged_past_the_saved_position_stops_publishing_until_reset(fr
         relay.stop()
         user, password = relay_login(s)
         env = settings_env(s, MYSQL_USER=user, MYSQL_PASSWORD=password, **BINLOG)
-        subprocess.run([sys.executable, "-m", "app.outbox", "--reset-position"], env=env, check=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "app.relay", "--reset-position"], env=env, check=True, timeout=60)
         assert saved_position(s) is None
         relay.start()
         later = [post(url, order()).json()["id"] for _ in range(5)]

@@ -222,7 +222,7 @@ def test_kafka_away_for_ten_seconds(fresh_settings, stack):
 def test_kafka_away_past_the_producer_delivery_timeout(fresh_settings, stack):
     """Kafka away for longer than delivery_timeout_ms (30 s): batches the relay had already sent expire.
 
-    kafka-python 3.0.12's producer never sends again after that (app/outbox.py says why); before the
+    kafka-python 3.0.12's producer never sends again after that (app/relay/base.py says why); before the
     relay replaced such a producer this scenario stalled at the outbox every time."""
     row = run_scenario(fresh_settings, "kafka-away-40s", lambda inst: _kafka_away(40))
     assert set(row["statuses"]) <= {201}

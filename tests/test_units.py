@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app import events
-from app.api.validation import ValidationFailed, validate_order
+from app.order import ValidationFailed, validate_order
 from app.readmodel.schema import replication_cql
 from app.writemodel.migrations import quote_ident
 
@@ -57,6 +57,8 @@ def test_event_round_trip():
 @pytest.mark.parametrize("value,reason", [
     (b"\xff\xfe", "not JSON"), (b"[1]", "object"), (b'{"eventName":"Other"}', "eventName"),
     (b'{"eventName":"OnNewOrder","schemaVersion":99}', "schemaVersion"),
+    (b'{"eventName":"OnNewOrder","schemaVersion":[1]}', "schemaVersion"),   # unhashable: not a TypeError
+    (b'{"eventName":"OnNewOrder","schemaVersion":{"v":1}}', "schemaVersion"),
     (b'{"eventName":"OnNewOrder","schemaVersion":1}', "missing"), (None, "empty"),
     (b"{" + b" " * events.MAX_EVENT_BYTES + b"}", "exceeds"),
 ])
@@ -310,6 +312,144 @@ def test_the_order_upsert_uses_a_row_alias_on_mysql_and_values_on_mariadb():
     for sql in _ORDER_SQL.values():  # last_seq is assigned last: later assignments would see the new value
         upsert = sql.split("ON DUPLICATE KEY UPDATE")[1].split(";")[0]
         assert re.findall(r"(\w+) = ", upsert) == ["first_name", "last_name", "updated_at", "last_seq"]
+
+
+# ---------------------------------------------------------------- the order's declaration (app/order.py, FIELDS)
+# Everything that names the order's fields derives them from FIELDS; these pin what the derivations
+# produce (the error messages, the event, the SQL and CQL, the OpenAPI schema) so a change shows.
+def test_each_error_message_is_the_contract():
+    cases = [
+        ({"description": ""}, "description", "must not be empty"),
+        ({"description": "x" * 501}, "description", "must be at most 500 characters"),
+        ({"description": "a\x07b"}, "description", "must contain a visible character and no control characters"),
+        ({"firstName": 5}, "firstName", "must be a string"),
+        ({"lastName": "\ud800"}, "lastName", "must be valid Unicode (no lone surrogates)"),
+        ({"email": "nope"}, "email", "must be an email address such as name@example.com"),
+        ({"email": "x" * 10 + "@" + "y" * 241 + ".io"}, "email", "must be at most 254 characters"),
+        ({"email": "\u0130" * 64 + "@" + "a" * 180 + ".io"}, "email", "must be at most 254 characters"),  # lower() lengthens
+        ({"quantity": 6.5}, "quantity", "must be an integer"),
+        ({"quantity": 10_001}, "quantity", "must be between 1 and 10000"),
+        ({"coupon": "x"}, "coupon", "unknown field"),
+    ]
+    for patch, field, message in cases:
+        with pytest.raises(ValidationFailed) as e:
+            validate_order(dict(GOOD, **patch))
+        assert e.value.fields == {field: message}, (patch, e.value.fields)
+    with pytest.raises(ValidationFailed) as e:
+        validate_order({"quantity": 0, "lastName": "", "email": 1, "zz": 1, "aa": 2})
+    # Missing first, then unknown (sorted), then the text fields, then the numbers: the order the 422 lists them in.
+    assert list(e.value.fields.items()) == [
+        ("description", "is required"), ("firstName", "is required"), ("aa", "unknown field"), ("zz", "unknown field"),
+        ("email", "must be a string"), ("lastName", "must not be empty"), ("quantity", "must be between 1 and 10000")]
+    assert str(e.value).startswith("description: is required; firstName: is required; aa: unknown field")
+    with pytest.raises(ValidationFailed, match="body: must be a JSON object"):
+        validate_order([])
+    o = validate_order(dict(GOOD, quantity=6.0))
+    assert o.quantity == 6 and type(o.quantity) is int
+
+
+def test_the_order_event_and_the_new_order_carry_the_declared_fields_in_order():
+    from dataclasses import fields
+
+    from app.order import FIELDS, NewOrder
+
+    names = [f.name for f in FIELDS]
+    assert names == ["description", "quantity", "email", "firstName", "lastName"]
+    assert [f.name for f in fields(NewOrder)] == names
+    assert [f.name for f in fields(events.OnNewOrder)] == [
+        "eventId", "sequence", "occurredAt", "orderId", *names, "eventName", "schemaVersion"]
+    assert events._FIELDS == {"eventId": str, "sequence": int, "occurredAt": str, "orderId": str, "description": str,
+                              "quantity": int, "email": str, "firstName": str, "lastName": str, "eventName": str,
+                              "schemaVersion": int}
+    ev = events.OnNewOrder(eventId="e", sequence=1, occurredAt="2026-01-02T03:04:05.678Z", orderId="o",
+                           description="d", quantity=2, email="a@b.c", firstName="A", lastName="B")
+    assert ev.encode() == (b'{"eventId":"e","sequence":1,"occurredAt":"2026-01-02T03:04:05.678Z","orderId":"o",'
+                           b'"description":"d","quantity":2,"email":"a@b.c","firstName":"A","lastName":"B",'
+                           b'"eventName":"OnNewOrder","schemaVersion":1}')
+
+
+def test_the_order_sql_and_its_parameters_follow_the_declaration():
+    from datetime import datetime
+
+    from app.order import NewOrder
+    from app.writemodel import orders
+
+    assert orders._ORDER_SQL["mysql"] == (
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at) VALUES (%s, %s, %s, %s, %s);"
+        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
+        " VALUES (%s, %s, %s, %s, %s, LAST_INSERT_ID()) AS new ON DUPLICATE KEY UPDATE"
+        " first_name = IF(new.last_seq > customers.last_seq, new.first_name, customers.first_name),"
+        " last_name = IF(new.last_seq > customers.last_seq, new.last_name, customers.last_name),"
+        " updated_at = IF(new.last_seq > customers.last_seq, new.updated_at, customers.updated_at),"
+        " last_seq = GREATEST(customers.last_seq, new.last_seq);"
+        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID());COMMIT")
+
+    class Cursor:
+        connection = type("Conn", (), {"get_server_info": lambda self: "8.4.0"})()
+
+        def execute(self, sql, args):
+            self.sql, self.args = sql, args
+
+        def nextset(self):
+            return False
+
+    cur = Cursor()
+    order = NewOrder("desc", 3, "a@b.c", "First", "Last")
+    created = orders.insert_order(cur, "oid", order)
+    payload = cur.args[3]
+    assert cur.sql == orders._ORDER_SQL["mysql"] and cur.args[1:5] == ["OnNewOrder", "oid", payload, created]
+    assert cur.args[5:] == ["a@b.c", "First", "Last", created, created, "oid", "a@b.c", "First", "Last", "desc", 3,
+                            created]
+    assert payload == orders.outbox_payload(cur.args[0], "oid", order, created)
+    assert json.loads(payload) == {"eventId": cur.args[0], "occurredAt": events.format_time(created), "orderId": "oid",
+                                   "description": "desc", "quantity": 3, "email": "a@b.c", "firstName": "First",
+                                   "lastName": "Last"}
+    assert list(json.loads(payload)) == ["eventId", "occurredAt", "orderId", "description", "quantity", "email",
+                                         "firstName", "lastName"]
+    assert isinstance(created, datetime)
+
+
+def test_the_projection_statements_follow_the_declaration():
+    from app.readmodel import store
+
+    assert store._BY_ID_CQL == ("(order_id, description, quantity, email, first_name, last_name, created_at, event_id,"
+                                " sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
+    assert store._BY_CUSTOMER_CQL == ("(email, created_at, order_id, description, quantity, first_name, last_name,"
+                                      " sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
+    assert store._CUSTOMER_CQL == "(email, first_name, last_name, sequence) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+
+
+def test_the_published_schema_is_the_declaration_and_agrees_with_the_validator():
+    """Every bound the OpenAPI document publishes is the one validate_order() enforces, at its edge."""
+    from app.api.openapi import document
+
+    schema = document()["components"]["schemas"]["NewOrder"]
+    assert schema["required"] == ["description", "quantity", "email", "firstName", "lastName"]
+    assert schema["additionalProperties"] is False
+    validate_order(schema["example"])
+    for name, prop in schema["properties"].items():
+        if prop["type"] == "integer":
+            for value, ok in ((prop["minimum"], True), (prop["maximum"], True),
+                              (prop["minimum"] - 1, False), (prop["maximum"] + 1, False)):
+                body = dict(GOOD, **{name: value})
+                assert (name not in _errors(body)) == ok, (name, value)
+            continue
+        assert re.fullmatch(prop["pattern"], GOOD[name]), name
+        longest = ("x" * 60 + "@" + "y" * prop["maxLength"])[:prop["maxLength"] - 3] + ".io" if name == "email" \
+            else "x" * prop["maxLength"]
+        assert len(longest) == prop["maxLength"] and name not in _errors(dict(GOOD, **{name: longest}))
+        assert "at most" in _errors(dict(GOOD, **{name: longest + "x"}))[name]
+        assert prop.get("minLength") == 1 and "empty" in _errors(dict(GOOD, **{name: ""}))[name]
+    assert schema["properties"]["email"]["description"] == "an email address; stored lower-cased"
+
+
+def _errors(body: dict) -> dict:
+    try:
+        validate_order(body)
+    except ValidationFailed as e:
+        return e.fields
+    return {}
 
 
 def test_ruff_is_clean():

@@ -1,7 +1,7 @@
 """The command side: POST /orders.
 
     validate body -> place_order() (one MySQL transaction: customer, order, outbox)
-    -> 201 {"id"} + Location.  The outbox relay (app/outbox.py, its own process) publishes the event.
+    -> 201 {"id"} + Location.  The outbox relay (app/relay/, its own process) publishes the event.
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from .. import metrics
 from ..config import Settings
+from ..order import ValidationFailed, validate_order
 from ..writemodel.db import ConnectionPool
 from ..writemodel.orders import IdempotencyConflict, StoreUnavailable, place_order
 from .errors import error, unavailable
-from .validation import IDEMPOTENCY_KEY_PATTERN, ValidationFailed, validate_order
+from .validation import IDEMPOTENCY_KEY_PATTERN
 
 log = logging.getLogger(__name__)
 bp = Blueprint("command", __name__)

@@ -30,8 +30,8 @@ def readyz():
     ready = True
     pool = current_app.extensions.get("simplecqrs.mysql")
     if pool is not None:
-        from ..outbox import backlog
         from ..writemodel.db import is_connection_error
+        from ..writemodel.outbox import backlog
 
         settings = current_app.extensions["simplecqrs.settings"]
         try:
@@ -67,7 +67,7 @@ def readyz():
 def metrics_endpoint():
     pool = current_app.extensions.get("simplecqrs.mysql")
     if pool is not None:
-        from ..outbox import backlog
+        from ..writemodel.outbox import backlog
 
         try:
             relay = current_app.extensions["simplecqrs.settings"].outbox.relay

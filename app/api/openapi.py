@@ -5,17 +5,8 @@ response against it, so it must say exactly what the API does.
 """
 from __future__ import annotations
 
-from .validation import (
-    DESCRIPTION_PATTERN,
-    EMAIL_PATTERN,
-    IDEMPOTENCY_KEY_PATTERN,
-    LIMITS,
-    MAX_PAGE_LIMIT,
-    MAX_QUANTITY,
-    MAX_WAIT_MS,
-    NAME_PATTERN,
-    REQUIRED,
-)
+from ..order import CUSTOMER_FIELDS, FIELDS, ORDER_FIELDS, Field
+from .validation import IDEMPOTENCY_KEY_PATTERN, MAX_PAGE_LIMIT, MAX_WAIT_MS
 
 _ERROR = {
     "type": "object",
@@ -34,36 +25,41 @@ def _err(description: str) -> dict:
 
 _RETRY = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait before retrying"}}
 
+# The order's schemas come from its declaration (app/order.py, FIELDS): what POST /orders accepts
+# (the same bounds and patterns validate_order() checks) and what the queries answer.
+def _json_type(f: Field) -> str:
+    return "string" if f.text else "integer"
+
+
+def _accepted(f: Field) -> dict:
+    """The schema of one field of POST /orders."""
+    if f.text:
+        schema = {"type": "string", "minLength": f.min_length, "maxLength": f.max_length, "pattern": f.pattern}
+    else:
+        schema = {"type": "integer", "minimum": f.minimum, "maximum": f.maximum}
+    return {**schema, "description": f.doc} if f.doc else schema
+
+
 _NEW_ORDER = {
     "type": "object",
     "additionalProperties": False,
-    "required": list(REQUIRED),
-    "properties": {
-        "description": {"type": "string", "minLength": 1, "maxLength": LIMITS["description"],
-                        "pattern": DESCRIPTION_PATTERN},
-        "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
-        "email": {"type": "string", "maxLength": LIMITS["email"], "pattern": EMAIL_PATTERN,
-                  "description": "an email address; stored lower-cased"},
-        "firstName": {"type": "string", "minLength": 1, "maxLength": LIMITS["firstName"], "pattern": NAME_PATTERN},
-        "lastName": {"type": "string", "minLength": 1, "maxLength": LIMITS["lastName"], "pattern": NAME_PATTERN},
-    },
-    "example": {"description": "repellendus aut et eaque", "quantity": 6,
-                "email": "alexanne.glover@augusta.biz", "firstName": "Alexanne", "lastName": "Glover"},
+    "required": [f.name for f in FIELDS if f.required],
+    "properties": {f.name: _accepted(f) for f in FIELDS},
+    "example": {f.name: f.example for f in FIELDS},
 }
 
 _CUSTOMER = {
     "type": "object",
-    "required": ["email", "firstName", "lastName"],
-    "properties": {"email": {"type": "string"}, "firstName": {"type": "string"}, "lastName": {"type": "string"}},
+    "required": [f.name for f in CUSTOMER_FIELDS],
+    "properties": {f.name: {"type": _json_type(f)} for f in CUSTOMER_FIELDS},
 }
 
 _ORDER = {
     "type": "object",
-    "required": ["id", "description", "quantity", "customer", "createdAt"],
+    "required": ["id", *(f.name for f in ORDER_FIELDS), "customer", "createdAt"],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
-        "description": {"type": "string"},
-        "quantity": {"type": "integer"},
+        **{f.name: {"type": _json_type(f)} for f in ORDER_FIELDS},
         "customer": {"$ref": "#/components/schemas/Customer"},
         "createdAt": {"type": "string", "format": "date-time"},
     },

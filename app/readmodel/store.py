@@ -14,12 +14,14 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import SimpleStatement
 
 from ..events import OnNewOrder, format_time
+from ..order import BY_NAME, CUSTOMER_FIELDS, FIELDS, ORDER_FIELDS
 from .schema import STATE_ID, ident
 
 STATE_TTL_S = 2.0
@@ -55,7 +57,7 @@ def _uuid(v) -> uuid.UUID:
 
 
 def _email(v) -> str:
-    if not isinstance(v, str) or len(v) > 254:
+    if not isinstance(v, str) or len(v) > BY_NAME["email"].max_length:
         raise ValueError
     return v
 
@@ -66,11 +68,41 @@ def _millis(v) -> datetime:
     return datetime.fromtimestamp(v / 1000, tz=UTC)
 
 
+# The order's columns and its JSON come from its declaration (app/order.py, FIELDS).  The projection's
+# rows: orders_by_id holds every field after its key; orders_by_customer the order's own fields, then
+# the customer's other than its identity (email, the partition key); customers the customer's fields.
+def _columns(fields) -> str:
+    return ", ".join(f.column for f in fields)
+
+
+def _values(fields):
+    """The event's values of `fields`, as a tuple."""
+    get = attrgetter(*(f.name for f in fields))
+    return get if len(fields) > 1 else lambda ev: (get(ev),)
+
+
+def _json(fields):
+    """A row's `fields` as JSON (a dict by the fields' names)."""
+    names, get = [f.name for f in fields], attrgetter(*(f.column for f in fields))
+    return (lambda row: dict(zip(names, get(row), strict=True))) if len(fields) > 1 else lambda row: {names[0]: get(row)}
+
+
+_BY_CUSTOMER = ORDER_FIELDS + tuple(f for f in CUSTOMER_FIELDS if not f.identity)
+_ALL_VALUES, _BY_CUSTOMER_VALUES, _CUSTOMER_VALUES = _values(FIELDS), _values(_BY_CUSTOMER), _values(CUSTOMER_FIELDS)
+_ORDER_JSON, _CUSTOMER_JSON = _json(ORDER_FIELDS), _json(CUSTOMER_FIELDS)
+_BY_ID_CQL = (f"(order_id, {_columns(FIELDS)}, created_at, event_id, sequence)"
+              f" VALUES ({', '.join('?' * (len(FIELDS) + 4))}) USING TIMESTAMP ?")
+_BY_CUSTOMER_CQL = (f"(email, created_at, order_id, {_columns(_BY_CUSTOMER)}, sequence)"
+                    f" VALUES ({', '.join('?' * (len(_BY_CUSTOMER) + 4))}) USING TIMESTAMP ?")
+_CUSTOMER_CQL = (f"({_columns(CUSTOMER_FIELDS)}, sequence)"
+                 f" VALUES ({', '.join('?' * (len(CUSTOMER_FIELDS) + 1))}) USING TIMESTAMP ?")
+
+
 def _order_json(row) -> dict:
     created = row.created_at.replace(tzinfo=UTC) if row.created_at.tzinfo is None else row.created_at
     return {
-        "id": str(row.order_id), "description": row.description, "quantity": row.quantity,
-        "customer": {"email": row.email, "firstName": row.first_name, "lastName": row.last_name},
+        "id": str(row.order_id), **_ORDER_JSON(row),
+        "customer": _CUSTOMER_JSON(row),
         "createdAt": format_time(created),
     }
 
@@ -120,20 +152,15 @@ class ReadModel:
         futures = []
         for gen in generations or self.state()[1]:
             ks = self.ks
-            by_id = self._prepare("by_id", gen, f"INSERT INTO {ks}.orders_by_id_g{gen} (order_id, description, quantity,"
-                                  " email, first_name, last_name, created_at, event_id, sequence)"
-                                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
-            by_customer = self._prepare("by_customer", gen, f"INSERT INTO {ks}.orders_by_customer_g{gen} (email,"
-                                        " created_at, order_id, description, quantity, first_name, last_name,"
-                                        " sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
-            customer = self._prepare("customer", gen, f"INSERT INTO {ks}.customers_g{gen} (email, first_name,"
-                                     " last_name, sequence) VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
+            by_id = self._prepare("by_id", gen, f"INSERT INTO {ks}.orders_by_id_g{gen} {_BY_ID_CQL}")
+            by_customer = self._prepare("by_customer", gen, f"INSERT INTO {ks}.orders_by_customer_g{gen} {_BY_CUSTOMER_CQL}")
+            customer = self._prepare("customer", gen, f"INSERT INTO {ks}.customers_g{gen} {_CUSTOMER_CQL}")
             ts = ev.sequence
             futures.append(self.session.execute_async(by_id, (
-                oid, ev.description, ev.quantity, ev.email, ev.firstName, ev.lastName, created, eid, ev.sequence, ts)))
+                oid, *_ALL_VALUES(ev), created, eid, ev.sequence, ts)))
             futures.append(self.session.execute_async(by_customer, (
-                ev.email, created, oid, ev.description, ev.quantity, ev.firstName, ev.lastName, ev.sequence, ts)))
-            futures.append(self.session.execute_async(customer, (ev.email, ev.firstName, ev.lastName, ev.sequence, ts)))
+                ev.email, created, oid, *_BY_CUSTOMER_VALUES(ev), ev.sequence, ts)))
+            futures.append(self.session.execute_async(customer, (*_CUSTOMER_VALUES(ev), ev.sequence, ts)))
         return futures
 
     # ---------------------------------------------------------------- queries
@@ -166,15 +193,15 @@ class ReadModel:
         gen = self.state()[0]
         after = decode_token(token, _email)
         where = " WHERE token(email) > token(%s)" if after else ""
-        rows = self._rows(f"SELECT email, first_name, last_name FROM {self.ks}.customers_g{gen}{where} LIMIT %s",
+        rows = self._rows(f"SELECT {_columns(CUSTOMER_FIELDS)} FROM {self.ks}.customers_g{gen}{where} LIMIT %s",
                           (*(after or ()), limit))
         nxt = encode_token(rows[-1].email) if len(rows) == limit else None
-        return [{"email": r.email, "firstName": r.first_name, "lastName": r.last_name} for r in rows], nxt
+        return [_CUSTOMER_JSON(r) for r in rows], nxt
 
     def get_customer(self, email: str, limit: int, token: str | None) -> dict | None:
         """The customer and a page of their orders, newest first."""
         gen = self.state()[0]
-        row = self.session.execute(self._prepare("get_customer", gen, f"SELECT email, first_name, last_name FROM"
+        row = self.session.execute(self._prepare("get_customer", gen, f"SELECT {_columns(CUSTOMER_FIELDS)} FROM"
                                                  f" {self.ks}.customers_g{gen} WHERE email = ?"), (email,)).one()
         if row is None:
             return None
@@ -184,8 +211,7 @@ class ReadModel:
                             (email, *(after or ()), limit))
         last = orders[-1] if len(orders) == limit else None
         nxt = encode_token(_to_millis(last.created_at), str(last.order_id)) if last else None
-        return {"email": row.email, "firstName": row.first_name, "lastName": row.last_name,
-                "orders": [_order_json(r) for r in orders], "nextPageToken": nxt}
+        return {**_CUSTOMER_JSON(row), "orders": [_order_json(r) for r in orders], "nextPageToken": nxt}
 
 
 def _to_millis(dt: datetime) -> int:

@@ -18,7 +18,7 @@ from datetime import datetime
 import pymysql
 
 from .. import events
-from ..api.validation import NewOrder
+from ..order import CUSTOMER_FIELDS, FIELDS, ORDER_FIELDS, NewOrder
 from .db import RETRYABLE_TXN_ERRORS, ConnectionPool, error_code, is_connection_error, server_kind
 
 log = logging.getLogger(__name__)
@@ -97,22 +97,28 @@ _IDEMPOTENCY_SQL = ("INSERT INTO idempotency_keys (idem_key, request_hash, order
                     " VALUES (%s, %s, %s, UTC_TIMESTAMP(3));")
 
 
+# The order's columns come from its declaration (app/order.py, FIELDS), and so do the parameters
+# (insert_order), in the same order: the customers row is the customer's fields, its identity
+# (email) first; the orders row is the customer's fields, then the order's own.
+_CUSTOMER_ROW = CUSTOMER_FIELDS
+_ORDER_ROW = CUSTOMER_FIELDS + ORDER_FIELDS
+
+
 def _order_sql(server: str) -> str:
     """The batch for one server.  The upsert names the inserted row's values with a row alias
     on MySQL (`VALUES()` there is deprecated since 8.0.20) and with VALUES() on MariaDB, which
     has no row alias; the stored row's columns are qualified, as the alias requires."""
     alias, new = (" AS new", "new.{}".format) if server == "mysql" else ("", "VALUES({})".format)
+    latest = [f.column for f in _CUSTOMER_ROW if not f.identity] + ["updated_at"]  # taken from the newest order
     return (
         "INSERT INTO outbox (event_id, event_type, aggregate_id, payload, created_at) VALUES (%s, %s, %s, %s, %s);"
-        "INSERT INTO customers (email, first_name, last_name, created_at, updated_at, last_seq)"
-        f" VALUES (%s, %s, %s, %s, %s, LAST_INSERT_ID()){alias}"
+        f"INSERT INTO customers ({', '.join(f.column for f in _CUSTOMER_ROW)}, created_at, updated_at, last_seq)"
+        f" VALUES ({', '.join(['%s'] * (len(_CUSTOMER_ROW) + 2))}, LAST_INSERT_ID()){alias}"
         " ON DUPLICATE KEY UPDATE"
-        f" first_name = IF({new('last_seq')} > customers.last_seq, {new('first_name')}, customers.first_name),"
-        f" last_name = IF({new('last_seq')} > customers.last_seq, {new('last_name')}, customers.last_name),"
-        f" updated_at = IF({new('last_seq')} > customers.last_seq, {new('updated_at')}, customers.updated_at),"
-        f" last_seq = GREATEST(customers.last_seq, {new('last_seq')});"
-        "INSERT INTO orders (id, customer_email, first_name, last_name, description, quantity, created_at, seq)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID());"
+        + "".join(f" {c} = IF({new('last_seq')} > customers.last_seq, {new(c)}, customers.{c})," for c in latest)
+        + f" last_seq = GREATEST(customers.last_seq, {new('last_seq')});"
+        f"INSERT INTO orders (id, {', '.join(f.write_column for f in _ORDER_ROW)}, created_at, seq)"
+        f" VALUES ({', '.join(['%s'] * (len(_ORDER_ROW) + 2))}, LAST_INSERT_ID());"
         "COMMIT"
     )
 
@@ -135,8 +141,8 @@ def insert_order(cur, order_id: str, order: NewOrder, idempotency: tuple[str | N
     args = [key, digest, order_id] if key else []
     payload = outbox_payload(event_id, order_id, order, created)
     args += [event_id, events.EVENT_NAME, order_id, payload, created,
-             order.email, order.firstName, order.lastName, created, created,
-             order_id, order.email, order.firstName, order.lastName, order.description, order.quantity, created]
+             *[getattr(order, f.name) for f in _CUSTOMER_ROW], created, created,
+             order_id, *[getattr(order, f.name) for f in _ORDER_ROW], created]
     cur.execute(sql, args)
     while cur.nextset():  # read every statement's result: a later statement's error is raised here
         pass
@@ -147,8 +153,7 @@ def outbox_payload(event_id: str, order_id: str, order: NewOrder, created: datet
     """The event without its sequence; the relay adds the outbox row's seq when it publishes."""
     return json.dumps({
         "eventId": event_id, "occurredAt": events.format_time(created), "orderId": order_id,
-        "description": order.description, "quantity": order.quantity, "email": order.email,
-        "firstName": order.firstName, "lastName": order.lastName,
+        **{f.name: getattr(order, f.name) for f in FIELDS},
     }, ensure_ascii=False, separators=(",", ":"))
 
 

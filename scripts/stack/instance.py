@@ -223,7 +223,7 @@ def start_relay(s: Settings, name: str, **env: str) -> Proc:
     own MySQL user: the relay container's, which holds no application rights."""
     port = free_port()
     user, password = relay_login(s)
-    p = Proc(name, [sys.executable, "-m", "app.outbox"],
+    p = Proc(name, [sys.executable, "-m", "app.relay"],
              settings_env(s, OUTBOX_METRICS_PORT=str(port), MYSQL_USER=user, MYSQL_PASSWORD=password, **env)).start()
     p.metrics_url = f"http://127.0.0.1:{port}"
     try:

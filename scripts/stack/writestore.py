@@ -99,7 +99,7 @@ class MySQLServer(core.Component):
             "--character-set-server=utf8mb4", "--innodb-buffer-pool-size=256M", "--max-connections=500",
             "--skip-name-resolve",
             # A row-based binlog with full images and column names: the binlog relay's input
-            # (app/binlog_relay.py; MySQL 9 has the binlog on by default, MariaDB off).
+            # (app/relay/binlog.py; MySQL 9 has the binlog on by default, MariaDB off).
             "--log-bin=binlog", "--server-id=1", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
         ]
 

@@ -1,11 +1,11 @@
 """The binlog relay (OUTBOX_RELAY=binlog): publishes outbox rows as MySQL writes them to its binary log.
 
-    python -m app.outbox        (entry point `simplecqrs-relay`; OUTBOX_RELAY picks this or the poller)
+    python -m app.relay        (entry point `simplecqrs-relay`; OUTBOX_RELAY picks this or the poller)
 
 The order transaction is unchanged (app/writemodel/orders.py): it inserts the outbox row.  Instead
 of polling the table, this relay follows the server's row-based binary log, as a replica does
 (python-mysql-replication, the Debezium way), and publishes each inserted outbox row with the same
-envelope, key and idempotent producer as the poller.  Per event that saves the poller's
+envelope, key and idempotent producer as the poller (app/relay/base.py).  Per event that saves the poller's
 `SELECT ... FOR UPDATE SKIP LOCKED` every poll interval and its `UPDATE published_at`, and the poll
 interval leaves the latency: the server pushes a commit to the relay as it happens.
 
@@ -43,7 +43,6 @@ its current end, as a first start does.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import time
@@ -57,10 +56,11 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import HeartbeatLogEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import WriteRowsEvent
 
-from . import events, metrics
-from .config import Settings
-from .outbox import FLUSH_TIMEOUT_S, OutboxRelay, message_for
-from .writemodel.db import REFUSED_AUTH_PLUGINS, connect, error_code, is_connection_error, tls_args
+from .. import events, metrics
+from ..config import Settings
+from ..writemodel import outbox
+from ..writemodel.db import REFUSED_AUTH_PLUGINS, connect, error_code, is_connection_error, tls_args
+from .base import FLUSH_TIMEOUT_S, Relay, message_for
 
 log = logging.getLogger(__name__)
 NAME = "binlog"             # the outbox_relay row of this relay
@@ -117,8 +117,10 @@ def current_position(cur) -> Position:
     return Position(row[0], int(row[1]))
 
 
-class BinlogRelay(OutboxRelay):
-    """The poller's producer handling, liveness and pruning, with the binlog as its input."""
+class BinlogRelay(Relay):
+    """The relays' producer handling, liveness and pruning (app/relay/base.py), with the binlog as its input."""
+
+    KIND = "binlog"
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -236,11 +238,10 @@ class BinlogRelay(OutboxRelay):
             start = current_position(cur)
             # Every row up to here was committed before `start`, or is published by the drain below
             # (published_at NULL), or was published by the poller: the backlog and pruning start here.
-            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox")
-            self.last_seq = int(cur.fetchone()[0])
+            self.last_seq = outbox.highest_seq(cur)
         conn.rollback()
         handed_over = 0
-        while (n := self.drain_once()) > 0:   # the poller's own drain: rows with published_at NULL
+        while (n := self.drain_once()) > 0:   # the poller's drain (app/relay/base.py): rows with published_at NULL
             handed_over += n
         log.info("binlog relay starts following the binlog",
                  extra={"log_file": start.log_file, "log_pos": start.log_pos, "republished_from_table": handed_over})
@@ -375,13 +376,6 @@ class BinlogRelay(OutboxRelay):
             acked = t.end
         return acked, ours
 
-    # ------------------------------------------------------------ pruning
-    # Rows stay OUTBOX_RETENTION_HOURS after they were written (what --reset-position can republish),
-    # and never before the relay has published them (seq at or below the saved last_seq).
-    PRUNE_WHERE = ("created_at < UTC_TIMESTAMP(3) - INTERVAL %s SECOND"
-                   " AND seq <= (SELECT last_seq FROM outbox_relay WHERE name = 'binlog')")
-    PRUNE_ORDER = "created_at"
-
 
 def reset_position(settings: Settings) -> bool:
     """Forget the saved position (the recovery after PositionLost); True if there was one."""
@@ -394,13 +388,3 @@ def reset_position(settings: Settings) -> bool:
         return found
     finally:
         conn.close()
-
-
-def command_line(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="simplecqrs-relay", description=__doc__.split("\n")[0])
-    parser.add_argument("--reset-position", action="store_true",
-                        help="forget the binlog relay's saved position (after it reported the position lost); "
-                             "its next start republishes the retained outbox rows and follows the binlog from its end")
-    return parser.parse_args(argv)
-
-
