@@ -26,7 +26,7 @@ import requests
 import yaml
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
-from simplecqrs_operator.credentials import ALLOWED_HOSTS, BINLOG_LABEL
+from simplecqrs_operator.credentials import ALLOWED_HOSTS, BINLOG_LABEL, UNVERIFIED_TRANSPORT
 from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
@@ -285,7 +285,8 @@ def cluster(stack, run_id, admin_mysql, tmp_path_factory, only_operator_under_te
     apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "simplecqrs-mysql-admin", "namespace": ns,
                                                               "labels": {CREDENTIALS_LABEL: "true",
                                                                          BINLOG_LABEL: "true"},
-                                                              "annotations": {ALLOWED_HOSTS: "127.0.0.1"}},
+                                                              "annotations": {ALLOWED_HOSTS: "127.0.0.1",
+                                                                              UNVERIFIED_TRANSPORT: "true"}},
            "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
     sa = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/deployment.yaml").read_text())
               if d["kind"] == "ServiceAccount")
@@ -600,7 +601,8 @@ def test_a_secret_without_the_credentials_label_is_refused(cluster, admin_mysql)
     cluster["leftovers"].append(names)
     apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "someone-elses", "namespace": ns,
                                                               "labels": {BINLOG_LABEL: "true"},
-                                                              "annotations": {ALLOWED_HOSTS: "127.0.0.1"}},
+                                                              "annotations": {ALLOWED_HOSTS: "127.0.0.1",
+                                                                              UNVERIFIED_TRANSPORT: "true"}},
            "stringData": {"username": admin_mysql.admin_user, "password": admin_mysql.admin_password}})
     apply(orderservice(ns, names, deletionPolicy="Delete", mysql__adminSecretRef={"name": "someone-elses"}))
     obj = wait_conditions(ns, names.resource, ("WriteStoreReady",), status="False")

@@ -172,7 +172,7 @@ def test_api_pods_run_the_outbox_relay_beside_gunicorn():
     pod = children.api_deployment(o, "h")["spec"]["template"]["spec"]
     api, relay = pod["containers"]
     assert api["command"] == ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
-    assert relay["command"] == ["python", "-m", "app.outbox"] and relay["image"] == api["image"]
+    assert relay["command"] == ["python", "-m", "app.relay"] and relay["image"] == api["image"]
     assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     # A Kafka outage makes the relay unready; the pod must stay in the Service and keep taking orders.
     assert "readinessProbe" not in relay
@@ -181,13 +181,13 @@ def test_api_pods_run_the_outbox_relay_beside_gunicorn():
 
 
 def test_every_child_is_owned_and_labelled():
-    o = osvc(api__ingress={"host": "shop.example.com"}, consumer__autoscaling={
-        "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 70})
+    o = osvc(api__ingress={"host": "shop.example.com"}, api__httpRoute={"parentRefs": [{"name": "shared"}]},
+             consumer__autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 70})
     wanted, unwanted = children.workloads(o, "h")
     assert unwanted == []
-    assert sorted(m["kind"] for m in wanted) == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "Ingress",
-                                                 "NetworkPolicy", "PodDisruptionBudget", "PodDisruptionBudget",
-                                                 "Service"]
+    assert sorted(m["kind"] for m in wanted) == ["Deployment", "Deployment", "HTTPRoute", "HorizontalPodAutoscaler",
+                                                 "Ingress", "NetworkPolicy", "PodDisruptionBudget",
+                                                 "PodDisruptionBudget", "Service"]
     for m in wanted + [children.credentials_secret(o, "pw", "rpw")]:
         meta = m["metadata"]
         assert meta["namespace"] == "shop"
@@ -203,7 +203,8 @@ def test_every_child_is_owned_and_labelled():
 def test_optional_children_follow_the_spec():
     plain = osvc()
     wanted, unwanted = children.workloads(plain, "h")
-    assert sorted(unwanted) == [("HorizontalPodAutoscaler", "simplecqrs-consumer"), ("Ingress", "simplecqrs-api")]
+    assert sorted(unwanted) == [("HTTPRoute", "simplecqrs-api"), ("HorizontalPodAutoscaler", "simplecqrs-consumer"),
+                                ("Ingress", "simplecqrs-api")]
     assert children.consumer_deployment(plain)["spec"]["replicas"] == 2
 
     scaled = osvc(consumer__autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 60},
@@ -217,6 +218,28 @@ def test_optional_children_follow_the_spec():
     assert ing["ingressClassName"] == "nginx"
     assert ing["tls"] == [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]
     assert ing["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "simplecqrs-api"
+
+
+def test_http_route_attaches_to_the_named_gateways_and_sends_to_the_api_service():
+    routed = osvc(api__httpRoute={"parentRefs": [{"name": "shared", "namespace": "gateways", "sectionName": "https"},
+                                                 {"name": "internal"}],
+                                  "hostnames": ["shop.example.com"]})
+    wanted, unwanted = children.workloads(routed, "h")
+    (route,) = [m for m in wanted if m["kind"] == "HTTPRoute"]
+    assert ("HTTPRoute", "simplecqrs-api") not in unwanted
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["metadata"]["name"] == "simplecqrs-api"
+    assert route["metadata"]["ownerReferences"][0]["kind"] == "OrderService"
+    spec = route["spec"]
+    assert spec["parentRefs"] == [{"name": "shared", "namespace": "gateways", "sectionName": "https"},
+                                  {"name": "internal"}]   # no namespace: the route's own
+    assert spec["hostnames"] == ["shop.example.com"]
+    (rule,) = spec["rules"]
+    assert rule["backendRefs"] == [{"name": "simplecqrs-api", "port": children.SERVICE_PORT}]
+    service_ports = children.api_service(routed)["spec"]["ports"]
+    assert [p["port"] for p in service_ports] == [children.SERVICE_PORT]
+    no_hosts = children.api_http_route(osvc(api__httpRoute={"parentRefs": [{"name": "shared"}]}))
+    assert "hostnames" not in no_hosts["spec"]   # every host name of the listeners
+    assert ("HTTPRoute", "simplecqrs-api") in children.namespace_children(routed)
 
 
 def test_credentials_hash_rolls_the_api_pods_only():
@@ -300,7 +323,7 @@ def test_strimzi_version_preference_follows_what_is_served():
 
 
 def test_strimzi_readiness_is_strimzis_own():
-    from simplecqrs_operator.stores import strimzi_ready
+    from simplecqrs_operator.topics import strimzi_ready
 
     def obj(generation, observed, *conds):
         return {"metadata": {"generation": generation}, "status": {"observedGeneration": observed,
@@ -460,7 +483,7 @@ def test_network_policy_admits_only_the_ingress_controller_labelled_clients_and_
     assert [p["port"] for p in metrics_rule["ports"]] == [children.RELAY_PORT, children.METRICS_PORT]
     assert [peer["namespaceSelector"]["matchExpressions"][0]["values"] for peer in metrics_rule["from"]] == [["prom"]]
     defaults = children.network_policy(osvc())["spec"]["ingress"][0]["from"][0]
-    assert defaults["namespaceSelector"]["matchExpressions"][0]["values"] == ["ingress-nginx"]
+    assert defaults["namespaceSelector"]["matchExpressions"][0]["values"] == ["traefik"]
 
 
 def test_network_policy_admits_a_host_network_controller_by_address():
@@ -692,3 +715,34 @@ def test_every_field_of_the_crd_is_described():
 
     walk(SCHEMA, [])
     assert missing == [], f"fields without a description: {missing}"
+
+
+def test_orderservices_come_from_kopfs_index_once_it_is_filled():
+    """Before the first resource handler, the apiserver is listed; after, the index answers (no LIST
+    per pass); an index that cannot be read falls back to the apiserver."""
+    import kopf
+    from simplecqrs_operator import handlers
+    from simplecqrs_operator.kube import Kube
+
+    listed = []
+
+    class Api:   # the dynamic client's answer to a LIST, counted
+        def get(self, **_):
+            listed.append(1)
+            return {"items": [{"metadata": {"name": "listed"}}]}
+
+    kube = Kube(api=None)
+    kube.resource = lambda kind, api_version=None: Api()
+    index = {("shop", "a"): [{"metadata": {"name": "a"}}], ("shop", "b"): [{"metadata": {"name": "b"}}]}
+    memo = kopf.Memo(kube=kube, index=index)
+    assert [o["metadata"]["name"] for o in kube.orderservices()] == ["listed"] and len(listed) == 1
+    handlers._use_index(memo)
+    assert sorted(o["metadata"]["name"] for o in kube.orderservices()) == ["a", "b"] and len(listed) == 1
+
+    class Changing(dict):   # kopf's event loop changed it during every read
+        def values(self):
+            raise RuntimeError("dictionary changed size during iteration")
+
+    assert handlers.index_snapshot(Changing()) is None
+    kube.index = lambda: handlers.index_snapshot(Changing())
+    assert [o["metadata"]["name"] for o in kube.orderservices()] == ["listed"] and len(listed) == 2

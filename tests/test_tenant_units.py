@@ -38,6 +38,25 @@ def test_a_secret_goes_only_where_its_annotation_says():
     assert "simplecqrs.io/allowed-hosts=mysql" in unannotated
 
 
+def test_a_password_goes_over_an_unverified_connection_only_if_its_secrets_owner_accepts_it():
+    from simplecqrs_operator.credentials import mysql_unverified, refused_transport
+    from simplecqrs_operator.resource import OrderService
+    from test_operator_units import body
+
+    plain = {"metadata": {"name": "admin"}}
+    accepted = {"metadata": {"name": "admin", "annotations": {"simplecqrs.io/unverified-transport": "true"}}}
+    why = refused_transport(plain, ["mysql"], "no CA")
+    assert "simplecqrs.io/unverified-transport=true" in why and "mysql" in why and "no CA" in why
+    assert refused_transport(accepted, ["mysql"], "no CA") == ""
+    # MySQL verifies the server with a CA (VERIFY_CA by default then) or a VERIFY_* mode; not otherwise.
+    for tls, verified in (({}, False), ({"mode": "REQUIRED"}, False), ({"mode": "PREFERRED"}, False),
+                          ({"caSecretRef": {"name": "ca"}}, True), ({"mode": "VERIFY_IDENTITY"}, True),
+                          ({"mode": "VERIFY_CA", "caSecretRef": {"name": "ca"}}, True)):
+        o = OrderService.from_body(body(mysql__tls=tls))
+        assert o.mysql.verifies_server is verified, tls
+        assert (mysql_unverified(o) == "") is verified
+
+
 @pytest.mark.parametrize(("image", "host"), [
     ("simplecqrs:dev", "docker.io"), ("library/python:3", "docker.io"), ("ghcr.io/a/b:1", "ghcr.io"),
     ("localhost:5000/x", "localhost:5000"), ("registry.local/x@sha256:ab", "registry.local")])

@@ -194,6 +194,34 @@ def test_the_admin_password_goes_only_where_its_secret_allows(tenants):
     assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=180s").returncode == 0
 
 
+def test_the_admin_password_leaves_only_over_a_connection_that_verifies_the_server(tenants, admin_mysql):
+    """An admin Secret whose owner has not accepted unverified connections: an OrderService naming no
+    CA is refused before the operator connects; naming the server's CA (VERIFY_CA), it is provisioned
+    with the same Secret.  (The local MariaDB speaks no TLS: there, only the refusal is shown.)"""
+    a, name = tenants.attacker, "strict"
+    services.apply_labelled_secret(a, "strict-admin", {"username": admin_mysql.admin_user,
+                                                       "password": admin_mysql.admin_password},
+                                   hosts=(network.GATEWAY,), labels={"simplecqrs.io/binlog": "true"})
+    spec = tenants.spec("st")
+    spec["mysql"]["adminSecretRef"] = {"name": "strict-admin"}
+    assert apply_as_tenant(a, name, spec).returncode == 0
+    refused = wait_condition(a, name, "WriteStoreReady", "TransportNotVerified")
+    assert "simplecqrs.io/unverified-transport=true" in refused["message"] and "caSecretRef" in refused["message"]
+    conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
+                           password=admin_mysql.admin_password, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM mysql.user WHERE user LIKE %s", (f"{spec['mysql']['database']}_%",))
+            assert cur.fetchone()[0] == 0, "users were made over an unverified connection"
+    finally:
+        conn.close()
+    if ca := services.apply_mysql_ca_secret(a):
+        assert as_tenant(a, "-n", a, "patch", "orderservice", name, "--type=merge", "-p", json.dumps(
+            {"spec": {"mysql": {"tls": {"caSecretRef": {"name": ca}}}}})).returncode == 0
+        wait_condition(a, name, "WriteStoreReady", "Provisioned", timeout=180)
+    assert as_tenant(a, "-n", a, "delete", "orderservice", name, "--timeout=180s").returncode == 0
+
+
 def test_a_tenant_naming_another_tenants_stores_gets_nothing_and_drops_nothing(tenants, admin_mysql):
     """Tenant A names tenant B's database, keyspace and topic on the same servers (the operator sees
     both): the older instance owns them, A's reports ResourceConflict for each, runs no pods, and its
@@ -212,6 +240,15 @@ def test_a_tenant_naming_another_tenants_stores_gets_nothing_and_drops_nothing(t
     assert condition(a, "thief", "ChildrenApplied")["reason"] == "StoreConflict"
     assert kjson("-n", a, "deployment", "thief-api") is None
     assert as_tenant(a, "-n", a, "delete", "orderservice", "thief", "--timeout=180s").returncode == 0
+    # Its own stores, but the victim's consumer group on the same cluster: its consumers would join
+    # the victim's projector and take partitions from it.
+    joiner = tenants.spec("jo")
+    joiner["kafka"]["consumerGroup"] = victim_spec["kafka"]["consumerGroup"]
+    assert apply_as_tenant(a, "joiner", joiner).returncode == 0
+    conflict = wait_condition(a, "joiner", "TopicReady", "ResourceConflict")
+    assert "consumer group" in conflict["message"] and f"{victim.ns}/{victim.name}" in conflict["message"], conflict
+    assert kjson("-n", a, "deployment", "joiner-consumer") is None
+    assert as_tenant(a, "-n", a, "delete", "orderservice", "joiner", "--timeout=180s").returncode == 0
 
     conn = pymysql.connect(host="127.0.0.1", port=admin_mysql.port, user=admin_mysql.admin_user,
                            password=admin_mysql.admin_password)
@@ -232,7 +269,7 @@ def test_the_binlog_is_read_only_where_the_servers_owner_allows_it(tenants, admi
     a, name = tenants.attacker, "shared"
     services.apply_labelled_secret(a, "shared-admin", {"username": admin_mysql.admin_user,
                                                        "password": admin_mysql.admin_password},
-                                   hosts=(network.GATEWAY,))
+                                   hosts=(network.GATEWAY,), unverified=True)
     spec = tenants.spec("sh")
     spec["mysql"]["adminSecretRef"] = {"name": "shared-admin"}
     assert apply_as_tenant(a, name, spec).returncode == 0

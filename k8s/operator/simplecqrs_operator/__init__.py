@@ -4,9 +4,11 @@
     reconcile.py   the reconcile loop and deletion (what reconciling does)
     resource.py    the OrderService as a typed object
     children.py    pure functions: child manifests from the spec
-    stores.py      topic, write store and read store: provisioning and deletion
+    stores.py      write store and read store: provisioning and deletion (and the kept clients)
+    topics.py      the topic: Strimzi KafkaTopic/KafkaUser objects, or the Kafka admin API
     ownership.py   whose an object or a store is: the instance writes only its own (tenant isolation)
-    credentials.py the Secrets an OrderService names: the rules they pass, where their values may go
+    credentials.py the Secrets: those an OrderService names (the rules they pass, where their values
+                   may go) and the one it owns (the generated users' passwords)
     addresses.py   host names compared as a pod resolves them
     conditions.py  status conditions in the Kubernetes convention
     kube.py        the Kubernetes API calls (server-side apply, status, discovery)

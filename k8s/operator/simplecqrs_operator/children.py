@@ -14,12 +14,13 @@ from .addresses import canonical_host
 from .resource import KAFKA_ROLES, MYSQL_CA_KEY, OWNER_ANNOTATION, OrderService
 
 API_PORT = 8080
+SERVICE_PORT = 80        # the API Service's port (name http), what the Ingress and HTTPRoute send to
 RELAY_PORT = 9101
 METRICS_PORT = 9102
 UID = 10001  # the image's non-root user
 
 API_COMMAND = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
-RELAY_COMMAND = ["python", "-m", "app.outbox"]
+RELAY_COMMAND = ["python", "-m", "app.relay"]
 CONSUMER_COMMAND = ["python", "-m", "consumer.main"]
 RELAY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
@@ -153,7 +154,7 @@ def _kafka_hash(kafka_hashes: dict[str, str], role: str) -> dict[str, str]:
 
 
 def api_deployment(osvc: OrderService, credentials_hash: str, kafka_hashes: dict[str, str] | None = None) -> dict[str, Any]:
-    """The API pods: gunicorn, and the outbox relay beside it (app/outbox.py: its own process,
+    """The API pods: gunicorn, and the outbox relay beside it (app/relay/: its own process,
     never inside the request workers).  The relay has no readiness probe: while Kafka is down
     the API keeps taking orders, so the pod stays in the Service.  Only the relay talks to Kafka."""
     kafka_hashes = kafka_hashes or {}
@@ -192,7 +193,7 @@ def consumer_deployment(osvc: OrderService, kafka_hashes: dict[str, str] | None 
 def api_service(osvc: OrderService) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(osvc, osvc.api_name, "api"), "spec": {
         "type": "ClusterIP", "selector": osvc.selector("api"),
-        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+        "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]}}
 
 
 def api_ingress(osvc: OrderService) -> dict[str, Any] | None:
@@ -208,6 +209,23 @@ def api_ingress(osvc: OrderService) -> dict[str, Any] | None:
         spec["tls"] = [{"hosts": [ing["host"]], "secretName": ing["tlsSecretName"]}]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(osvc, osvc.api_name, "api"),
             "spec": spec}
+
+
+def api_http_route(osvc: OrderService) -> dict[str, Any] | None:
+    """Gateway API: the route from the Gateways the spec names to the API Service (same namespace, so
+    no ReferenceGrant is needed).  Whether a Gateway admits it is its owner's choice (allowedRoutes);
+    the route's status says so."""
+    route = osvc.api.http_route
+    if not route:
+        return None
+    parents = [{k: ref[k] for k in ("name", "namespace", "sectionName") if ref.get(k)} for ref in route["parentRefs"]]
+    spec: dict[str, Any] = {"parentRefs": parents, "rules": [{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [{"name": osvc.api_name, "port": SERVICE_PORT}]}]}
+    if route.get("hostnames"):
+        spec["hostnames"] = list(route["hostnames"])
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": _meta(osvc, osvc.api_name, "api"), "spec": spec}
 
 
 def consumer_hpa(osvc: OrderService) -> dict[str, Any] | None:
@@ -315,6 +333,7 @@ def workloads(osvc: OrderService, credentials_hash: str,
               pdb(osvc, "api"), pdb(osvc, "consumer"), network_policy(osvc)]
     unwanted = []
     for kind, name, manifest in (("Ingress", osvc.api_name, api_ingress(osvc)),
+                                 ("HTTPRoute", osvc.api_name, api_http_route(osvc)),
                                  ("HorizontalPodAutoscaler", osvc.consumer_name, consumer_hpa(osvc))):
         if manifest:
             wanted.append(manifest)

@@ -11,6 +11,12 @@
 Only `deletionPolicy: Delete` puts a finalizer on an OrderService: a Retain instance can be deleted
 while the operator is down.  That is why the resync is one loop over the list and not a kopf timer:
 kopf puts a finalizer on every object a timer or daemon runs for.
+
+The list is kopf's index of the OrderServices (`orderservice_index`), not a LIST request per pass:
+the resync walks it, and each pass's store-conflict check compares against it.  kopf fills an
+index from its initial listing before it runs any resource handler, so the first handler call
+switches the operator over to it (`_use_index`); until then, and whenever the index cannot be read,
+the apiserver is asked.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ def backoff(retry: int) -> float:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, orderservice_index: Any = None,
+              **_: Any) -> None:
     # End watch requests well before the apiserver would (and give up on a silent stream),
     # so a connection that died without a FIN is noticed within minutes.
     settings.watching.server_timeout = 240
@@ -60,6 +67,30 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # (the CRD must exist before the operator starts, as the chart and k8s/ install it).
     settings.scanning.disabled = not settings.peering.clusterwide
     memo.kube = kube_api.Kube(kube_api.client(), scope=memo.get("namespace"))
+    memo.index = orderservice_index     # (empty yet: filled before the first resource handler)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def orderservice_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    """Every OrderService in scope by (namespace, name), as the watch last delivered it."""
+    return {(namespace, name): dict(body)}
+
+
+def index_snapshot(index: Any) -> list[dict] | None:
+    """The index's values as a list, read from a thread beside kopf's event loop, which may change
+    it meanwhile: a few attempts, then None (the caller lists from the apiserver)."""
+    for _ in range(3):
+        try:
+            return [body for store in list(index.values()) for body in list(store)]
+        except RuntimeError:        # changed size during iteration
+            continue
+    return None
+
+
+def _use_index(memo: kopf.Memo) -> None:
+    """Called by the resource handlers, which kopf runs only once its indexes are filled."""
+    if memo.kube.index is None and memo.get("index") is not None:
+        memo.kube.index = lambda: index_snapshot(memo.index)
 
 
 @kopf.on.startup()
@@ -119,6 +150,7 @@ def _resync_one(kube: kube_api.Kube, namespace: str, name: str) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def reconcile_on_change(name: str, namespace: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    _use_index(memo)
     failed = reconcile.reconcile(memo.kube, namespace, name)
     if failed:
         raise kopf.TemporaryError("; ".join(f"{c.type}={c.reason}: {c.message}" for c in failed),
@@ -127,6 +159,7 @@ def reconcile_on_change(name: str, namespace: str, retry: int, memo: kopf.Memo, 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 def child_deployment_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _use_index(memo)
     owner = next((o for o in body.metadata.get("ownerReferences", []) if o.get("kind") == "OrderService"
                   and o.get("apiVersion", "").startswith(f"{GROUP}/")), None)
     if type is None or owner is None:  # None: the initial listing, which resume handles
@@ -138,6 +171,7 @@ def child_deployment_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
 # matches, and removes it when a change to Retain makes none match.
 @kopf.on.delete(GROUP, VERSION, PLURAL, field="spec.deletionPolicy", value="Delete")
 def delete(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    _use_index(memo)
     result = reconcile.finalize(memo.kube, dict(body), attempt=retry + 1, max_attempts=DELETE_ATTEMPTS)
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=backoff(retry))

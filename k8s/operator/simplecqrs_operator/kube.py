@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +27,14 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "Ingress": "networking.k8s.io/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "OrderService": f"{GROUP}/{VERSION}",
     "Event": "v1",
 }
 STRIMZI_GROUP = "kafka.strimzi.io"
+REDISCOVER_SECONDS = 60
 log = logging.getLogger(__name__)
 STRIMZI_VERSIONS = ("v1", "v1beta2")  # in order of preference
 
@@ -54,6 +58,10 @@ class Kube:
         self.timeout = timeout
         self.scope = scope          # the watched namespace, or None: the whole cluster
         self._dynamic: DynamicClient | None = None
+        self._discovered = float("-inf")    # when the discovery cache was last renewed
+        # () -> every OrderService as kopf's watch last delivered it, or None: handlers.py sets it once
+        # kopf has filled its index (no resource handler runs before that).
+        self.index: Callable[[], list[dict] | None] | None = None
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -66,7 +74,13 @@ class Kube:
         api_version = api_version or API_VERSIONS[kind]
         try:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:   # served since the last discovery (a CRD installed later)
+        except ResourceNotFoundError:
+            # Perhaps served since the last discovery (a CRD installed later): discover again, at most
+            # once a minute, since a kind that is not served at all (HTTPRoute on a cluster without the
+            # Gateway API) is asked for at every pass, to delete what the spec dropped.
+            if time.monotonic() - self._discovered < REDISCOVER_SECONDS:
+                raise
+            self._discovered = time.monotonic()
             self.dynamic.resources.invalidate_cache()
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
@@ -79,7 +93,10 @@ class Kube:
             return None
 
     def orderservices(self) -> list[dict]:
-        """Every OrderService the operator serves."""
+        """Every OrderService the operator serves: from kopf's index once it is filled (`index`, set
+        by handlers.py), else listed from the apiserver."""
+        if self.index is not None and (indexed := self.index()) is not None:
+            return indexed
         try:
             listed = self.resource("OrderService").get(namespace=self.scope, _request_timeout=self.timeout)
         except ResourceNotFoundError:                       # the CRD is not installed (yet)

@@ -10,29 +10,32 @@ the object as it is now in the apiserver, never from a stale copy.
 """
 from __future__ import annotations
 
-import secrets
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from kubernetes.client.exceptions import ApiException
-
-from . import children, conditions, ownership, stores
+from . import children, conditions, ownership, stores, topics
 from .addresses import ALLOWED_REGISTRIES, refused_images
 from .children import RELAY_KEYS
 from .conditions import API, CHILDREN, CONSUMER, DELETION, READ_STORE, STORES, TOPIC, WRITE_STORE, Condition, false, true
 from .credentials import (
+    CASSANDRA_UNVERIFIED,
     binlog_refused,
     credentials_hash,
     decode,
+    ensure_generated,
     kafka_credentials_hashes,
     labelled_secret,
+    mysql_unverified,
+    optional_credentials,
     read_ca,
     read_credentials,
     refused_for_workloads,
+    required_ca,
+    required_credentials,
 )
 from .kube import Kube
-from .resource import KAFKA_ROLES, OrderService, SecretRef
+from .resource import KAFKA_ROLES, OrderService
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -75,7 +78,9 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
         secret = lives[("Secret", osvc.credentials_secret)]
         updates: list[Condition] = []
         if stores_too or secret is None:
-            secret = ensure_credentials(kube, osvc, secret)
+            secret, made = ensure_generated(kube, osvc, secret)
+            if made:
+                event(kube, osvc, "CredentialsCreated", made)
             updates += provision(kube, osvc, (decode(secret, "password"), decode(secret, RELAY_KEYS[1])), taken)
         if taken:       # workloads of a conflicting instance would write into the owner's data
             updates.append(false(CHILDREN, "StoreConflict", "no workloads while a store belongs to an older "
@@ -92,38 +97,14 @@ def reconcile(kube: Kube, namespace: str, name: str, *, stores_too: bool = True)
         return [c for c in updates if c.type in STORES and not c.ok]
 
 
-def ensure_credentials(kube: Kube, osvc: OrderService, secret: dict | None) -> dict:
-    """The Secret with the generated application and relay users: created once, then reused as is.
-    A Secret made before the relay had a user of its own gets one added (the application's kept)."""
-    if secret is not None:
-        if all(key in (secret.get("data") or {}) for key in RELAY_KEYS):
-            return secret
-        updated = kube.apply(children.credentials_secret(osvc, decode(secret, "password"), secrets.token_urlsafe(24)),
-                             uid=secret["metadata"]["uid"])
-        event(kube, osvc, "CredentialsCreated", f"generated MySQL user {osvc.mysql.relay_user} for the outbox relay; "
-                                                f"its password is in Secret {osvc.credentials_secret}")
-        return updated
-    manifest = children.credentials_secret(osvc, secrets.token_urlsafe(24), secrets.token_urlsafe(24))
-    try:
-        created = kube.create(manifest)
-    except ApiException as e:
-        if e.status != 409:
-            raise
-        return kube.get("Secret", osvc.namespace, osvc.credentials_secret)
-    event(kube, osvc, "CredentialsCreated", f"generated MySQL users {osvc.mysql.app_user} and {osvc.mysql.relay_user};"
-                                      " their passwords are in "
-                                      f"Secret {osvc.credentials_secret}")
-    return created
-
-
 def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken: dict[str, dict]) -> list[Condition]:
     """Each store, unless an older OrderService owns it (`taken`: ResourceConflict, untouched)."""
     def conflict(kind: str) -> stores.Result:
         return stores.Result(false(kind, "ResourceConflict", ownership.describe(kind, taken[kind])))
 
-    results = [conflict(TOPIC) if TOPIC in taken else stores.ensure_topic(kube, osvc)]
+    results = [conflict(TOPIC) if TOPIC in taken else topics.ensure_topic(kube, osvc)]
     admin_secret, reason, why = labelled_secret(kube, osvc.namespace, osvc.mysql.admin_secret, ("username", "password"),
-                                                [osvc.mysql.host])
+                                                [osvc.mysql.host], mysql_unverified(osvc))
     admin = (decode(admin_secret, "username"), decode(admin_secret, "password")) if admin_secret else None
     ca_pem, ca_reason, ca_why = read_ca(kube, osvc.namespace, osvc.mysql.ca_secret)
     if WRITE_STORE in taken:
@@ -137,8 +118,8 @@ def provision(kube: Kube, osvc: OrderService, passwords: tuple[str, str], taken:
     else:
         results.append(stores.ensure_write_store(osvc, admin, passwords, ca_pem))
     ref = osvc.cassandra.credentials_secret
-    cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref, list(osvc.cassandra.contact_points)
-                                                          ) if ref else (None, "", "")
+    cassandra_credentials, reason, why = read_credentials(kube, osvc.namespace, ref, list(osvc.cassandra.contact_points),
+                                                          CASSANDRA_UNVERIFIED) if ref else (None, "", "")
     if READ_STORE in taken:
         results.append(conflict(READ_STORE))
     elif ref and cassandra_credentials is None:
@@ -229,13 +210,16 @@ def finalize(kube: Kube, body: dict, attempt: int, max_attempts: int) -> Finaliz
         stores.CLIENTS.forget(osvc)
         failures = []
         taken = ownership.conflicts(body, kube.orderservices())    # never drop an older instance's data
-        steps = [(TOPIC, "topic", lambda: stores.drop_topic(kube, osvc)),
+        ns = osvc.namespace
+        steps = [(TOPIC, "topic", lambda: topics.drop_topic(kube, osvc)),
                  (WRITE_STORE, "database",
-                  lambda: stores.drop_write_store(osvc, _required(kube, osvc, m.admin_secret, [m.host]),
-                                                  _ca(kube, osvc))),
+                  lambda: stores.drop_write_store(osvc, required_credentials(kube, ns, m.admin_secret, [m.host],
+                                                                             mysql_unverified(osvc)),
+                                                  required_ca(kube, ns, m.ca_secret))),
                  (READ_STORE, "keyspace",
-                  lambda: stores.drop_read_store(osvc, _optional(kube, osvc, c.credentials_secret,
-                                                                 list(c.contact_points))))]
+                  lambda: stores.drop_read_store(osvc, optional_credentials(kube, ns, c.credentials_secret,
+                                                                            list(c.contact_points),
+                                                                            CASSANDRA_UNVERIFIED)))]
         for kind, part, step in steps:
             if kind in taken:
                 event(kube, osvc, "DataLeftToOwner", f"{part} not dropped: {ownership.describe(kind, taken[kind])}")
@@ -271,21 +255,3 @@ def retained(kube: Kube, body: dict) -> None:
     osvc = OrderService.from_body(body)
     stores.CLIENTS.forget(osvc)
     event(kube, osvc, "DataRetained", f"deletionPolicy Retain: kept {_data_of(osvc)}")
-
-
-def _required(kube: Kube, osvc: OrderService, ref: SecretRef, hosts: list[str]) -> tuple[str, str]:
-    creds, _reason, why = read_credentials(kube, osvc.namespace, ref, hosts)
-    if creds is None:
-        raise LookupError(why)
-    return creds
-
-
-def _ca(kube: Kube, osvc: OrderService) -> str:
-    pem, _reason, why = read_ca(kube, osvc.namespace, osvc.mysql.ca_secret)
-    if pem is None:
-        raise LookupError(why)
-    return pem
-
-
-def _optional(kube: Kube, osvc: OrderService, ref: SecretRef | None, hosts: list[str]) -> tuple[str, str] | None:
-    return _required(kube, osvc, ref, hosts) if ref else None

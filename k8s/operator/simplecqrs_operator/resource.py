@@ -77,6 +77,11 @@ class MySQL:
     outbox_relay: str = DEFAULT_RELAY   # OUTBOX_RELAY: binlog or poll
 
     @property
+    def verifies_server(self) -> bool:
+        """Whether connections check the server's certificate (a CA given, or a VERIFY_* mode)."""
+        return self.tls_mode in ("VERIFY_CA", "VERIFY_IDENTITY") or (not self.tls_mode and self.ca_secret is not None)
+
+    @property
     def app_user(self) -> str:
         return f"{self.database}_app"  # database has at most 28 characters; MySQL user names 32
 
@@ -110,6 +115,7 @@ class Workload:
     replicas: int
     resources: dict[str, Any]
     ingress: dict[str, str] | None = None
+    http_route: dict[str, Any] | None = None     # Gateway API: parentRefs, hostnames
     autoscaling: dict[str, int] | None = None
 
 
@@ -126,7 +132,7 @@ class OrderService:
     api: Workload
     consumer: Workload
     status: dict[str, Any] = field(default_factory=dict)
-    ingress_namespaces: tuple[str, ...] = ("ingress-nginx",)
+    ingress_namespaces: tuple[str, ...] = ("traefik",)
     ingress_cidrs: tuple[str, ...] = ()
     egress_cidrs: tuple[str, ...] = ()
     monitoring_namespaces: tuple[str, ...] = ("monitoring",)
@@ -161,11 +167,11 @@ class OrderService:
                 keyspace=c["keyspace"], replication=c["replication"],
                 credentials_secret=SecretRef.from_spec(c.get("credentialsSecretRef"))),
             api=Workload(image=api["image"], replicas=api["replicas"], resources=api.get("resources", {}),
-                         ingress=api.get("ingress")),
+                         ingress=api.get("ingress"), http_route=api.get("httpRoute")),
             consumer=Workload(image=consumer["image"], replicas=consumer["replicas"],
                               resources=consumer.get("resources", {}), autoscaling=consumer.get("autoscaling")),
             status=body.get("status") or {},
-            ingress_namespaces=tuple((spec.get("networkPolicy") or {}).get("ingressNamespaces", ["ingress-nginx"])),
+            ingress_namespaces=tuple((spec.get("networkPolicy") or {}).get("ingressNamespaces", ["traefik"])),
             ingress_cidrs=tuple((spec.get("networkPolicy") or {}).get("ingressCIDRs", [])),
             egress_cidrs=tuple((spec.get("networkPolicy") or {}).get("egressCIDRs", [])),
             monitoring_namespaces=tuple((spec.get("networkPolicy") or {}).get("monitoringNamespaces", ["monitoring"])),
