@@ -26,7 +26,7 @@ import support
 import yaml
 from support import order
 
-from scripts.stack import core, network, node, services
+from scripts.stack import core, ingress, network, node, services
 from scripts.stack import kafka as stack_kafka
 from scripts.stack.node import kubectl
 
@@ -180,6 +180,24 @@ def test_apply_an_orderservice_serve_through_the_ingress_then_delete_it(operator
     got = wait_for(lambda: (resp := via_ingress(host, "GET", f"/orders/{oid}", params={"wait": 5000})).status_code
                    == 200 and resp.json(), 60, "the order read back through the Ingress")
     assert got["id"] == oid and got["quantity"] == body["quantity"]
+
+    # Gateway API beside the Ingress: an HTTPRoute on the stack's shared Gateway (Traefik's Gateway
+    # provider), accepted by it and serving the API under its own host name; dropped from the spec, deleted.
+    gw_host = f"{tag}.gw.simplecqrs.local"
+    kubectl("-n", namespace, "patch", "orderservice", name, "--type=merge", "-p", json.dumps({"spec": {"api": {
+        "httpRoute": {"parentRefs": [{"name": ingress.GATEWAY_NAME, "namespace": ingress.GATEWAY_NAMESPACE,
+                                      "sectionName": ingress.GATEWAY_LISTENER}], "hostnames": [gw_host]}}}}))
+
+    def route_accepted() -> bool:
+        route = kjson("-n", namespace, "httproute", f"{name}-api") or {}
+        return any(c["type"] == "Accepted" and c["status"] == "True" and p["controllerName"] == ingress.GATEWAY_CONTROLLER
+                   for p in route.get("status", {}).get("parents", []) for c in p.get("conditions", []))
+    wait_for(route_accepted, 120, "the HTTPRoute accepted by the Gateway")
+    order_round_trip(namespace, gw_host, f"{name}-api")
+    kubectl("-n", namespace, "patch", "orderservice", name, "--type=json",
+            "-p", json.dumps([{"op": "remove", "path": "/spec/api/httpRoute"}]))
+    wait_for(lambda: kjson("-n", namespace, "httproute", f"{name}-api") is None, 120, "the HTTPRoute deleted")
+    assert via_ingress(host, "GET", f"/orders/{oid}").status_code == 200   # the Ingress untouched
 
     relay = kjson("-n", namespace, "secret", f"{name}-kafka-relay")
     assert relay and relay["metadata"]["ownerReferences"][0]["kind"] == "OrderService"

@@ -48,6 +48,8 @@ LOCAL_PATH_VERSION = "v0.0.30"
 # what its security advisories concern); the only version the proxy serves.
 KUBE_ROUTER_VERSION = "v2.1.0"
 KUBE_ROUTER_BUILD_DATE = "2024-03-03T05:25:26Z"   # the proxy's .info Time
+# The Gateway API's CRDs (standard channel), which Traefik's Gateway provider serves (ingress.py).
+GATEWAY_API_VERSION = "v1.6.3"
 
 GOTOOLS = core.ROOT / "scripts" / "gotools"
 CACHE_BIN = core.CACHE / "bin"
@@ -204,6 +206,22 @@ def ensure(name: str) -> Path:
 
 
 
+def module_dir(module: str, component: str) -> Path:
+    """The read-only directory of `module` (path@version) in the Go module cache, downloaded from the
+    module proxy unless there (per user: a fresh clone finds it)."""
+    go = core.which("go")
+    if go is None:
+        raise core.StackError(component, "the `go` command is not installed (Go >= 1.25 needed)")
+    with tempfile.TemporaryDirectory(prefix=".gomod-") as tmp:   # outside any module: no go.mod consulted
+        out = subprocess.run([go, "mod", "download", "-json", module], cwd=tmp, env=_go_env(),
+                             capture_output=True, text=True)
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Dir" not in info:
+        raise core.StackError(component, f"go mod download {module}: "
+                                         f"{(info.get('Error') or out.stderr).strip()[-300:]}")
+    return Path(info["Dir"])
+
+
 def build_traefik() -> Path:
     """Build Traefik into CACHE/bin/traefik-<version> unless there; link it as .local/bin/traefik.
 
@@ -215,22 +233,15 @@ def build_traefik() -> Path:
         go = core.which("go")
         if go is None:
             raise core.StackError("traefik", "the `go` command is not installed (Go >= 1.25 needed)")
-        module = f"github.com/traefik/traefik/v3@{TRAEFIK_VERSION}"
         CACHE_BIN.mkdir(parents=True, exist_ok=True)
         env = dict(_go_env(), GOFLAGS="-buildvcs=false -mod=mod")
+        source = module_dir(f"github.com/traefik/traefik/v3@{TRAEFIK_VERSION}", "traefik")
         with tempfile.TemporaryDirectory(dir=CACHE_BIN, prefix=".traefik-") as tmp:
-            core.say(f"downloading {module} from the Go module proxy")
-            out = subprocess.run([go, "mod", "download", "-json", module], cwd=tmp, env=env,
-                                 capture_output=True, text=True)
-            info = json.loads(out.stdout or "{}")
-            if out.returncode != 0 or "Dir" not in info:
-                raise core.StackError("traefik", f"go mod download {module}: "
-                                      f"{(info.get('Error') or out.stderr).strip()[-300:]}")
             pkg = "github.com/traefik/traefik/v3/pkg/version"
             ldflags = (f"-s -w -X {pkg}.Version={TRAEFIK_VERSION} -X {pkg}.Codename={TRAEFIK_CODENAME}"
                        f" -X {pkg}.BuildDate={TRAEFIK_BUILD_DATE}")
             took = core.run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/traefik", "./cmd/traefik"],
-                            f"building traefik {TRAEFIK_VERSION}", cwd=Path(info["Dir"]), env=env,
+                            f"building traefik {TRAEFIK_VERSION}", cwd=source, env=env,
                             log=core.LOGS / "install-traefik.log", expected=expected_seconds("traefik"))
             _timings("traefik", took)
             os.replace(Path(tmp) / "traefik", path)

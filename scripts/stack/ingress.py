@@ -21,8 +21,14 @@ the endpoint addresses (pod IPs on the node's bridge are reachable from the host
   Service could point this host process at any address the host reaches (its own loopback services).
 - Its own identity: a client certificate CN=simplecqrs-ingress (signed by the local CA) in
   .local/etc/traefik.kubeconfig (Traefik reads $KUBECONFIG), and a ClusterRole with only what its
-  Ingress provider's informers need, applied server-side at each start.
-- Status: Ingresses it serves get status.loadBalancer.ingress[0].ip = 127.0.0.1.
+  Ingress and Gateway providers' informers need, applied server-side at each start
+  (kube.prepare_host_client, as for kube-router).
+- Gateway API: the standard channel's CRDs (sigs.k8s.io/gateway-api, gotools.GATEWAY_API_VERSION, from
+  the Go module proxy), the GatewayClass `traefik` and one Gateway, `default/local`, whose listener
+  `web` (port 80: Traefik maps a listener to the entry point of the same port) admits HTTPRoutes from
+  every namespace, as a cluster's shared Gateway does.  An OrderService's spec.api.httpRoute names it.
+- Status: Ingresses it serves get status.loadBalancer.ingress[0].ip = 127.0.0.1; the Gateway its
+  address 127.0.0.1, and the GatewayClass, Gateway and routes their conditions.
 - Logs: .local/logs/traefik.log (its own), .local/logs/traefik-access.log (one line per request).
 
 Standard library only.
@@ -32,7 +38,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import ssl
 import subprocess
 from pathlib import Path
 
@@ -56,13 +61,23 @@ LABELS = {"app.kubernetes.io/managed-by": FIELD_MANAGER, "app.kubernetes.io/comp
 # WatchAll): Services, EndpointSlices, Secrets (TLS certificates of Ingresses; every Secret not
 # labelled owner=helm) and Ingresses in all namespaces; IngressClasses and Nodes cluster-wide (Nodes:
 # for NodePort load-balancing; without them its caches never sync and no route is ever served).
-# Nothing is read outside the informers (no `get`); the only write is the Ingress status.
+# The Gateway provider's (pkg/provider/kubernetes/gateway/client.go, WatchAll): Namespaces (for
+# allowedRoutes selectors), ConfigMaps (BackendTLSPolicy CA certificates), and the standard channel's
+# kinds.  Nothing is read outside the informers (no `get`); the only writes are the status updates.
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_KINDS = ["gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants", "backendtlspolicies"]
 RULES = [
-    {"apiGroups": [""], "resources": ["services", "secrets", "nodes"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["services", "secrets", "nodes", "namespaces", "configmaps"],
+     "verbs": ["list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["list", "watch"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
+    {"apiGroups": [GATEWAY_GROUP], "resources": GATEWAY_KINDS, "verbs": ["list", "watch"]},
+    {"apiGroups": [GATEWAY_GROUP], "resources": [f"{k}/status" for k in GATEWAY_KINDS if k != "referencegrants"],
+     "verbs": ["update"]},
 ]
+GATEWAY_CONTROLLER = "traefik.io/gateway-controller"   # the controllerName Traefik's Gateway provider serves
+GATEWAY_NAMESPACE, GATEWAY_NAME, GATEWAY_LISTENER = "default", "local", "web"
 
 
 def _static_config() -> str:
@@ -99,6 +114,9 @@ api:
 providers:
   file:
     filename: "{DYNAMIC_CONFIG}"
+  kubernetesGateway:
+    statusAddress:
+      ip: "{HOST}"
   kubernetesIngress:
     ingressClass: {INGRESS_CLASS}
     allowEmptyServices: true
@@ -128,58 +146,43 @@ http:
 """
 
 
-# ---------------------------------------------------------------- identity and API objects
-def ensure_identity() -> None:
-    """Client certificate (kube.LEAF_CERTS) + kubeconfig of Traefik's own user (idempotent)."""
-    kube.ensure_pki()
-    kube._write_kubeconfig(KUBECONFIG, USER)
-
-
-def _apply(path: str, obj: dict) -> None:
-    """Server-side apply of one object as the admin user (field manager simplecqrs-stack)."""
-    ctx = ssl.create_default_context(cafile=str(kube.PKI / "ca.crt"))
-    ctx.load_cert_chain(str(kube.PKI / "admin.crt"), str(kube.PKI / "admin.key"))
-    conn = http.client.HTTPSConnection(HOST, kube.APISERVER_PORT, timeout=10, context=ctx)
-    try:
-        conn.request("PATCH", f"{path}/{obj['metadata']['name']}?fieldManager={FIELD_MANAGER}&force=true",
-                     body=json.dumps(obj), headers={"Content-Type": "application/apply-patch+yaml"})
-        resp = conn.getresponse()
-        body = resp.read().decode("utf-8", "replace")
-    finally:
-        conn.close()
-    if resp.status not in (200, 201):
-        try:
-            body = json.loads(body).get("message", body)
-        except ValueError:
-            pass
-        raise core.StackError("traefik", f"applying {obj['kind']} {obj['metadata']['name']}: "
-                                         f"HTTP {resp.status}: {body[:300]}")
-
-
-def apply_objects() -> None:
-    """ClusterRole + ClusterRoleBinding for its user, and the IngressClass `traefik` (the default)."""
-    rbac = "/apis/rbac.authorization.k8s.io/v1"
-    meta = {"name": USER, "labels": LABELS}
-    _apply(f"{rbac}/clusterroles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                                    "metadata": meta, "rules": RULES})
-    _apply(f"{rbac}/clusterrolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": USER},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]})
-    # The default class: the stack's only ingress controller, so a new Ingress without a class gets
-    # `traefik` written into it at admission (as on k3s), rather than being served by nobody.
-    _apply("/apis/networking.k8s.io/v1/ingressclasses", {
+# ---------------------------------------------------------------- API objects
+def apply_ingress_class() -> None:
+    """The IngressClass `traefik`, the cluster's default: the stack's only ingress controller, so a new
+    Ingress without a class gets `traefik` written into it at admission (as on k3s), rather than being
+    served by nobody."""
+    kube.apply_as_admin("/apis/networking.k8s.io/v1/ingressclasses", {
         "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
         "metadata": {"name": INGRESS_CLASS, "labels": LABELS,
                      "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
-        "spec": {"controller": CONTROLLER}})
+        "spec": {"controller": CONTROLLER}}, FIELD_MANAGER)
 
 
-def _authorized() -> bool:
-    """Its user may list what it watches (RBAC caches catch up with a new binding within moments)."""
-    status, _ = kube._https_get(kube.APISERVER_PORT, "/apis/networking.k8s.io/v1/ingresses?limit=1",
-                                client_cert=USER)
-    return status == 200
+def apply_gateway_api() -> None:
+    """The Gateway API's standard CRDs (server-side apply: idempotent), then the GatewayClass and the
+    shared Gateway.  The CRDs first and Established: Traefik's Gateway informers need them."""
+    from .node import kubectl
+
+    crds = sorted((gotools.module_dir(f"sigs.k8s.io/gateway-api@{gotools.GATEWAY_API_VERSION}", "traefik")
+                   / "config" / "crd" / "standard").glob("gateway.networking.k8s.io_*.yaml"))
+    crds = [c for c in crds if "_vap_" not in c.name]   # CRDs only (not its upgrade-guard admission policy)
+    if not crds:
+        raise core.StackError("traefik", f"no Gateway API CRDs in sigs.k8s.io/gateway-api@{gotools.GATEWAY_API_VERSION}")
+    kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts",
+            *[a for c in crds for a in ("-f", c)])
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            *[f"crd/{c.name.split('_', 1)[1].removesuffix('.yaml')}.{GATEWAY_GROUP}" for c in crds])
+    objects = [
+        {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "GatewayClass",
+         "metadata": {"name": INGRESS_CLASS, "labels": LABELS}, "spec": {"controllerName": GATEWAY_CONTROLLER}},
+        {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "Gateway",
+         "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE, "labels": LABELS},
+         "spec": {"gatewayClassName": INGRESS_CLASS, "listeners": [
+             {"name": GATEWAY_LISTENER, "protocol": "HTTP", "port": HTTP_PORT,
+              "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
+    ]
+    kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts", "-f", "-",
+            input="\n---\n".join(json.dumps(o) for o in objects))
 
 
 def _can_bind_port_80() -> bool:
@@ -200,21 +203,17 @@ class Traefik(core.Component):
 
     def install(self) -> None:
         gotools.build_traefik()
+        gotools.module_dir(f"sigs.k8s.io/gateway-api@{gotools.GATEWAY_API_VERSION}", self.name)
 
     def start(self) -> None:
-        if not kube.KubeApiserver()._ready_quietly():
-            raise core.StackError(self.name, "kube-apiserver is not answering (start it first)")
         if not _can_bind_port_80():
             raise core.StackError(self.name, f"port {HTTP_PORT} needs root or CAP_NET_BIND_SERVICE "
                                              f"(setcap cap_net_bind_service=+ep {gotools.CACHE_BIN}/traefik-*)")
-        core.require_ports_free(self.name, HTTP_PORT, API_PORT, ADMIN_PORT)
         exe = core.BIN / "traefik"
-        if not exe.exists():
-            raise core.StackError(self.name, f"{exe} is missing (install first)")
-        ensure_identity()
-        apply_objects()
-        core.wait_until(_authorized, component=self.name, timeout=30,
-                        what=f"authorized as {USER} by kube-apiserver (RBAC)")
+        kube.prepare_host_client(self.name, exe, (HTTP_PORT, API_PORT, ADMIN_PORT), USER, KUBECONFIG, RULES, LABELS,
+                                 "/apis/networking.k8s.io/v1/ingresses?limit=1", FIELD_MANAGER)
+        apply_ingress_class()
+        apply_gateway_api()
         CONFIG.write_text(_static_config())
         DYNAMIC_CONFIG.write_text(_routes())
         env = {k: v for k, v in os.environ.items()

@@ -218,6 +218,52 @@ def _https_get(port: int, path: str, client_cert: str | None = "admin") -> tuple
         conn.close()
 
 
+def apply_as_admin(path: str, obj: dict, field_manager: str) -> None:
+    """Server-side apply of one object (forced) as the admin user; `path`: its collection's URL path."""
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", APISERVER_PORT, timeout=10, context=ctx)
+    try:
+        conn.request("PATCH", f"{path}/{obj['metadata']['name']}?fieldManager={field_manager}&force=true",
+                     body=json.dumps(obj), headers={"Content-Type": "application/apply-patch+yaml"})
+        resp = conn.getresponse()
+        body = resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+    if resp.status not in (200, 201):
+        try:
+            body = json.loads(body).get("message", body)
+        except ValueError:
+            pass
+        raise core.StackError(field_manager, f"applying {obj['kind']} {obj['metadata']['name']}: "
+                                             f"HTTP {resp.status}: {body[:300]}")
+
+
+def prepare_host_client(component: str, exe: Path, ports: tuple[int, ...], user: str, kubeconfig: Path,
+                        rules: list[dict], labels: dict[str, str], probe: str, field_manager: str) -> None:
+    """What a host process that watches the apiserver as a user of its own (Traefik, kube-router)
+    needs before it starts: the apiserver answering, its ports free, its binary built, its client
+    certificate (LEAF_CERTS) and kubeconfig, a ClusterRole with `rules` bound to `user`, and RBAC
+    letting that user GET `probe` (role bindings reach the authorizer's cache a moment later)."""
+    if not KubeApiserver()._ready_quietly():
+        raise core.StackError(component, "kube-apiserver is not answering (start it first)")
+    core.require_ports_free(component, *ports)
+    if not exe.exists():
+        raise core.StackError(component, f"{exe} is missing (install first)")
+    ensure_pki()
+    _write_kubeconfig(kubeconfig, user)
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    meta = {"name": user, "labels": labels}
+    apply_as_admin(f"{rbac}/clusterroles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                            "metadata": meta, "rules": rules}, field_manager)
+    apply_as_admin(f"{rbac}/clusterrolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}, field_manager)
+    core.wait_until(lambda: _https_get(APISERVER_PORT, probe, client_cert=user)[0] == 200, component=component,
+                    timeout=30, what=f"authorized as {user} by kube-apiserver (RBAC)")
+
+
 def _binary_version(name: str, fallback: str) -> str:
     """`<binary> --version` of the linked tool (first line), or the pinned version."""
     exe = core.BIN / name

@@ -57,7 +57,6 @@ the firewall's).  Log: .local/logs/kube-router.log.  Measured here: its first fu
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import shlex
@@ -65,7 +64,7 @@ import shutil
 import subprocess
 import sys
 
-from . import core, gotools, kube, network, node
+from . import core, gotools, kube, network
 
 METRICS_PORT = 20245              # /metrics on 127.0.0.1 (kube-router's health port 20244 stays closed)
 HOST = "127.0.0.1"
@@ -131,31 +130,6 @@ def write_restore_wrapper() -> None:
     wrapper.write_text(RESTORE_WRAPPER.format(python=sys.executable, real=real, iptables=iptables,
                                               prefixes=CHAIN_PREFIXES))
     wrapper.chmod(0o755)
-
-
-# ---------------------------------------------------------------- identity and API objects
-def ensure_identity() -> None:
-    """Client certificate (kube.LEAF_CERTS: reissued with its CA) + kubeconfig of its own user."""
-    kube.ensure_pki()
-    kube._write_kubeconfig(KUBECONFIG, USER)
-
-
-def apply_objects() -> None:
-    """ClusterRole + ClusterRoleBinding of its user (server-side apply as the admin)."""
-    meta = {"name": USER, "labels": LABELS}
-    rbac = "rbac.authorization.k8s.io/v1"
-    node.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts", "-f", "-",
-                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-                     {"apiVersion": rbac, "kind": "ClusterRole", "metadata": meta, "rules": RULES},
-                     {"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": meta,
-                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": USER},
-                      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]}]}))
-
-
-def _authorized() -> bool:
-    status, _ = kube._https_get(kube.APISERVER_PORT, "/apis/networking.k8s.io/v1/networkpolicies?limit=1",
-                                client_cert=USER)
-    return status == 200
 
 
 # ---------------------------------------------------------------- its iptables and ipset state
@@ -228,16 +202,9 @@ class KubeRouter(core.Component):
         gotools.ensure("kube-router")
 
     def start(self) -> None:
-        if not kube.KubeApiserver()._ready_quietly():
-            raise core.StackError(self.name, "kube-apiserver is not answering (start it first)")
-        core.require_ports_free(self.name, METRICS_PORT)
         exe = core.BIN / "kube-router"
-        if not exe.exists():
-            raise core.StackError(self.name, f"{exe} is missing (install first)")
-        ensure_identity()
-        apply_objects()
-        core.wait_until(_authorized, component=self.name, timeout=30,
-                        what=f"authorized as {USER} by kube-apiserver (RBAC)")
+        kube.prepare_host_client(self.name, exe, (METRICS_PORT,), USER, KUBECONFIG, RULES, LABELS,
+                                 "/apis/networking.k8s.io/v1/networkpolicies?limit=1", FIELD_MANAGER)
         write_restore_wrapper()
         # NODE_NAME: its first lookup of the Node (else the machine's hostname, then --hostname-override).
         env = dict(os.environ, NODE_NAME=kube.NODE_NAME, PATH=f"{PATH_DIR}:{os.environ.get('PATH', '')}")

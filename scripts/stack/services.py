@@ -136,24 +136,30 @@ def write_env_file() -> None:
 
 
 def apply_labelled_secret(namespace: str, name: str, data: dict[str, str], hosts: tuple[str, ...] = (),
-                          labels: dict[str, str] | None = None) -> None:
+                          labels: dict[str, str] | None = None, unverified: bool = False) -> None:
     """A Secret the operator may read (label simplecqrs.io/credentials=true) and send to `hosts`
-    (annotation simplecqrs.io/allowed-hosts), applied through stdin: its values never on a command
-    line or in the output."""
+    (annotation simplecqrs.io/allowed-hosts), with `unverified` also over a connection that does not
+    verify the server (simplecqrs.io/unverified-transport); applied through stdin: its values never on
+    a command line or in the output."""
     meta = {"name": name, "namespace": namespace, "labels": {"simplecqrs.io/credentials": "true", **(labels or {})}}
-    if hosts:
-        meta["annotations"] = {"simplecqrs.io/allowed-hosts": ",".join(hosts)}
+    annotations = {"simplecqrs.io/allowed-hosts": ",".join(hosts)} if hosts else {}
+    if unverified:
+        annotations["simplecqrs.io/unverified-transport"] = "true"
+    if annotations:
+        meta["annotations"] = annotations
     kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "stringData": data}))
 
 
 def apply_admin_secret(namespace: str, name: str = ADMIN_SECRET) -> None:
     """The MySQL admin account the operator provisions with, for the host's MySQL as pods reach it.
-    The stack owns that server: its instances may read the binlog (simplecqrs.io/binlog)."""
+    The stack owns that server: its instances may read the binlog (simplecqrs.io/binlog), and reach it
+    over the node's own bridge, a link it trusts: also without a CA (the tests' instances name none;
+    `make up`'s names the server's, apply_mysql_ca_secret, and verifies it)."""
     creds = credentials()
     apply_labelled_secret(namespace, name, {"username": creds["MYSQL_ADMIN_USER"],
                                             "password": creds["MYSQL_ADMIN_PASSWORD"]}, hosts=(network.GATEWAY,),
-                          labels={"simplecqrs.io/binlog": "true"})
+                          labels={"simplecqrs.io/binlog": "true"}, unverified=True)
 
 
 def prepare_namespace() -> None:
