@@ -1167,6 +1167,16 @@ def test_dev_orderservice_names_the_dev_stores(crds, namespace, cluster_scoped, 
     dry_run([osvc], namespace, cluster_scoped)
 
 
+def test_the_real_cluster_example_is_accepted_as_written(crds, namespace, cluster_scoped):
+    """k8s/examples/orderservice-cluster.yaml, the operator quick start's example for a real cluster: the
+    apiserver takes it (schema and CEL rules); it verifies MySQL (a CA) and names Kafka names of its namespace."""
+    (osvc,) = docs((ROOT / "k8s" / "examples" / "orderservice-cluster.yaml").read_text())
+    spec, ns = osvc["spec"], osvc["metadata"]["namespace"]
+    assert spec["mysql"]["tls"]["caSecretRef"]["name"] and spec["mysql"]["outboxRelay"] == "poll"
+    assert spec["kafka"]["topic"].startswith(f"{ns}.") and spec["kafka"]["consumerGroup"].startswith(f"{ns}.")
+    dry_run([osvc], namespace, cluster_scoped)
+
+
 def test_chart_and_manifests_run_the_same_development_stores(helm_bin, dev_tree):
     """values-dev.yaml's stores and k8s/dev/base are the same servers: the same images and the same
     server arguments (the binlog relay, the default, needs the MySQL binlog flags on both paths)."""
