@@ -1,6 +1,6 @@
 """The import contracts of pyproject.toml ([tool.importlinter]) hold: `lint-imports` passes.
 
-The imports of app and consumer flow one way: the API and the relays above the stores, the stores
+The imports of app, consumer and the operator flow one way: the API and the relays above the stores, the stores
 above the event and the order's contract; no cycles; the two relays independent; the consumer
 never reaches the command side.  No store involved.
 """
