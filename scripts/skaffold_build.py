@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from scripts.stack import core, images, node
+from scripts.stack import containerd, core, images
 
 
 def main() -> int:
@@ -21,9 +21,9 @@ def main() -> int:
     context = Path(os.environ.get("BUILD_CONTEXT", core.ROOT))
     archive = images.build_image(tag, context=context)
     image_id = images.docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
-    node.import_image(archive, tag)
+    containerd.import_image(archive, tag)
     repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-    node.tag_image(tag, f"{repository}:{image_id.removeprefix('sha256:')}")
+    containerd.tag_image(tag, f"{repository}:{image_id.removeprefix('sha256:')}")
     return 0
 
 

@@ -2,60 +2,27 @@
 default StorageClass (rancher's local-path-provisioner, as kind and k3s ship).
 
 Images (no registry is reachable, so none is pulled), each a stage of dockerfiles/node.Dockerfile
-built by this checkout's dockerd (images.build_image) and handed to the node's containerd:
-- pause: `build/pause/linux/pause.c` from the k8s.io/kubernetes module, `gcc -static`, as
-  upstream's build/pause/Makefile does; tagged as the sandbox image containerd asks for.
+built by this checkout's dockerd and handed to the node's containerd (images.ensure_node_image; the
+pause image is images.py's too, since the kubelet needs it before any add-on):
 - CoreDNS, metrics-server, local-path-provisioner: their static binaries (gotools.py) alone, under
   the names their upstream manifests use; local-path's helper pods run the Debian base made here.
 The add-ons run as Deployments from scripts/stack/addons/*.yaml.  Standard library only.
 """
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import core, gotools, images, network, node
+from .images import NodeImage, ensure_node_image
 
 ADDONS = Path(__file__).resolve().parent / "addons"
-NODE_DOCKERFILE = Path(__file__).resolve().parent / "dockerfiles" / "node.Dockerfile"
-PAUSE_VERSION = node.PAUSE_IMAGE.rsplit(":", 1)[1]
 LOCAL_PATH_DIR = core.DATA / "local-path"     # where the local-path StorageClass puts volumes
-
-
-def pause_binary() -> Path:
-    out = core.CACHE / "bin" / f"pause-{PAUSE_VERSION}"
-    if out.exists():
-        return out
-    modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
-    source = Path(modcache) / f"k8s.io/kubernetes@{gotools.K8S_VERSION}" / "build/pause/linux/pause.c"
-    if not source.exists():
-        raise core.StackError("pause", f"{source} missing (gotools builds download the k8s.io/kubernetes module)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    core.run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_VERSION}-simplecqrs",
-              "-o", str(tmp), str(source)], "building pause (gcc -static)")
-    subprocess.run(["strip", str(tmp)], check=False)
-    tmp.replace(out)
-    return out
 
 
 def _tool(name: str) -> Path:
     return next(t for t in gotools.TOOLS if t.name == name).path
-
-
-@dataclass(frozen=True)
-class NodeImage:
-    ref: str          # the name upstream manifests use, e.g. registry.k8s.io/pause:3.10
-    stage: str        # its stage in dockerfiles/node.Dockerfile; the binary's name in the build context
-    binary: Path | None = None   # None: the stage needs no file (it is FROM the Debian base)
-
-
-def pause_image() -> NodeImage:
-    return NodeImage(node.PAUSE_IMAGE, "pause", pause_binary())
 
 
 def coredns_image() -> NodeImage:
@@ -71,21 +38,6 @@ def local_path_images() -> list[NodeImage]:
     return [NodeImage(f"rancher/local-path-provisioner:{gotools.LOCAL_PATH_VERSION}", "local-path-provisioner",
                       _tool("local-path-provisioner")),
             NodeImage(f"simplecqrs/local-path-helper:{images.SUITE}", "local-path-helper")]
-
-
-def ensure_image(image: NodeImage) -> None:
-    """`docker build --target <stage>` of node.Dockerfile, imported unless containerd has the image."""
-    if node.image_present(image.ref):
-        return
-    context = core.LOCAL / "build" / image.stage       # just the one binary: a small build context
-    shutil.rmtree(context, ignore_errors=True)
-    context.mkdir(parents=True)
-    if image.binary is not None:
-        core.link_or_copy(image.binary, context / image.stage)
-    archive = images.build_image(image.ref, context=context, dockerfile=NODE_DOCKERFILE, target=image.stage,
-                                 base_arg="BASE_IMAGE" if image.binary is None else None)
-    node.import_image(archive, image.ref)
-    shutil.rmtree(context, ignore_errors=True)
 
 
 def dns_answers(name: str = "kubernetes.default.svc.cluster.local", server: str = network.CLUSTER_DNS) -> bool:
@@ -123,7 +75,7 @@ class Addon(core.Component):
 
     def install(self) -> None:
         gotools.build_all()
-        pause_binary()
+        images.pause_binary()
 
     def running(self) -> bool:
         return node.Kubelet().running() and node.kubectl(
@@ -131,7 +83,7 @@ class Addon(core.Component):
 
     def start(self) -> None:
         for image in self.node_images():
-            ensure_image(image)
+            ensure_node_image(image)
         node.kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "--force-conflicts",
                      "-f", "-", input=self.manifest_text())
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 
 from . import core
+from .addresses import CASSANDRA_PORT
 from .cqlping import release_version
 from .jvm import cds_flags, install_jars, java
 
 VERSION = "5.0.9"
-PORT = 9042            # CQL native protocol
+PORT = CASSANDRA_PORT  # CQL native protocol
 STORAGE_PORT = 7000    # inter-node (gossip); bound even on a single node
 JMX_PORT = 7199        # local-only JMX, for nodetool
 

@@ -34,9 +34,10 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import core
+from . import containerd, core, gotools
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("SIMPLECQRS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -308,19 +309,69 @@ def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT, dockerfile
     return archive
 
 
+# ---------------------------------------------------------------- the node's own images
+# Each a stage of dockerfiles/node.Dockerfile, imported into the node's containerd unless there: the
+# add-ons' (addons.py) and the pause image, `build/pause/linux/pause.c` of the k8s.io/kubernetes
+# module built with `gcc -static` as upstream's build/pause/Makefile does, tagged as the sandbox
+# image containerd asks for (containerd.PAUSE_IMAGE).
+NODE_DOCKERFILE = Path(__file__).resolve().parent / "dockerfiles" / "node.Dockerfile"
+PAUSE_VERSION = containerd.PAUSE_IMAGE.rsplit(":", 1)[1]
+
+
+def pause_binary() -> Path:
+    out = core.CACHE / "bin" / f"pause-{PAUSE_VERSION}"
+    if out.exists():
+        return out
+    modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(modcache) / f"k8s.io/kubernetes@{gotools.K8S_VERSION}" / "build/pause/linux/pause.c"
+    if not source.exists():
+        raise core.StackError("pause", f"{source} missing (gotools builds download the k8s.io/kubernetes module)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    core.run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_VERSION}-simplecqrs",
+              "-o", str(tmp), str(source)], "building pause (gcc -static)")
+    subprocess.run(["strip", str(tmp)], check=False)
+    tmp.replace(out)
+    return out
+
+
+@dataclass(frozen=True)
+class NodeImage:
+    ref: str          # the name upstream manifests use, e.g. registry.k8s.io/pause:3.10
+    stage: str        # its stage in dockerfiles/node.Dockerfile; the binary's name in the build context
+    binary: Path | None = None   # None: the stage needs no file (it is FROM the Debian base)
+
+
+def pause_image() -> NodeImage:
+    return NodeImage(containerd.PAUSE_IMAGE, "pause", pause_binary())
+
+
+def ensure_node_image(image: NodeImage) -> None:
+    """`docker build --target <stage>` of node.Dockerfile, imported unless containerd has the image."""
+    if containerd.image_present(image.ref):
+        return
+    context = core.LOCAL / "build" / image.stage       # just the one binary: a small build context
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    if image.binary is not None:
+        core.link_or_copy(image.binary, context / image.stage)
+    archive = build_image(image.ref, context=context, dockerfile=NODE_DOCKERFILE, target=image.stage,
+                                 base_arg="BASE_IMAGE" if image.binary is None else None)
+    containerd.import_image(archive, image.ref)
+    shutil.rmtree(context, ignore_errors=True)
+
+
 def build_into_node(repository: str, **build_kwargs) -> str:
     """build_image() as `<repository>:dev`, then into the node's containerd under a tag derived from
     the image id, `<repository>:dev-<id12>` (a changed image gets a new tag, so pods using it roll;
     an unchanged one is not imported again).  Returns that reference."""
-    from . import node
-
     build_tag = f"{repository}:dev"
     archive = build_image(build_tag, **build_kwargs)
     image_id = docker("image", "inspect", "-f", "{{.Id}}", build_tag).stdout.strip()
     ref = f"{repository}:dev-{image_id.split(':')[-1][:12]}"
-    if not node.image_present(ref):
-        node.import_image(archive, build_tag)
-        node.tag_image(build_tag, ref)
+    if not containerd.image_present(ref):
+        containerd.import_image(archive, build_tag)
+        containerd.tag_image(build_tag, ref)
     return ref
 
 

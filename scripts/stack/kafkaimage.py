@@ -44,7 +44,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from . import core, images, jvm, strimzi
+from . import containerd, core, images, jvm, strimzi
 
 KAFKA_VERSION = strimzi.KAFKA_VERSION  # Strimzi 1.2.0's default (its kafka-versions.yaml)
 STRIMZI_VERSION = strimzi.VERSION      # the agent and the scripts come from that build and source
@@ -400,13 +400,12 @@ def image() -> str:
     """Build the image into the node's containerd; returns its pinned reference,
     `simplecqrs-kafka:dev-<image id, 12>-kafka-4.3.1` (also tagged without the suffix, as
     images.build_into_node does).  A changed image gets a new reference, so the brokers roll."""
-    from . import node
 
     ref = images.build_into_node(REPOSITORY, context=build_context(), dockerfile=DOCKERFILE, base_arg="BASE_IMAGE",
                                  build_args=BUILD_ARGS)
     kafka_ref = f"{ref}{TAG_SUFFIX}"
-    if not node.image_present(kafka_ref):
-        node.tag_image(ref, kafka_ref)
+    if not containerd.image_present(kafka_ref):
+        containerd.tag_image(ref, kafka_ref)
     return kafka_ref
 
 

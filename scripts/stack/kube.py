@@ -17,14 +17,12 @@ import ssl
 import subprocess
 from pathlib import Path
 
-from . import core, gotools, network
+from . import core, gotools
+from .addresses import APISERVER_PORT, GATEWAY, KUBERNETES_SERVICE_IP, SERVICE_CIDR  # noqa: F401 - kube.* too
 
 ETCD_PORT = 2379
 ETCD_PEER_PORT = 2380
-APISERVER_PORT = 6443
 KCM_PORT = 10257
-SERVICE_CIDR = "10.0.0.0/24"          # first address, 10.0.0.1, is the `kubernetes` Service
-KUBERNETES_SERVICE_IP = "10.0.0.1"
 NODE_NAME = "simplecqrs-node"         # the one node (node.py)
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -131,7 +129,7 @@ LEAF_CERTS = {
     # authorizer and NodeRestriction then limit it to its own node and its pods.
     "kubelet": ("ca", f"/O=system:nodes/CN=system:node:{NODE_NAME}", CLIENT_USAGE),
     "kubelet-serving": ("ca", f"/CN={NODE_NAME}", SERVER_USAGE + [
-        f"subjectAltName=IP:{network.GATEWAY},DNS:{NODE_NAME}"]),
+        f"subjectAltName=IP:{GATEWAY},DNS:{NODE_NAME}"]),
     "kube-scheduler": ("ca", "/CN=system:kube-scheduler", CLIENT_USAGE),
     "kube-scheduler-serving": ("ca", "/CN=kube-scheduler", SERVER_USAGE + ["subjectAltName=IP:127.0.0.1,DNS:localhost"]),
     "kube-proxy": ("ca", "/CN=system:kube-proxy", CLIENT_USAGE),

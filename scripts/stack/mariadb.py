@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 from . import core
-from .writestore import MySQLServer
+from .mysqlserver import MySQLServer
 
 
 class MariaDB(MySQLServer):

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 
 from . import core, images
-from .writestore import MySQLServer
+from .mysqlserver import MySQLServer
 
 SUITE = "sid"
 PACKAGES = ("mysql-server-core", "mysql-client-core")

@@ -22,15 +22,19 @@ import subprocess
 from pathlib import Path
 
 from . import core
+from .addresses import (  # noqa: F401 - the network's addresses, by their network.* names too
+    APISERVER_PORT,
+    BRIDGE,
+    CASSANDRA_PORT,
+    CLUSTER_DNS,
+    GATEWAY,
+    KUBERNETES_SERVICE_IP,
+    MYSQL_PORT,
+    POD_CIDR,
+    PREFIX,
+    STORES_SEEN_BY_POLICY,
+)
 
-BRIDGE = "simplecqrs0"
-POD_CIDR = "10.244.0.0/24"
-GATEWAY = "10.244.0.1"            # the bridge's host address: the node IP, pods' default route
-# A pod's connection to a host store at GATEWAY, as the NetworkPolicy enforcer sees it: the DNAT
-# below has made it 127.0.0.1 by then (an instance admits it with networkPolicy.egressCIDRs).
-STORES_SEEN_BY_POLICY = "127.0.0.1/32"
-PREFIX = 24
-CLUSTER_DNS = "10.0.0.10"         # CoreDNS's Service address (inside kube.SERVICE_CIDR)
 NAT_CHAIN = "SIMPLECQRS-TO-HOST"  # DNAT from the bridge to host loopback services
 OUTPUT_CHAIN = "SIMPLECQRS-HOST-OUT"  # left by older versions (Kafka was a host process): removed
 COMMENT = "simplecqrs local node"
@@ -40,11 +44,9 @@ IP_FORWARD_SAVED = core.RUN / "ip_forward.before"
 
 def host_forwards() -> list[tuple[str, int, int]]:
     """(destination address, destination port, port on 127.0.0.1) for every path pods -> host."""
-    from . import cassandra, kube, writestore
-
-    return [(GATEWAY, writestore.PORT, writestore.PORT), (GATEWAY, cassandra.PORT, cassandra.PORT),
+    return [(GATEWAY, MYSQL_PORT, MYSQL_PORT), (GATEWAY, CASSANDRA_PORT, CASSANDRA_PORT),
             # the `kubernetes` Service (first address of the Service range) -> the apiserver
-            (kube.KUBERNETES_SERVICE_IP, 443, kube.APISERVER_PORT)]
+            (KUBERNETES_SERVICE_IP, 443, APISERVER_PORT)]
 
 
 def _chains() -> list[tuple[str, list[str], list[tuple[str, int, int]]]]:

@@ -10,8 +10,8 @@
 - kube-scheduler and kube-proxy (iptables mode) with their own certificates.
 
 No registry is reachable: every image a pod uses is imported into containerd's `k8s.io`
-namespace before (addons.py: pause, CoreDNS, metrics-server, local-path; images.py: the product), and pods
-use imagePullPolicy IfNotPresent/Never.  Standard library only.
+namespace before (containerd.py; images.py: pause and the product; addons.py: CoreDNS, metrics-server,
+local-path), and pods use imagePullPolicy IfNotPresent/Never.  Standard library only.
 """
 from __future__ import annotations
 
@@ -22,13 +22,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import core, gotools, kube, network
+from . import core, gotools, images, kube, network
+from .containerd import CONTAINERD_CONFIG, CONTAINERD_ROOT, CONTAINERD_SOCKET, CONTAINERD_STATE, PAUSE_IMAGE
 from .kube import NODE_NAME, PKI
 
-CONTAINERD_ROOT = core.DATA / "containerd"
-CONTAINERD_STATE = core.RUN / "containerd"
-CONTAINERD_SOCKET = CONTAINERD_STATE / "containerd.sock"
-CONTAINERD_CONFIG = core.ETC / "containerd.toml"
 CNI_CONF_DIR = core.ETC / "cni"
 CNI_BIN_DIR = Path("/usr/lib/cni")       # Debian's containernetworking-plugins
 KUBELET_ROOT = core.DATA / "kubelet"
@@ -40,7 +37,6 @@ PROXY_CONFIG = core.ETC / "kube-proxy.yaml"
 PROXY_HEALTHZ_PORT = 10256
 PROXY_METRICS_PORT = 10249
 CGROUP_PARENT = "simplecqrs"             # kubelet's cgroupRoot: /sys/fs/cgroup/<ctrl>/simplecqrs
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"   # kubeadm's PauseVersion for 1.32; built here (addons.py)
 KUBE_CHAIN_TABLES = ("filter", "nat", "mangle")  # where the kubelet and kube-proxy make KUBE-* chains
 
 CONTAINERD_TOML = """\
@@ -91,44 +87,6 @@ def crictl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     if check and out.returncode != 0:
         raise core.StackError("crictl", f"{' '.join(args[:2])}: {out.stderr.strip()[-300:]}")
     return out
-
-
-def ctr(*args: str, input_path: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    stdin = open(input_path, "rb") if input_path else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        out = subprocess.run(["ctr", f"--address={CONTAINERD_SOCKET}", "-n", "k8s.io", *args], stdin=stdin,
-                             capture_output=True, text=True, timeout=600)
-    finally:
-        if input_path:
-            stdin.close()
-    if check and out.returncode != 0:
-        raise core.StackError("ctr", f"{' '.join(args[:2])}: {out.stderr.strip()[-300:]}")
-    return out
-
-
-def normalized(ref: str) -> str:
-    """The name containerd stores (and the kubelet asks for): `simplecqrs:dev` is
-    docker.io/library/simplecqrs:dev, as in a pull."""
-    first = ref.split("/", 1)[0]
-    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
-        return ref
-    return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
-
-
-def image_present(ref: str) -> bool:
-    return ctr("images", "check", f"name=={normalized(ref)}", check=False).stdout.count("\n") > 1
-
-
-def tag_image(source: str, target: str) -> None:
-    ctr("images", "tag", "--force", normalized(source), normalized(target))
-
-
-def import_image(archive: Path, ref: str) -> None:
-    """Load a `docker save`/OCI archive into the node's image store (what a pull would do)."""
-    core.detail(f"importing {ref} into containerd")
-    ctr("images", "import", "--no-unpack=false", "-", input_path=archive)
-    if not image_present(ref):
-        raise core.StackError("containerd", f"{archive} did not provide {ref}")
 
 
 def helm(*args: str, timeout: float = 600) -> None:
@@ -278,9 +236,7 @@ class Kubelet(core.Component):
         kube.ensure_pki()
         KUBELET_ROOT.mkdir(parents=True, exist_ok=True)
         _create_cgroups()
-        from .addons import ensure_image, pause_image  # no pod starts without the pause image
-
-        ensure_image(pause_image())
+        images.ensure_node_image(images.pause_image())   # no pod starts without the pause image
         KUBELET_CONFIG.write_text(KUBELET_YAML.format(
             address=network.GATEWAY, port=KUBELET_PORT, healthz=KUBELET_HEALTHZ_PORT, ca=PKI / "ca.crt",
             cert=PKI / "kubelet-serving.crt", key=PKI / "kubelet-serving.key", socket=CONTAINERD_SOCKET,

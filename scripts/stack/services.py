@@ -23,7 +23,7 @@ import json
 import os
 import time
 
-from . import core, network, node
+from . import containerd, core, network
 from .credentials import credentials
 from .node import helm, kubectl
 
@@ -229,11 +229,11 @@ class ProductImage(core.Component):
         core.detail(f"image {ref} in the node's image store")
 
     def ready(self) -> bool:
-        return node.image_present(image_ref())
+        return containerd.image_present(image_ref())
 
     def status(self) -> core.Status:
         try:
-            state = "present" if node.image_present(image_ref()) else "absent"
+            state = "present" if containerd.image_present(image_ref()) else "absent"
         except Exception:  # noqa: BLE001 - containerd stopped
             state = "unknown"
         return core.Status(self.name, state, image_ref(), "-", ".local/logs/install-image.log")
