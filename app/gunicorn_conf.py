@@ -1,4 +1,4 @@
-"""gunicorn settings for the API, all from environment variables.
+"""gunicorn settings for the API, all from environment variables (app/config.py declares them).
 
     gunicorn -c python:app.gunicorn_conf 'app.wsgi:app'
 
@@ -9,14 +9,15 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("API_BIND", "127.0.0.1:8080")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# gthread: measured against sync processes and gevent (README, "What changed to get here"); sync is
-# the other choice gunicorn ships without an extra package.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+from app.config import GunicornSettings
+
+_settings = GunicornSettings()   # API_BIND and GUNICORN_*: app/config.py, VARIABLES
+bind = _settings.bind
+workers = _settings.workers
+threads = _settings.threads
+worker_class = _settings.worker_class
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
 keepalive = 5
 accesslog = None  # the app logs requests as JSON; gunicorn's own access log would double them
 errorlog = "-"
