@@ -1189,6 +1189,16 @@ def test_chart_and_manifests_run_the_same_development_stores(helm_bin, dev_tree)
     assert set(chart) == set(manifests) == {"mysql", "cassandra"}, (chart, manifests)
     assert chart == manifests
     assert "--binlog-row-metadata=FULL" in manifests["mysql"][1]
+    # ...and the versions the local stack runs: Cassandra's, and Kafka's (neither path pins one: the
+    # Strimzi release's default, which the stack's Kafka is).
+    from scripts.stack import cassandra as stack_cassandra
+    from scripts.stack import strimzi
+
+    assert manifests["cassandra"][0] == f"cassandra:{stack_cassandra.VERSION}"
+    kafkas = [o for o in docs(kubectl("kustomize", dev_tree / "overlays" / "kind").stdout) if o["kind"] == "Kafka"]
+    kafkas += [o for o in render(ROOT / "charts" / "simplecqrs", ["-f", str(ROOT / "charts/simplecqrs/values-dev.yaml")])
+               if o["kind"] == "Kafka"]
+    assert len(kafkas) == 2 and all(k["spec"]["kafka"].get("version") in (None, strimzi.KAFKA_VERSION) for k in kafkas)
 
 def test_kind_cluster_config_publishes_the_ingress_ports():
     cfg = yaml.safe_load((ROOT / "k8s" / "dev" / "kind-cluster.yaml").read_text())
