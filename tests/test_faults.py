@@ -286,73 +286,53 @@ def test_write_store_stopped_and_restarted(fresh_settings, write_store):
     assert row["statuses"].get(503, 0) > 0, "clients should have seen 503 with Retry-After while MySQL was down"
 
 
+def kill_relay_while_held(inst: Instance, trigger: str, table: str, event: str) -> None:
+    """SIGKILL the instance's relay while a trigger of the test holds one of its statements in MySQL
+    (the fault comes from the test, not from product code): `trigger` is created on `table` BEFORE
+    `event`, sleeping; once the process list shows it (the trigger's statement, not the relay's), the
+    relay is killed, the held statement too, the trigger dropped, and the relay started again as a
+    Deployment would."""
+    relay = inst.api.procs[1]
+    admin = admin_connection(inst.settings)
+
+    def sql(statement: str) -> list:
+        with admin.cursor() as cur:
+            cur.execute(statement)
+            return list(cur.fetchall())
+
+    def held() -> list:
+        return sql(f"SELECT id FROM information_schema.processlist WHERE info LIKE 'SET @{trigger}%'")
+
+    try:
+        sql("SET SESSION lock_wait_timeout = 30")  # DROP TRIGGER never waits for ever
+        sql(f"CREATE TRIGGER {trigger} BEFORE {event} ON {table} FOR EACH ROW SET @{trigger} = SLEEP(60)")
+        wait_for(held, 30, f"the relay's {event} on {table} held by the trigger", interval=0.1)
+    finally:
+        relay.signal(signal.SIGKILL)
+        relay.proc.wait(10)
+        for (conn_id,) in held():
+            sql(f"KILL {int(conn_id)}")
+        sql(f"DROP TRIGGER IF EXISTS {trigger}")
+        admin.close()
+    relay.start()
+
+
 def test_polling_relay_killed_between_publish_and_marking(fresh_settings):
     """The polling relay (OUTBOX_RELAY=poll) is SIGKILLed after Kafka acknowledged a batch and
-    before the rows were marked.
-
-    The fault comes from the test, not from product code: a trigger (created with the admin account)
-    holds the relay's marking UPDATE in MySQL; the test sees the trigger's SLEEP in the process list
-    (which shows the trigger's statement, not the UPDATE), kills the relay and then the held statement,
-    drops the trigger and restarts the relay as a Deployment would."""
-    def fault(inst: Instance):
-        relay = inst.api.procs[1]
-        admin = admin_connection(inst.settings)
-
-        def sql(statement: str) -> list:
-            with admin.cursor() as cur:
-                cur.execute(statement)
-                return list(cur.fetchall())
-
-        def held() -> list:
-            return sql("SELECT id FROM information_schema.processlist WHERE info LIKE 'SET @hold_marking%'")
-
-        try:
-            sql("SET SESSION lock_wait_timeout = 30")  # DROP TRIGGER never waits for ever
-            sql("CREATE TRIGGER hold_marking BEFORE UPDATE ON outbox FOR EACH ROW SET @hold_marking = SLEEP(60)")
-            wait_for(held, 30, "the relay's marking UPDATE held by the trigger", interval=0.1)
-        finally:
-            relay.signal(signal.SIGKILL)  # between Kafka's acknowledgement and the marking
-            relay.proc.wait(10)
-            for (conn_id,) in held():
-                sql(f"KILL {int(conn_id)}")
-            sql("DROP TRIGGER IF EXISTS hold_marking")
-            admin.close()
-        relay.start()
-
-    row = run_scenario(fresh_settings, "poll-relay-killed-before-marking", fault, OUTBOX_RELAY="poll")
+    before the rows were marked: a trigger holds its marking UPDATE."""
+    row = run_scenario(fresh_settings, "poll-relay-killed-before-marking",
+                       lambda inst: kill_relay_while_held(inst, "hold_marking", "outbox", "UPDATE"),
+                       OUTBOX_RELAY="poll")
     assert row["duplicates_delivered"] > 0, "the killed batch is re-sent: duplicates on the wire, counted"
 
 
 def test_binlog_relay_killed_between_publish_and_position_save(fresh_settings):
     """The binlog relay (the default) is SIGKILLed after Kafka acknowledged events and before it saved
-    the position past them: a trigger (the test's) holds its position save, as the poller's test holds
-    the marking.  Restarted, it reads the binlog again from the saved position and re-sends them."""
-    def fault(inst: Instance):
-        relay = inst.api.procs[1]
-        admin = admin_connection(inst.settings)
-
-        def sql(statement: str) -> list:
-            with admin.cursor() as cur:
-                cur.execute(statement)
-                return list(cur.fetchall())
-
-        def held() -> list:
-            return sql("SELECT id FROM information_schema.processlist WHERE info LIKE 'SET @hold_save%'")
-
-        try:
-            sql("SET SESSION lock_wait_timeout = 30")
-            sql("CREATE TRIGGER hold_save BEFORE INSERT ON outbox_relay FOR EACH ROW SET @hold_save = SLEEP(60)")
-            wait_for(held, 30, "the relay's position save held by the trigger", interval=0.1)
-        finally:
-            relay.signal(signal.SIGKILL)
-            relay.proc.wait(10)
-            for (conn_id,) in held():
-                sql(f"KILL {int(conn_id)}")
-            sql("DROP TRIGGER IF EXISTS hold_save")
-            admin.close()
-        relay.start()
-
-    row = run_scenario(fresh_settings, "binlog-relay-killed-before-saving", fault, OUTBOX_RELAY="binlog")
+    the position past them: a trigger holds its position save, as the poller's test holds the
+    marking.  Restarted, it reads the binlog again from the saved position and re-sends them."""
+    row = run_scenario(fresh_settings, "binlog-relay-killed-before-saving",
+                       lambda inst: kill_relay_while_held(inst, "hold_save", "outbox_relay", "INSERT"),
+                       OUTBOX_RELAY="binlog")
     assert row["duplicates_delivered"] > 0, "the events past the saved position are re-sent: duplicates, counted"
 
 
