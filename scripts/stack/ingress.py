@@ -182,7 +182,7 @@ def apply_gateway_api() -> None:
               "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
     ]
     kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts", "-f", "-",
-            input="\n---\n".join(json.dumps(o) for o in objects))
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
 def _can_bind_port_80() -> bool:
