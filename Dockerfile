@@ -6,15 +6,17 @@
 # read-model schema).  One image means one build, one scan, one tag that skaffold
 # and the charts pass around, and an OrderService whose api.image and
 # consumer.image are the same reference; the few MB of kopf/kubernetes the API
-# does not need are a fair price.  The process is chosen by the pod's `command`:
+# does not need are a fair price.  The process is chosen by the pod's `command`,
+# a subcommand of the one command line `simplecqrs` (app/cli.py; `simplecqrs --help`):
 #
-#   API       gunicorn -c python:app.gunicorn_conf app.wsgi:app   (default CMD)
-#   relay     python -m app.relay           (outbox -> Kafka, its own process)
-#   consumer  python -m consumer.main
-#   operator  python -m simplecqrs_operator
+#   API       simplecqrs api        (default CMD; execs gunicorn -c python:app.gunicorn_conf app.wsgi:app)
+#   relay     simplecqrs relay      (outbox -> Kafka, its own process)
+#   consumer  simplecqrs consume
+#   operator  simplecqrs operator
 #
+# and the tools `simplecqrs audit`, `simplecqrs rebuild-read-model`, `simplecqrs seed`.
 # The labels io.simplecqrs.entrypoint.* below name the same commands; the test
-# suite (tests/test_delivery.py) builds this image for real and runs each one.
+# suite (tests/test_image.py) builds this image for real and runs each one.
 #
 # No `# syntax=` line: it would make BuildKit pull a Dockerfile frontend image
 # (docker/dockerfile) from Docker Hub before anything else, and builds must
@@ -35,12 +37,13 @@
 # Without the secret (a normal machine) pip uses its own certificates.
 #
 # Signals: every entry point is exec-form, so the Python process is PID 1 and
-# receives SIGTERM itself.  gunicorn's master stops its workers gracefully
-# (GUNICORN_GRACEFUL_TIMEOUT), the relay and the consumer install SIGTERM
-# handlers that finish the batch in hand and close Kafka/MySQL/Cassandra, and
-# kopf stops its handlers on SIGTERM.  gunicorn reaps its own workers, and
-# nothing else forks, so no init process is needed.  Give pods a
-# terminationGracePeriodSeconds above GUNICORN_GRACEFUL_TIMEOUT (the charts do).
+# receives SIGTERM itself (`simplecqrs api` execs gunicorn in its own place).
+# gunicorn's master stops its workers gracefully (GUNICORN_GRACEFUL_TIMEOUT),
+# the relay and the consumer install SIGTERM handlers that finish the batch in
+# hand and close Kafka/MySQL/Cassandra, and kopf stops its handlers on SIGTERM.
+# gunicorn reaps its own workers, and nothing else forks, so no init process is
+# needed.  Give pods a terminationGracePeriodSeconds above
+# GUNICORN_GRACEFUL_TIMEOUT (the charts do).
 #
 # Health: the API serves /healthz and /readyz on API_BIND (0.0.0.0:8080 here),
 # the relay on OUTBOX_METRICS_HOST:OUTBOX_METRICS_PORT (0.0.0.0:9101), the
@@ -78,6 +81,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
  && "$VIRTUAL_ENV/bin/python" -m pip install --only-binary=:all: -r requirements.txt
 RUN "$VIRTUAL_ENV/bin/python" -m pip check
+# The command line: each entry of pyproject's [project.scripts] (`simplecqrs = "app.cli:main"`) becomes an
+# executable in the venv, as pip makes console scripts, without installing the project (its code is /app,
+# on PYTHONPATH, copied last).
+RUN python -c "import tomllib; s = tomllib.load(open('pyproject.toml', 'rb'))['project']['scripts']; print(chr(10).join(' '.join([n, *t.split(':')]) for n, t in s.items()))" > scripts.txt \
+ && while read -r name module func; do \
+      printf '#!%s/bin/python\nimport sys\nfrom %s import %s\nsys.exit(%s())\n' "$VIRTUAL_ENV" "$module" "$func" "$func" > "$VIRTUAL_ENV/bin/$name" \
+      && chmod 0755 "$VIRTUAL_ENV/bin/$name" || exit 1; \
+    done < scripts.txt
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -109,10 +120,10 @@ COPY consumer ./consumer
 COPY k8s/operator/simplecqrs_operator ./simplecqrs_operator
 LABEL org.opencontainers.image.title="simplecqrs" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      io.simplecqrs.entrypoint.api="gunicorn -c python:app.gunicorn_conf app.wsgi:app" \
-      io.simplecqrs.entrypoint.relay="python -m app.relay" \
-      io.simplecqrs.entrypoint.consumer="python -m consumer.main" \
-      io.simplecqrs.entrypoint.operator="python -m simplecqrs_operator"
+      io.simplecqrs.entrypoint.api="simplecqrs api" \
+      io.simplecqrs.entrypoint.relay="simplecqrs relay" \
+      io.simplecqrs.entrypoint.consumer="simplecqrs consume" \
+      io.simplecqrs.entrypoint.operator="simplecqrs operator"
 USER ${UID}:${GID}
 # API 8080 (HTTP + /metrics), relay 9101 and consumer 9102 (/healthz, /readyz,
 # /metrics), operator 8080 (liveness) in its own pod.
@@ -120,4 +131,4 @@ EXPOSE 8080 9101 9102
 # Read-only root filesystem in Kubernetes: gunicorn's worker files and control
 # socket ($XDG_RUNTIME_DIR, not $HOME) and the Prometheus multiprocess directory
 # go to /tmp, which the pods mount as emptyDir.
-CMD ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
+CMD ["simplecqrs", "api"]

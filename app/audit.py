@@ -1,6 +1,6 @@
 """Compare the write model (MySQL) and the read model (Cassandra), order by order.
 
-    python -m app.audit [--json] [--show N]     (in the image: simplecqrs-audit; locally: scripts/audit)
+    simplecqrs audit [--json] [--show N]     (app/cli.py; locally with an instance's settings: scripts/audit)
 
 For every order: present in both, and every field equal (description,
 quantity, customer email and names as given with the order, creation time),
@@ -10,9 +10,7 @@ models are equal.  Settings come from the usual MYSQL_* and CASSANDRA_* variable
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -111,24 +109,17 @@ def audit(s: Settings) -> Report:
     return rep
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simplecqrs-audit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--show", type=int, default=10, help="how many differences of each kind to list")
-    args = p.parse_args(argv)
+def run(as_json: bool = False, show: int = 10) -> int:
+    """Audit the stores of the environment's settings and print the report: as JSON, or `show` differences
+    of each kind and the summary.  The exit code: 0 when the two models are equal, else 1."""
     rep = audit(load())
-    if args.json:
+    if as_json:
         print(json.dumps({"equal": rep.equal, "orders_write": rep.orders_write, "orders_read": rep.orders_read,
                           "customers_write": rep.customers_write, "customers_read": rep.customers_read,
                           "missing": rep.missing, "extra": rep.extra, "different": rep.different}, indent=1))
     else:
         for kind in ("missing", "extra", "different"):
-            for line in getattr(rep, kind)[: args.show]:
+            for line in getattr(rep, kind)[:show]:
                 print(f"{kind}: {line}")
         print(rep.summary())
     return 0 if rep.equal else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """gunicorn settings for the API, all from environment variables (app/config.py declares them).
 
-    gunicorn -c python:app.gunicorn_conf 'app.wsgi:app'
+    gunicorn -c python:app.gunicorn_conf 'app.wsgi:app'     (what `simplecqrs api` execs: app/cli.py)
 
 No --preload: every worker imports the app after the fork, so its MySQL
 connections are its own.  The outbox relay is a process of its own (app/relay/).

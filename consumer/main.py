@@ -1,14 +1,12 @@
-"""`python -m consumer.main` (or `simplecqrs-consumer`): one projector process.
+"""`simplecqrs consume [--migrate]` (app/cli.py: the command line): one projector process.
 
 Serves GET /healthz (the loop turns and moves work: app/liveness.py), GET /readyz (Cassandra answers)
 and GET /metrics on CONSUMER_METRICS_HOST:CONSUMER_METRICS_PORT.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
-import sys
 
 from app import healthserver, logs
 from app.config import load
@@ -21,16 +19,12 @@ from .projector import Projector
 log = logging.getLogger("consumer")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="simplecqrs-consumer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--migrate", action="store_true", help="create the read-model schema first (idempotent)")
-    args = parser.parse_args(argv)
-
+def run(migrate: bool = False) -> int:
+    """Project until SIGTERM; migrate: create the read-model schema first (idempotent).  The exit code."""
     settings = load()
     logs.setup(settings.log_level)
     session = connect(settings.cassandra, keyspace=False)
-    if args.migrate:
+    if migrate:
         schema.migrate(session, settings.cassandra)
     model = ReadModel(session, settings.cassandra.keyspace)
     projector = Projector(settings, model)
@@ -56,7 +50,3 @@ def main(argv: list[str] | None = None) -> int:
         session.cluster.shutdown()
     log.info("consumer stopped")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,6 +2,9 @@
 
     scripts/audit [--instance NAMESPACE/NAME] [--debug] [the tool's own options]
 
+audit, seed and rebuild-read-model are the product's own commands, `simplecqrs audit` etc. (app/cli.py),
+run here in-process with the instance's settings; bench is scripts/bench.py.
+
 Which settings: the instance's, read live when the tool starts (scripts/stack/services.instance_env:
 its OrderService and the Secrets the operator keeps, through the kubeconfig `make up` writes, with
 the stores at the host's addresses).  Not a file written once: the suite re-creates instances and
@@ -19,8 +22,7 @@ import os
 import sys
 import urllib.error
 
-TOOLS = {"audit": "app.audit", "rebuild-read-model": "app.readmodel.rebuild", "seed": "scripts.seed",
-         "bench": "scripts.bench"}
+TOOLS = ("audit", "rebuild-read-model", "seed", "bench")   # all but bench: `simplecqrs <tool>` (app/cli.py)
 # The bench makes its own databases, topics and keyspaces on the stack's stores: an instance's
 # settings only when --instance names one.
 OWN_SETTINGS = {"bench"}
@@ -77,11 +79,16 @@ def main(argv: list[str]) -> int:
         return 2
     tool, (instance, debug, rest) = argv[0], own_options(argv[1:])
     try:
-        if instance or (tool not in OWN_SETTINGS and not os.environ.get("MYSQL_USER")):
+        helping = "--help" in rest or "-h" in rest     # the help needs no instance (nor a stack)
+        if instance or (tool not in OWN_SETTINGS and not os.environ.get("MYSQL_USER") and not helping):
             from scripts.stack import services
 
             os.environ.update(services.instance_env(instance or DEFAULT_INSTANCE))
-        return importlib.import_module(TOOLS[tool]).main(rest)
+        if tool == "bench":
+            return importlib.import_module("scripts.bench").main(rest)
+        from app import cli
+
+        return cli.main([tool, *rest])
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line unless --debug

@@ -2,7 +2,7 @@
 
 k8s/ is their one source: `kubectl apply -k k8s/` reads them there, and a chart must hold real files
 (no symlinks: they break on checkouts without symlink support and in tools that refuse links).
-tests/test_delivery.py fails when a copy differs from its source; then run:
+tests/test_charts.py fails when a copy differs from its source; then run:
 
     .venv/bin/python -m scripts.sync_charts
 """

@@ -8,11 +8,15 @@ its own names, so runs never see each other's data:
     Kafka topics + group        OnNewOrder-t<id>, OnNewOrder-t<id>.DLQ
     Cassandra keyspace          simplecqrs_t<id>
     Kubernetes namespace        simplecqrs-t<id>
+
+The delivery tests (test_image, test_charts, test_manifests, test_skaffold) share the tool and
+control-plane fixtures at the end: helm, the CRDs served, a namespace of this run for server dry-runs.
 """
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -22,8 +26,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from support import CRD_FILES, FIELD_MANAGER, HELM, REF, REF_CRDS, docs, helm  # noqa: E402
+
 from app.config import MySQLSettings, Settings  # noqa: E402
-from scripts.stack import instance, writestore  # noqa: E402
+from scripts.stack import core, gotools, instance, writestore  # noqa: E402
 from scripts.stack.instance import (  # noqa: E402,F401 - tests import these helpers from here
     Proc,
     deprovision,
@@ -34,6 +40,7 @@ from scripts.stack.instance import (  # noqa: E402,F401 - tests import these hel
     start_consumer,
     wait_for,
 )
+from scripts.stack.node import kubectl  # noqa: E402
 
 RUN_ID = os.environ.get("SIMPLECQRS_TEST_RUN_ID") or secrets.token_hex(3)
 
@@ -173,3 +180,72 @@ def consumers(settings):
     yield procs
     for p in procs:
         p.stop()
+
+
+# ================================================================ delivery: the tools and the control plane
+@pytest.fixture(scope="session")
+def helm_bin():
+    if not HELM.exists():
+        core.ensure_dirs()
+        core.link_tool(gotools.build(next(t for t in gotools.TOOLS if t.name == "helm")), "helm")
+    assert gotools.HELM_VERSION in helm("version", "--short").stdout
+    return HELM
+
+
+@pytest.fixture(scope="session")
+def apiserver(stack):
+    assert shutil.which("kubectl"), "kubectl must be on PATH"
+    kubectl("version")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def crds(apiserver):
+    """The project's CRDs and the ServiceMonitor CRD, served (Strimzi's are, by the stack's Strimzi).
+
+    Server-side apply: idempotent, and large CRDs are too big for client-side apply's
+    last-applied annotation.  Never deleted (shared)."""
+    files = [*CRD_FILES, *(REF / f for f in REF_CRDS)]
+    missing = [str(f) for f in files if not f.exists()]
+    assert not missing, f"missing CRD files: {missing}"
+    names = []
+    for f in files:
+        kubectl("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", "-f", f)
+        names += [d["metadata"]["name"] for d in docs(f.read_text()) if d.get("kind") == "CustomResourceDefinition"]
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    return names
+
+
+@pytest.fixture(scope="session")
+def cluster_scoped(apiserver) -> set[str]:
+    out = kubectl("api-resources", "--namespaced=false", "-o", "wide", "--no-headers").stdout
+    kinds = set()
+    for line in out.splitlines():
+        cols = line.split()
+        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS...
+        i = cols.index("false")
+        kinds.add(cols[i + 1])
+    return kinds
+
+
+@pytest.fixture(scope="session")
+def namespace(apiserver, run_id):
+    """The delivery tests' namespace for server dry-runs (tests/test_cluster.py has its own `namespace`)."""
+    ns = f"simplecqrs-t{run_id}-delivery"
+    kubectl("create", "namespace", ns)
+    yield ns
+    # The real install (test_generated_secret_...) leaves StatefulSet volume claims, whose
+    # kubernetes.io/pvc-protection finalizer stays while a pod uses them: drop it on this
+    # namespace's claims, so the namespace goes without waiting for those pods.
+    kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+    def claims_released() -> bool:
+        claims = kubectl("-n", ns, "get", "pvc", "-o", "name", check=False).stdout.split()
+        for claim in claims:
+            kubectl("-n", ns, "patch", claim, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
+        return not claims
+
+    try:
+        wait_for(claims_released, 30, f"the claims of {ns} released", interval=0.5)
+    except AssertionError:
+        pass  # best effort: the namespace goes later

@@ -177,7 +177,7 @@ def test_mysql_restarted_under_the_relay(fresh_settings, write_store):
 def test_a_binlog_purged_past_the_saved_position_stops_publishing_until_reset(fresh_settings):
     """The relay is stopped, orders are written, and the binlog is rotated and purged past the saved
     position.  Started again, the relay publishes nothing and says why (log, /readyz, the
-    position-lost gauge): never a silent gap.  `simplecqrs-relay --reset-position`, the documented
+    position-lost gauge): never a silent gap.  `simplecqrs relay --reset-position`, the documented
     recovery, makes the next start republish every retained outbox row, then follow the binlog."""
     s = fresh_settings
     relay = start_relay(s, "relay-purge", **BINLOG)
@@ -205,7 +205,8 @@ def test_a_binlog_purged_past_the_saved_position_stops_publishing_until_reset(fr
         relay.stop()
         user, password = relay_login(s)
         env = settings_env(s, MYSQL_USER=user, MYSQL_PASSWORD=password, **BINLOG)
-        subprocess.run([sys.executable, "-m", "app.relay", "--reset-position"], env=env, check=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "app.cli", "relay", "--reset-position"], env=env, check=True,
+                       timeout=60)
         assert saved_position(s) is None
         relay.start()
         later = [post(url, order()).json()["id"] for _ in range(5)]

@@ -117,3 +117,16 @@ def test_readme_links_every_docs_file():
     readme = (ROOT / "README.md").read_text()
     for doc in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{doc.name}" in readme, f"the README does not link docs/{doc.name}"
+
+
+# The README's delivery sections (moved from the delivery tests: the same timeout as theirs).
+@pytest.mark.timeout(900)
+def test_delivery_docs_name_existing_files_and_say_what_is_not_verified():
+    text = (ROOT / "README.md").read_text()
+    for heading in ("## Run it on kind", "## Run it on minikube"):
+        assert heading in text, heading
+    for path in set(re.findall(r"`((?:charts|k8s|docs|tests|scripts)/[\w./-]+)`", text)):
+        if "<" in path or path.endswith(".env"):
+            continue
+        assert (ROOT / path.rstrip("/")).exists(), f"the README names {path}, which does not exist"
+    assert "kubelet" in text, "say plainly what the suite cannot verify here"

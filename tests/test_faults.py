@@ -14,11 +14,15 @@ After each scenario:
   no request hung past its timeout.
 When a scenario does not converge, the failure names the stage that stalled (outbox
 backlog, topic, consumer group lag, projection) and the health of each process.
+Every test takes the `scenario` fixture (that set-up, on an instance of its own) and says only its
+fault and what it expects beyond the promises above; `down_for` takes a component down for a while
+and brings it back as its supervisor would.
 `make test-faults` runs this file alone; the table is printed at the end.
 `make test-soak` repeats the Kafka leader's SIGKILL ten times (marker `soak`: not in `make test`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -191,19 +195,28 @@ def run_scenario(settings, name: str, fault, *, before: float = 3.0, after: floa
     return row
 
 
-def _kill_and_restart(component, down_for: float):
-    """SIGKILL a store and start it again; it is back whatever happens in between."""
+@pytest.fixture
+def scenario(fresh_settings):
+    """Every scenario's set-up on the test's own instance: `scenario(name, fault, **env)` starts the API,
+    its relay and two consumers, posts orders, runs `fault(inst)` while they flow, then waits for the read
+    model and checks every promise (run_scenario); it returns the scenario's row of the table."""
+    return functools.partial(run_scenario, fresh_settings)
+
+
+def down_for(seconds: float, take_down, bring_back) -> None:
+    """A component taken down (`take_down`: a SIGKILL, a stop) for `seconds`, then brought back
+    (`bring_back`: as its supervisor would), whatever happens in between."""
     try:
-        core.kill(component.name, signal.SIGKILL)
-        time.sleep(down_for)
+        take_down()
+        time.sleep(seconds)
     finally:
-        component.up()  # waits for the old process and its ports (scripts/stack/core.py)
+        bring_back()
 
 
-def _kafka_away(down_for: float):
-    """Every broker unreachable for `down_for` seconds (connections reset), then back."""
+def _kafka_away(seconds: float):
+    """Every broker unreachable for `seconds` (connections reset), then back."""
     with stack_kafka.cut_off():
-        time.sleep(down_for)
+        time.sleep(seconds)
 
 
 def _kill_leader(inst) -> None:
@@ -214,53 +227,54 @@ def _kill_leader(inst) -> None:
     stack_kafka.wait_settled(inst.settings.kafka.topic)    # back, caught up and steady, still under load
 
 
-def test_kafka_away_for_ten_seconds(fresh_settings, stack):
-    row = run_scenario(fresh_settings, "kafka-away-10s", lambda inst: _kafka_away(10))
+def test_kafka_away_for_ten_seconds(scenario, stack):
+    row = scenario("kafka-away-10s", lambda inst: _kafka_away(10))
     assert set(row["statuses"]) <= {201}
 
 
-def test_kafka_away_past_the_producer_delivery_timeout(fresh_settings, stack):
+def test_kafka_away_past_the_producer_delivery_timeout(scenario, stack):
     """Kafka away for longer than delivery_timeout_ms (30 s): batches the relay had already sent expire.
 
     kafka-python 3.0.12's producer never sends again after that (app/relay/base.py says why); before the
     relay replaced such a producer this scenario stalled at the outbox every time."""
-    row = run_scenario(fresh_settings, "kafka-away-40s", lambda inst: _kafka_away(40))
+    row = scenario("kafka-away-40s", lambda inst: _kafka_away(40))
     assert set(row["statuses"]) <= {201}
 
 
-def test_kafka_leader_broker_killed(fresh_settings, stack):
+def test_kafka_leader_broker_killed(scenario, stack):
     """The broker leading most of the topic's partitions SIGKILLed: with 3 replicas and
     min.insync.replicas 2 the others take over; no client sees anything but 201."""
-    row = run_scenario(fresh_settings, "kafka-leader-sigkill", _kill_leader)
+    row = scenario("kafka-leader-sigkill", _kill_leader)
     assert set(row["statuses"]) <= {201}
 
 
 @pytest.mark.soak
 @pytest.mark.parametrize("attempt", range(1, 11))
-def test_kafka_leader_sigkill_soak(fresh_settings, stack, attempt):
+def test_kafka_leader_sigkill_soak(scenario, stack, attempt):
     """`make test-soak`: the leader kill ten times in a row (not part of `make test`)."""
-    row = run_scenario(fresh_settings, f"kafka-leader-sigkill #{attempt}", _kill_leader)
+    row = scenario(f"kafka-leader-sigkill #{attempt}", _kill_leader)
     assert set(row["statuses"]) <= {201}
 
 
-def test_cassandra_killed_for_twenty_seconds(fresh_settings, stack):
-    row = run_scenario(fresh_settings, "cassandra-sigkill", lambda inst: _kill_and_restart(stack["cassandra"], 20))
+def test_cassandra_killed_for_twenty_seconds(scenario, stack):
+    cassandra = stack["cassandra"]
+    # .up() waits for the old process and its ports (scripts/stack/core.py)
+    row = scenario("cassandra-sigkill",
+                   lambda inst: down_for(20, lambda: core.kill(cassandra.name, signal.SIGKILL), cassandra.up))
     assert set(row["statuses"]) <= {201}
 
 
-def test_each_consumer_killed_in_turn(fresh_settings):
+def test_each_consumer_killed_in_turn(scenario):
     def fault(inst: Instance):
         for c in inst.consumers:
-            c.signal(signal.SIGKILL)
-            time.sleep(3)
-            c.start()  # as a Deployment would
+            down_for(3, functools.partial(c.signal, signal.SIGKILL), c.start)  # started as a Deployment would
             time.sleep(2)
 
-    row = run_scenario(fresh_settings, "consumers-sigkill", fault)
+    row = scenario("consumers-sigkill", fault)
     assert set(row["statuses"]) <= {201}
 
 
-def test_gunicorn_worker_killed_mid_request_then_api_restarted(fresh_settings):
+def test_gunicorn_worker_killed_mid_request_then_api_restarted(scenario):
     def fault(inst: Instance):
         master = inst.api.procs[0].proc.pid
         workers = [int(p) for p in open(f"/proc/{master}/task/{master}/children").read().split()]
@@ -271,18 +285,11 @@ def test_gunicorn_worker_killed_mid_request_then_api_restarted(fresh_settings):
         gunicorn.start()
         wait_for(lambda: requests.get(f"{inst.url}/healthz", timeout=2).status_code == 200, 60, "the API back")
 
-    run_scenario(fresh_settings, "api-worker-sigkill+restart", fault)
+    scenario("api-worker-sigkill+restart", fault)
 
 
-def test_write_store_stopped_and_restarted(fresh_settings, write_store):
-    def fault(inst: Instance):
-        try:
-            write_store.stop()
-            time.sleep(8)
-        finally:
-            write_store.up()
-
-    row = run_scenario(fresh_settings, "write-store-stop", fault)
+def test_write_store_stopped_and_restarted(scenario, write_store):
+    row = scenario("write-store-stop", lambda inst: down_for(8, write_store.stop, write_store.up))
     assert row["statuses"].get(503, 0) > 0, "clients should have seen 503 with Retry-After while MySQL was down"
 
 
@@ -317,22 +324,20 @@ def kill_relay_while_held(inst: Instance, trigger: str, table: str, event: str) 
     relay.start()
 
 
-def test_polling_relay_killed_between_publish_and_marking(fresh_settings):
+def test_polling_relay_killed_between_publish_and_marking(scenario):
     """The polling relay (OUTBOX_RELAY=poll) is SIGKILLed after Kafka acknowledged a batch and
     before the rows were marked: a trigger holds its marking UPDATE."""
-    row = run_scenario(fresh_settings, "poll-relay-killed-before-marking",
-                       lambda inst: kill_relay_while_held(inst, "hold_marking", "outbox", "UPDATE"),
-                       OUTBOX_RELAY="poll")
+    row = scenario("poll-relay-killed-before-marking",
+                   lambda inst: kill_relay_while_held(inst, "hold_marking", "outbox", "UPDATE"), OUTBOX_RELAY="poll")
     assert row["duplicates_delivered"] > 0, "the killed batch is re-sent: duplicates on the wire, counted"
 
 
-def test_binlog_relay_killed_between_publish_and_position_save(fresh_settings):
+def test_binlog_relay_killed_between_publish_and_position_save(scenario):
     """The binlog relay (the default) is SIGKILLed after Kafka acknowledged events and before it saved
     the position past them: a trigger holds its position save, as the poller's test holds the
     marking.  Restarted, it reads the binlog again from the saved position and re-sends them."""
-    row = run_scenario(fresh_settings, "binlog-relay-killed-before-saving",
-                       lambda inst: kill_relay_while_held(inst, "hold_save", "outbox_relay", "INSERT"),
-                       OUTBOX_RELAY="binlog")
+    row = scenario("binlog-relay-killed-before-saving",
+                   lambda inst: kill_relay_while_held(inst, "hold_save", "outbox_relay", "INSERT"), OUTBOX_RELAY="binlog")
     assert row["duplicates_delivered"] > 0, "the events past the saved position are re-sent: duplicates, counted"
 
 

@@ -1,6 +1,6 @@
 """The operator on the real control plane and the real stores.
 
-The operator runs as a subprocess (`python -m simplecqrs_operator --namespace <ns>`) with the
+The operator runs as a subprocess (`simplecqrs operator --namespace <ns>`) with the
 token of its own ServiceAccount, bound by k8s/operator/rbac-namespaced.yaml: every test also
 proves that Role is enough.  It serves only this run's namespace, so other test runs and the
 `make up` operator never see these objects.  Pods never run here (no kubelet): API and consumer
@@ -197,12 +197,12 @@ def drop_leftovers(admin, names: Names) -> None:
 
 # ---------------------------------------------------------------- the operator under test
 class Operator:
-    """`python -m simplecqrs_operator` as a real process, with the ServiceAccount's kubeconfig."""
+    """`simplecqrs operator` as a real process, with the ServiceAccount's kubeconfig."""
 
     def __init__(self, ns: str, kubeconfig: Path, tag: str, **env: str):
         self.port = free_port()
         self.proc = Proc(f"operator-{ns}-{tag}", [
-            sys.executable, "-m", "simplecqrs_operator", "--namespace", ns, "--lease", SA,
+            sys.executable, "-m", "app.cli", "operator", "--namespace", ns, "--lease", SA,
             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
             {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), **OPERATOR_ENV, **env})
 
@@ -874,7 +874,7 @@ def test_namespaced_rbac_stays_in_its_namespace(cluster):
 
 def test_cluster_mode_outside_a_pod_needs_a_lease_namespace(cluster):
     env = {**os.environ, "KUBECONFIG": str(core.KUBECONFIG), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "simplecqrs_operator"], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "app.cli", "operator"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2
     assert "--lease-namespace" in out.stderr

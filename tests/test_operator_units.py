@@ -171,12 +171,13 @@ def test_api_pods_run_the_outbox_relay_beside_gunicorn():
     o = osvc()
     pod = children.api_deployment(o, "h")["spec"]["template"]["spec"]
     api, relay = pod["containers"]
-    assert api["command"] == ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
-    assert relay["command"] == ["python", "-m", "app.relay"] and relay["image"] == api["image"]
+    assert api["command"] == ["simplecqrs", "api"]      # execs gunicorn (app/cli.py)
+    assert relay["command"] == ["simplecqrs", "relay"] and relay["image"] == api["image"]
     assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     # A Kafka outage makes the relay unready; the pod must stay in the Service and keep taking orders.
     assert "readinessProbe" not in relay
     consumer = children.consumer_deployment(o)["spec"]["template"]["spec"]["containers"][0]
+    assert consumer["command"] == ["simplecqrs", "consume"]
     assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
@@ -441,15 +442,16 @@ def test_operator_deployment_is_locked_down_and_probed():
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     (c,) = pod["containers"]
     assert c["image"] == "simplecqrs:0.1.0"
-    assert c["command"] == ["python", "-m", "simplecqrs_operator"]
+    assert c["command"] == ["simplecqrs", "operator"]
     assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert not c["securityContext"]["allowPrivilegeEscalation"]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert deployment["spec"]["replicas"] == 2
 
 
-def test_module_help_runs():
-    out = subprocess.run([sys.executable, "-m", "simplecqrs_operator", "--help"], capture_output=True, text=True,
+def test_operator_command_help_runs():
+    simplecqrs = Path(sys.executable).with_name("simplecqrs")   # the venv's command (pyproject's [project.scripts])
+    out = subprocess.run([str(simplecqrs), "operator", "--help"], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "--namespace" in out and "--liveness" in out
 

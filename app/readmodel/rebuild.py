@@ -1,7 +1,7 @@
 """Rebuild the read model from scratch into fresh tables, then switch reads to them without downtime.
 
-    python -m app.readmodel.rebuild [--source auto|topic|mysql] [--keep-old]
-        (in the image: simplecqrs-rebuild-read-model; locally: scripts/rebuild-read-model)
+    simplecqrs rebuild-read-model [--source auto|topic|mysql] [--keep-old]
+        (app/cli.py; locally with an instance's settings: scripts/rebuild-read-model)
 
 1. create generation N+1 of the read-model tables beside the active N;
 2. mark N+1 as written too: the running consumers write every new event to
@@ -17,7 +17,6 @@ consumer writing the same row concurrently cannot disagree.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -159,15 +158,7 @@ def rebuild(s: Settings, source: str = "auto", keep_old: bool = False, log=print
         session.cluster.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simplecqrs-rebuild-read-model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=("auto", "topic", "mysql"), default="auto")
-    p.add_argument("--keep-old", action="store_true", help="keep the previous generation's tables")
-    args = p.parse_args(argv)
-    print(json.dumps(rebuild(load(), args.source, args.keep_old)))
+def run(source: str = "auto", keep_old: bool = False) -> int:
+    """rebuild() with the environment's settings; prints its result as JSON.  The exit code."""
+    print(json.dumps(rebuild(load(), source, keep_old)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The binlog relay (OUTBOX_RELAY=binlog): publishes outbox rows as MySQL writes them to its binary log.
 
-    python -m app.relay        (entry point `simplecqrs-relay`; OUTBOX_RELAY picks this or the poller)
+    simplecqrs relay        (OUTBOX_RELAY picks this or the poller)
 
 The order transaction is unchanged (app/writemodel/orders.py): it inserts the outbox row.  Instead
 of polling the table, this relay follows the server's row-based binary log, as a replica does
@@ -37,7 +37,7 @@ checks that at start: `log_bin=ON`, `binlog_format=ROW`, `binlog_row_image=FULL`
 When the saved position is no longer on the server (the binlog was purged past it, or the database
 was restored elsewhere), the relay stops publishing and says so (log, /readyz 503, the
 simplecqrs_outbox_position_lost gauge): it never skips silently.  The recovery (README, "Outbox
-relays") is `simplecqrs-relay --reset-position`: the saved position is forgotten, and the next start
+relays") is `simplecqrs relay --reset-position`: the saved position is forgotten, and the next start
 republishes every retained outbox row (OUTBOX_RETENTION_HOURS) before following the binlog from
 its current end, as a first start does.
 """
@@ -152,7 +152,7 @@ class BinlogRelay(Relay):
                 self.position_lost = str(e)
                 metrics.POSITION_LOST.set(1)
                 log.error("the binlog relay's saved position is gone from the server; not publishing",
-                          extra={"error": self.position_lost, "recovery": "simplecqrs-relay --reset-position"})
+                          extra={"error": self.position_lost, "recovery": "simplecqrs relay --reset-position"})
                 self.progress.moved()  # not a stall a restart would cure
                 self._release()
                 self._stop.wait(out.max_backoff_s)

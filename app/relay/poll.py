@@ -1,6 +1,6 @@
 """The polling relay (OUTBOX_RELAY=poll): claims the unpublished outbox rows every poll interval.
 
-    python -m app.relay        (entry point `simplecqrs-relay`; OUTBOX_RELAY picks this or the binlog relay)
+    simplecqrs relay        (OUTBOX_RELAY picks this or the binlog relay)
 
 Each turn drains the table (Relay.drain_once, app/relay/base.py: claimed with FOR UPDATE SKIP
 LOCKED, published, marked published_at, in one transaction), as long as full batches come back,

@@ -223,7 +223,7 @@ def start_relay(s: Settings, name: str, **env: str) -> Proc:
     own MySQL user: the relay container's, which holds no application rights."""
     port = free_port()
     user, password = relay_login(s)
-    p = Proc(name, [sys.executable, "-m", "app.relay"],
+    p = Proc(name, [sys.executable, "-m", "app.cli", "relay"],   # `simplecqrs relay`
              settings_env(s, OUTBOX_METRICS_PORT=str(port), MYSQL_USER=user, MYSQL_PASSWORD=password, **env)).start()
     p.metrics_url = f"http://127.0.0.1:{port}"
     try:
@@ -238,7 +238,7 @@ def start_api(s: Settings, name: str, *, relay: bool = True, **env: str) -> tupl
     """gunicorn serving the API on a free port, plus (unless relay=False) its outbox relay process."""
     port = free_port()
     workers = env.pop("GUNICORN_WORKERS", "2")
-    p = Proc(name, [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.wsgi:app"],
+    p = Proc(name, [sys.executable, "-m", "app.cli", "api"],   # `simplecqrs api`
              settings_env(s, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=workers,
                           PROMETHEUS_MULTIPROC_DIR=str(core.RUN / f"metrics-{name}-{port}"), **env)).start()
     url = f"http://127.0.0.1:{port}"
@@ -259,7 +259,7 @@ def start_api(s: Settings, name: str, *, relay: bool = True, **env: str) -> tupl
 
 def start_consumer(s: Settings, name: str, **env: str) -> Proc:
     port = free_port()
-    p = Proc(name, [sys.executable, "-m", "consumer.main"],
+    p = Proc(name, [sys.executable, "-m", "app.cli", "consume"],   # `simplecqrs consume`
              settings_env(s, CONSUMER_METRICS_PORT=str(port), **env)).start()
     p.metrics_url = f"http://127.0.0.1:{port}"
     try:

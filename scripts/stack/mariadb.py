@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
 from . import core
 from .mysqlserver import MySQLServer
 
@@ -39,22 +41,19 @@ class MariaDB(MySQLServer):
         """A new data directory, made beside and renamed into place when complete (as MySQL's).
 
         Tried twice: a CI run once saw the bootstrap fail on a clean clone where every run before
-        and since passed; the server's own [ERROR] lines are printed each time (core.run).  A plain
-        loop, not tenacity: scripts/stack runs on the system Python too (`make down`)."""
+        and since passed; the server's own [ERROR] lines are printed each time (core.run)."""
         tmp = self.datadir.with_name(f".{self.name}.init")
-        for attempt in (1, 2):
+
+        def bootstrap() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(self.datadir, ignore_errors=True)  # an older, unfinished one (no mysql/ inside)
             tmp.mkdir(parents=True)
-            try:
-                core.run(["mariadb-install-db", "--no-defaults", f"--datadir={tmp}", "--user=root",
-                          "--auth-root-authentication-method=socket", "--skip-test-db"],
-                         "MariaDB initialise data directory", log=core.LOGS / "mariadb-install.log")
-                break
-            except core.StackError:
-                if attempt == 2:
-                    raise
-                core.say("MariaDB initialise failed (its errors above); trying once more")
+            core.run(["mariadb-install-db", "--no-defaults", f"--datadir={tmp}", "--user=root",
+                      "--auth-root-authentication-method=socket", "--skip-test-db"],
+                     "MariaDB initialise data directory", log=core.LOGS / "mariadb-install.log")
+
+        Retrying(retry=retry_if_exception_type(core.StackError), stop=stop_after_attempt(2), reraise=True,
+                 before_sleep=lambda _: core.say("MariaDB initialise failed (its errors above); trying once more"))(bootstrap)
         tmp.rename(self.datadir)
 
     def version(self) -> str:

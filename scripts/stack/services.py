@@ -14,7 +14,7 @@ The API is served by the stack's Traefik through the Ingress at http://127.0.0.1
 simplecqrs.local) and, for scripts and the README's examples, at http://127.0.0.1:8080/ (a
 Traefik entry point that sends everything to the same Service; ingress.py).
 
-Nothing of the product runs as a host process any more.  Standard library only at import time.
+Nothing of the product runs as a host process any more.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import base64
 import json
 import os
 import time
+
+from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
 from . import containerd, core, network
 from .credentials import credentials
@@ -345,18 +347,19 @@ def smoke_order(timeout: float = 60) -> str:
         except urllib.error.HTTPError as e:
             return e.code, {}
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            status, body = call("POST", "/orders", SMOKE_ORDER)
-            if status in (200, 201):
-                order_id = body["id"]
-                status, got = call("GET", f"/orders/{order_id}?wait=5000")
-                if status == 200 and got.get("id") == order_id:
-                    return order_id
-        except (OSError, ValueError, KeyError):
-            pass
-        if time.monotonic() > deadline:
-            raise core.StackError("orderservice", f"no order round trip through {INGRESS_URL} (Host {INGRESS_HOST}) "
-                                                  f"within {timeout:.0f}s", core.LOGS / "traefik-access.log")
-        time.sleep(1)
+    def round_trip() -> str | None:
+        status, body = call("POST", "/orders", SMOKE_ORDER)
+        if status in (200, 201):
+            order_id = body["id"]
+            status, got = call("GET", f"/orders/{order_id}?wait=5000")
+            if status == 200 and got.get("id") == order_id:
+                return order_id
+        return None
+
+    def no_round_trip(state) -> None:
+        raise core.StackError("orderservice", f"no order round trip through {INGRESS_URL} (Host {INGRESS_HOST}) "
+                                              f"within {timeout:.0f}s", core.LOGS / "traefik-access.log")
+
+    # Once a second until an order goes there and back (a refused connection, a bad answer: not yet).
+    return Retrying(retry=retry_if_exception_type((OSError, ValueError, KeyError)) | retry_if_result(lambda oid: oid is None),
+                    stop=stop_after_delay(timeout), wait=wait_fixed(1), retry_error_callback=no_round_trip)(round_trip)

@@ -1,5 +1,6 @@
 """The simplecqrs operator: an OrderService custom resource in, a running instance out.
 
+    main.py        the process (`simplecqrs operator`): leader election, then kopf
     handlers.py    kopf handlers (when to reconcile)
     reconcile.py   the reconcile loop and deletion (what reconciling does)
     resource.py    the OrderService as a typed object

@@ -19,9 +19,10 @@ RELAY_PORT = 9101
 METRICS_PORT = 9102
 UID = 10001  # the image's non-root user
 
-API_COMMAND = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"]
-RELAY_COMMAND = ["python", "-m", "app.relay"]
-CONSUMER_COMMAND = ["python", "-m", "consumer.main"]
+# The image's one command line (app/cli.py); `simplecqrs api` execs gunicorn.
+API_COMMAND = ["simplecqrs", "api"]
+RELAY_COMMAND = ["simplecqrs", "relay"]
+CONSUMER_COMMAND = ["simplecqrs", "consume"]
 RELAY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
 

@@ -1,15 +1,15 @@
 """Post N realistic fake orders, like the demo's seeder: a few customers with several orders each.
 
-    scripts/seed --count 10 --url http://127.0.0.1:8080 [--concurrency 4]
+    simplecqrs seed --count 10 --url http://127.0.0.1:8080 [--concurrency 4]     (app/cli.py)
+    scripts/seed --count 10 [--instance NAMESPACE/NAME]     (locally: the instance's API, scripts/host.py)
 
 Prints a progress bar and a summary (sent, created, failed, rate).  Every
 request carries an Idempotency-Key, so a retried POST never doubles an order.
+It only talks HTTP to the API: no store settings are needed.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -55,22 +55,16 @@ def post(url: str, body: dict, retries: int = 5, host: str = "") -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/seed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--count", type=int, default=10)
-    # (scripts/seed: the instance's API through the stack's Traefik; scripts/host.py sets both)
-    p.add_argument("--url", default=os.environ.get("API_URL", "http://127.0.0.1:8080"))
-    p.add_argument("--host-header", default=os.environ.get("API_HOST_HEADER", ""),
-                   help="the Host header: the instance's Ingress host")
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--seed", type=int, default=None, help="random seed for repeatable data")
-    args = p.parse_args(argv)
-    orders = fake_orders(args.count, random.Random(args.seed))
+def run(count: int = 10, url: str = "http://127.0.0.1:8080", host_header: str = "", concurrency: int = 4,
+        seed: int | None = None) -> int:
+    """Post `count` fake orders to the API at `url` (with the Host header `host_header` when not empty:
+    an Ingress host), `concurrency` at a time; `seed` makes the data repeatable.  The exit code: 0 when
+    every order was created, else 1."""
+    orders = fake_orders(count, random.Random(seed))
     started = time.monotonic()
     created = failed = 0
-    with ThreadPoolExecutor(args.concurrency) as pool:
-        for i, status in enumerate(pool.map(lambda b: post(args.url.rstrip("/"), b, host=args.host_header), orders), 1):
+    with ThreadPoolExecutor(concurrency) as pool:
+        for i, status in enumerate(pool.map(lambda b: post(url.rstrip("/"), b, host=host_header), orders), 1):
             if status == 201:
                 created += 1
             else:
@@ -82,7 +76,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsent {len(orders)}, created {created}, failed {failed}, "
           f"{len(orders) / took if took else 0:.1f} orders/s")
     return 0 if failed == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
