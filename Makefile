@@ -32,11 +32,16 @@ $(STAMP): pyproject.toml
 up: venv
 	@$(PY) -m scripts.stack up
 
-down:
-	@$(PYTHON) -m scripts.stack down
+# down, status and clean run on .venv's Python like up, and depend on `venv` like up: the harness
+# imports its libraries from .venv (psutil, tenacity, cryptography, the Cassandra, Kafka and Docker
+# clients), and the stamp brings an existing .venv up to date first, so a pull that adds a dependency
+# never leaves `make down` unable to stop a running stack.  A fresh clone's `make down` builds .venv
+# first (the step `make up` starts with; pip's cache keeps it short) and then finds nothing to stop.
+down: venv
+	@$(PY) -m scripts.stack down
 
-status:
-	@$(PYTHON) -m scripts.stack status
+status: venv
+	@$(PY) -m scripts.stack status
 
 test: venv
 	@$(PY) -m scripts.stack test -- $(PYTEST_ARGS)
@@ -52,5 +57,5 @@ dev: venv
 	@DOCKER_HOST=unix://$(CURDIR)/.local/run/docker.sock KUBECONFIG=$(CURDIR)/.local/kubeconfig \
 	  .local/bin/skaffold dev -p local --trigger=polling $(SKAFFOLD_ARGS)
 
-clean:
-	@$(PYTHON) -m scripts.stack clean $(if $(FORCE),--yes,)
+clean: venv
+	@$(PY) -m scripts.stack clean $(if $(FORCE),--yes,)

@@ -6,7 +6,7 @@ built by this checkout's dockerd and handed to the node's containerd (images.ens
 pause image is images.py's too, since the kubelet needs it before any add-on):
 - CoreDNS, metrics-server, local-path-provisioner: their static binaries (gotools.py) alone, under
   the names their upstream manifests use; local-path's helper pods run the Debian base made here.
-The add-ons run as Deployments from scripts/stack/addons/*.yaml.  Standard library only.
+The add-ons run as Deployments from scripts/stack/addons/*.yaml.
 """
 from __future__ import annotations
 

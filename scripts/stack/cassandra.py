@@ -9,8 +9,8 @@ agent), plus class-data sharing (see jvm.cds_flags).
 Configuration is generated into .local/etc/cassandra, data lives in
 .local/data/cassandra, all logging goes to .local/logs/cassandra.log.
 
-No authentication (AllowAllAuthenticator): the node listens on 127.0.0.1 only.
-Standard library only.
+No authentication (AllowAllAuthenticator): the node listens on 127.0.0.1 only.  Probed through
+cassandra-driver, as the product connects (app/readmodel/session.py).
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ import os
 
 from . import core
 from .addresses import CASSANDRA_PORT
-from .cqlping import release_version
 from .jvm import cds_flags, install_jars, java
 
 VERSION = "5.0.9"
 PORT = CASSANDRA_PORT  # CQL native protocol
 STORAGE_PORT = 7000    # inter-node (gossip); bound even on a single node
 JMX_PORT = 7199        # local-only JMX, for nodetool
+LOCAL_DC = "datacenter1"  # SimpleSnitch's one data centre
 
 POM = core.ROOT / "scripts" / "maven" / "cassandra" / "pom.xml"
 HOME = core.CACHE / f"cassandra-{VERSION}"
@@ -135,6 +135,29 @@ JVM_FLAGS = [
 ]
 
 
+def release_version(host: str = "127.0.0.1", port: int = PORT, timeout: float = 5) -> str:
+    """`SELECT release_version FROM system.local` through cassandra-driver, connected as the product
+    connects (app/readmodel/session.py: the reactor, protocol v5, the data-centre-aware policy),
+    with `timeout` for opening the connection and for the query (the control connection's first
+    queries keep the product's 5 s), and without the schema and token metadata a long-lived session
+    loads (one query needs neither).  Raises when the node does not answer."""
+    from app.config import CassandraSettings
+    from app.readmodel.session import cluster
+
+    settings = CassandraSettings(contact_points=host, port=port, local_dc=LOCAL_DC, keyspace="system",
+                                 username="", password="")
+    c = cluster(settings, request_timeout=timeout)
+    c.connect_timeout = timeout
+    c.schema_metadata_enabled = c.token_metadata_enabled = False
+    try:
+        row = c.connect().execute("SELECT release_version FROM system.local").one()
+    finally:
+        c.shutdown()
+    if row is None or not row.release_version:
+        raise RuntimeError("system.local has no release_version")
+    return row.release_version
+
+
 class Cassandra(core.Component):
     name = "cassandra"
     address = f"127.0.0.1:{PORT}"
@@ -171,14 +194,14 @@ class Cassandra(core.Component):
         core.spawn(self.name, argv, env=env, cwd=DATADIR)
 
     def ready(self) -> bool:
-        # A real CQL query (STARTUP + QUERY over the native protocol).
+        # A real CQL query through the driver.
         return bool(release_version("127.0.0.1", PORT, timeout=5))
 
     def version(self) -> str:
         if self.running():
             try:
                 return release_version("127.0.0.1", PORT, timeout=2)
-            except (OSError, RuntimeError):
+            except Exception:  # noqa: BLE001 - not answering (the driver's NoHostAvailable, a timeout): the pinned one
                 pass
         return VERSION
 

@@ -1,7 +1,7 @@
 """The node's image store: containerd's paths under .local/, the sandbox (pause) image it is configured
 with, and `ctr` in its `k8s.io` namespace, where the kubelet finds images.  No registry is reachable,
 so every image a pod uses is imported here first (images.py builds them).  The containerd process
-itself is node.py's Containerd component.  Standard library only.
+itself is node.py's Containerd component.
 """
 from __future__ import annotations
 

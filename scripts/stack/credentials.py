@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 
-from . import core
+from .paths import ETC
 
-FILE = core.ETC / "credentials.env"
+FILE = ETC / "credentials.env"
 
 _GENERATED = {
     "MYSQL_ADMIN_USER": lambda: "simplecqrs_admin",

@@ -6,7 +6,7 @@ dockerfiles/dev-stores.Dockerfile builds images with the same contract: MySQL 9.
 Debian sid root the host's MySQL runs from (mysql.py), Cassandra on the Debian base (images.py)
 from the jars the host node runs (cassandra.py: same jars, same JVM flags, same configuration).  `helm_values()` gives
 the `--set` lines that point the chart at them; the StatefulSets' volumes come from the node's
-default StorageClass (addons.LocalPath).  Standard library only.
+default StorageClass (addons.LocalPath).
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ helm needs no wrapper (`go install helm.sh/helm/v3/cmd/helm@version`).
 
 Binaries land in CACHE/bin/<name>-<version> and are linked into .local/bin/<name>.
 Go's own caches (GOMODCACHE, GOCACHE) make rebuilds after a version bump cheap.
-Standard library only.
 """
 from __future__ import annotations
 

@@ -30,8 +30,6 @@ the endpoint addresses (pod IPs on the node's bridge are reachable from the host
 - Status: Ingresses it serves get status.loadBalancer.ingress[0].ip = 127.0.0.1; the Gateway its
   address 127.0.0.1, and the GatewayClass, Gateway and routes their conditions.
 - Logs: .local/logs/traefik.log (its own), .local/logs/traefik-access.log (one line per request).
-
-Standard library only.
 """
 from __future__ import annotations
 

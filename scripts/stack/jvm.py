@@ -1,6 +1,6 @@
 """The JVM services' shared plumbing: the JDK 17 they run on, their jars from Maven Central, and
 class-data sharing, and the jlink'ed runtimes of the Strimzi images.  Used by cassandra.py (the host's
-Cassandra), strimzi.py and kafkaimage.py.  Standard library only.
+Cassandra), strimzi.py and kafkaimage.py.
 """
 from __future__ import annotations
 

@@ -167,12 +167,13 @@ def condition(obj: dict, kind: str = "Ready") -> dict:
 def _admin():
     """An admin client as the stack's super user, on the node's SCRAM listener: it sees every topic,
     the ones closed by KafkaUsers' ACLs too."""
-    from kafka import KafkaAdminClient  # the project's Kafka client (`make down` runs without the venv)
+    from app import broker  # the product's Kafka clients (kafka-python), imported when first needed
+    from app.config import KafkaSettings
 
     user, password = scram_admin()
-    return KafkaAdminClient(bootstrap_servers=NODE_SCRAM_BOOTSTRAP, security_protocol="SASL_PLAINTEXT",
-                            sasl_mechanism=SCRAM_MECHANISM, sasl_plain_username=user, sasl_plain_password=password,
-                            client_id="simplecqrs-stack", request_timeout_ms=15000)
+    return broker.admin(KafkaSettings(bootstrap_servers=NODE_SCRAM_BOOTSTRAP, security_protocol="SASL_PLAINTEXT",
+                                      sasl_mechanism=SCRAM_MECHANISM, sasl_username=user, sasl_password=password),
+                        client_id="simplecqrs-stack")
 
 
 def _partitions(admin, topic: str) -> list[dict]:

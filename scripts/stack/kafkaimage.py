@@ -25,8 +25,6 @@ prefix derived from the image id, so a changed image rolls the brokers.
 
     python -m scripts.stack.kafkaimage            # build (context, image, node import); prints the reference
     python -m scripts.stack.kafkaimage context    # only the build context; prints its directory
-
-Standard library only, like the rest of scripts/stack.
 """
 from __future__ import annotations
 

@@ -3,19 +3,27 @@
 The node that runs the pods (containerd, kubelet, kube-scheduler, kube-proxy) is node.py; the
 certificates of every component, node ones included, are made here from one local CA.
 
-Certificates (one local CA) are generated once with the `openssl` CLI into
+Certificates (one local CA) are generated once with `cryptography` into
 .local/etc/pki; .local/kubeconfig holds the admin user (CN=admin,
-O=system:masters).  Everything listens on 127.0.0.1 only.  Standard library only.
+O=system:masters).  Everything listens on 127.0.0.1 only.
 """
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
+import ipaddress
 import json
 import os
 import ssl
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import core, gotools
 from .addresses import APISERVER_PORT, GATEWAY, KUBERNETES_SERVICE_IP, SERVICE_CIDR  # noqa: F401 - kube.* too
@@ -62,84 +70,119 @@ KCM_CONTROLLERS = [
 
 
 # ---------------------------------------------------------------- certificates
-def _openssl(*args: str) -> None:
-    try:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise core.StackError("kube", "the `openssl` command is needed to create certificates") from None
-    except subprocess.CalledProcessError as e:
-        raise core.StackError("kube", f"openssl {args[0]} failed: {e.stderr.strip()[-300:]}") from None
+# Made with `cryptography` as the `openssl` CLI made them before (an existing .local/etc/pki keeps
+# working): RSA 2048 keys in unencrypted PKCS#8 PEM (mode 0600), SHA-256 signatures, valid for
+# 3650 days from now, UTF-8 names, these extensions in this order and nothing else.
+VALIDITY = datetime.timedelta(days=3650)
+SERVER = ExtendedKeyUsageOID.SERVER_AUTH
+CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
 
 
-def _new_key(path: Path) -> None:
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(path))
+def _new_key(path: Path) -> rsa.RSAPrivateKey:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
     path.chmod(0o600)
+    return key
+
+
+def _key_usage(**usages: bool) -> x509.KeyUsage:
+    """keyUsage with the given bits set, every other one clear."""
+    bits = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+            "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{**dict.fromkeys(bits, False), **usages})
+
+
+def _certificate(subject: x509.Name, issuer: x509.Name, key: rsa.RSAPublicKey, serial: int) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key)
+            .serial_number(serial).not_valid_before(now).not_valid_after(now + VALIDITY))
 
 
 def _new_ca(name: str, cn: str) -> None:
     """PKI/<name>.key + a self-signed PKI/<name>.crt (10 years)."""
-    key, csr, crt, ext = (PKI / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
-    _new_key(key)
-    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr))
-    ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
-                   "subjectKeyIdentifier=hash\n")
-    _openssl("x509", "-req", "-in", str(csr), "-signkey", str(key), "-days", "3650", "-sha256",
-             "-extfile", str(ext), "-out", str(crt))
-    csr.unlink()
-    ext.unlink()
+    key = _new_key(PKI / f"{name}.key")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (_certificate(subject, subject, key.public_key(), x509.random_serial_number())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    (PKI / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _issue(name: str, ca: str, subject: str, extensions: list[str]) -> None:
-    """PKI/<name>.key + PKI/<name>.crt signed by PKI/<ca>.crt (10 years)."""
-    key, csr, crt, ext = (PKI / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
-    _new_key(key)
-    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
-    # An -extfile without -extensions: its default section is used as is, so
-    # nothing from the system openssl.cnf leaks into the certificate.
-    ext.write_text("\n".join(["basicConstraints=critical,CA:FALSE", "subjectKeyIdentifier=hash",
-                              "authorityKeyIdentifier=keyid,issuer", *extensions]) + "\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(PKI / f"{ca}.crt"), "-CAkey", str(PKI / f"{ca}.key"),
-             "-set_serial", str(int.from_bytes(os.urandom(16), "big") >> 1), "-days", "3650", "-sha256",
-             "-extfile", str(ext), "-out", str(crt))
-    csr.unlink()
-    ext.unlink()
+@dataclass(frozen=True)
+class Leaf:
+    """A certificate that one of CAS signs: CN (after O, when there is one), a server's or a
+    client's, and for a server the addresses and DNS names it answers to, in this order."""
+
+    ca: str
+    cn: str
+    usage: x509.ObjectIdentifier      # SERVER or CLIENT (extendedKeyUsage)
+    o: str | None = None
+    alt_names: tuple[str, ...] = ()
+
+    def subject(self) -> x509.Name:
+        o = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.o)] if self.o else []
+        return x509.Name([*o, x509.NameAttribute(NameOID.COMMON_NAME, self.cn)])
+
+    def general_names(self) -> list[x509.GeneralName]:
+        def one(name: str) -> x509.GeneralName:
+            try:
+                return x509.IPAddress(ipaddress.ip_address(name))
+            except ValueError:
+                return x509.DNSName(name)
+        return [one(n) for n in self.alt_names]
 
 
-SERVER_USAGE = ["keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=serverAuth"]
-CLIENT_USAGE = ["keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"]
+def _issue(name: str, leaf: Leaf) -> None:
+    """PKI/<name>.key + PKI/<name>.crt signed by PKI/<leaf.ca>.crt (10 years)."""
+    ca_cert = x509.load_pem_x509_certificate((PKI / f"{leaf.ca}.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((PKI / f"{leaf.ca}.key").read_bytes(), password=None)
+    ca_key_id = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    key = _new_key(PKI / f"{name}.key")
+    cert = (_certificate(leaf.subject(), ca_cert.subject, key.public_key(), int.from_bytes(os.urandom(16), "big") >> 1)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id), critical=False)
+            .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([leaf.usage]), critical=False))
+    if leaf.alt_names:
+        cert = cert.add_extension(x509.SubjectAlternativeName(leaf.general_names()), critical=False)
+    (PKI / f"{name}.crt").write_bytes(cert.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
 
 # CAs: name -> CN.  The front-proxy CA only signs the apiserver's proxy client
 # certificate (requestheader authentication of aggregated APIs, as kubeadm sets up);
 # without it kube-controller-manager logs "missing content for CA bundle" forever.
 CAS = {"ca": "simplecqrs-local-ca", "front-proxy-ca": "simplecqrs-local-front-proxy-ca"}
 
-# name -> (CA, subject, extensions)
 LEAF_CERTS = {
-    "apiserver": ("ca", "/CN=kube-apiserver", SERVER_USAGE + [
-        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"]),
-    "kube-controller-manager-serving": ("ca", "/CN=kube-controller-manager", SERVER_USAGE + [
-        "subjectAltName=IP:127.0.0.1,DNS:localhost"]),
+    "apiserver": Leaf("ca", "kube-apiserver", SERVER, alt_names=(
+        "127.0.0.1", KUBERNETES_SERVICE_IP, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local")),
+    "kube-controller-manager-serving": Leaf("ca", "kube-controller-manager", SERVER, alt_names=("127.0.0.1", "localhost")),
     # Users: the CN is the user name, O the group.  system:masters bypasses RBAC;
     # system:kube-controller-manager has its own bootstrap ClusterRole.
-    "admin": ("ca", "/O=system:masters/CN=admin", CLIENT_USAGE),
-    "kube-controller-manager": ("ca", "/CN=system:kube-controller-manager", CLIENT_USAGE),
-    "front-proxy-client": ("front-proxy-ca", "/CN=front-proxy-client", CLIENT_USAGE),
+    "admin": Leaf("ca", "admin", CLIENT, o="system:masters"),
+    "kube-controller-manager": Leaf("ca", "system:kube-controller-manager", CLIENT),
+    "front-proxy-client": Leaf("front-proxy-ca", "front-proxy-client", CLIENT),
     # The node (node.py).  The kubelet's user is system:node:<name> in system:nodes: the Node
     # authorizer and NodeRestriction then limit it to its own node and its pods.
-    "kubelet": ("ca", f"/O=system:nodes/CN=system:node:{NODE_NAME}", CLIENT_USAGE),
-    "kubelet-serving": ("ca", f"/CN={NODE_NAME}", SERVER_USAGE + [
-        f"subjectAltName=IP:{GATEWAY},DNS:{NODE_NAME}"]),
-    "kube-scheduler": ("ca", "/CN=system:kube-scheduler", CLIENT_USAGE),
-    "kube-scheduler-serving": ("ca", "/CN=kube-scheduler", SERVER_USAGE + ["subjectAltName=IP:127.0.0.1,DNS:localhost"]),
-    "kube-proxy": ("ca", "/CN=system:kube-proxy", CLIENT_USAGE),
+    "kubelet": Leaf("ca", f"system:node:{NODE_NAME}", CLIENT, o="system:nodes"),
+    "kubelet-serving": Leaf("ca", NODE_NAME, SERVER, alt_names=(GATEWAY, NODE_NAME)),
+    "kube-scheduler": Leaf("ca", "system:kube-scheduler", CLIENT),
+    "kube-scheduler-serving": Leaf("ca", "kube-scheduler", SERVER, alt_names=("127.0.0.1", "localhost")),
+    "kube-proxy": Leaf("ca", "system:kube-proxy", CLIENT),
     # The apiserver's identity towards kubelets (logs, exec, port-forward); the kubelet asks the
     # apiserver whether it may (webhook authorization): system:kubelet-api-admin is bound to it.
-    "apiserver-kubelet-client": ("ca", "/CN=kube-apiserver-kubelet-client", CLIENT_USAGE),
+    "apiserver-kubelet-client": Leaf("ca", "kube-apiserver-kubelet-client", CLIENT),
     # The ingress controller, a host process (ingress.py); its ClusterRole is applied at its start.
-    "simplecqrs-ingress": ("ca", "/CN=simplecqrs-ingress", CLIENT_USAGE),
+    "simplecqrs-ingress": Leaf("ca", "simplecqrs-ingress", CLIENT),
     # The NetworkPolicy enforcer, a host process (netpol.py); its ClusterRole likewise.
-    "simplecqrs-netpol": ("ca", "/CN=simplecqrs-netpol", CLIENT_USAGE),
+    "simplecqrs-netpol": Leaf("ca", "simplecqrs-netpol", CLIENT),
 }
 
 
@@ -152,16 +195,17 @@ def ensure_pki() -> None:
             core.say(f"creating {cn} and its certificates in {PKI}")
             _new_ca(ca, cn)
             # A new CA invalidates everything it signed before.
-            for name, (issuer, _, _) in LEAF_CERTS.items():
-                if issuer == ca:
+            for name, leaf in LEAF_CERTS.items():
+                if leaf.ca == ca:
                     (PKI / f"{name}.crt").unlink(missing_ok=True)
-    for name, (ca, subject, extensions) in LEAF_CERTS.items():
+    for name, leaf in LEAF_CERTS.items():
         if not (PKI / f"{name}.crt").exists():
-            _issue(name, ca, subject, extensions)
+            _issue(name, leaf)
     if not (PKI / "sa.key").exists() or not (PKI / "sa.pub").exists():
         # Signs ServiceAccount tokens (apiserver) / legacy token Secrets (controller-manager).
-        _new_key(PKI / "sa.key")
-        _openssl("pkey", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))
+        public = _new_key(PKI / "sa.key").public_key()
+        (PKI / "sa.pub").write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
     _write_kubeconfig(core.KUBECONFIG, "admin")
     for user in ("kube-controller-manager", "kubelet", "kube-scheduler", "kube-proxy"):
         _write_kubeconfig(kubeconfig_of(user), user)

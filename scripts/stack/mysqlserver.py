@@ -1,6 +1,6 @@
 """What the two write-store servers share (mysql.py: Oracle MySQL, mariadb.py: MariaDB): a root
 client over the local socket, the common server flags, readiness, and the password admin user the
-migrations, tests and operator use.  Which one runs where: writestore.py.  Standard library only.
+migrations, tests and operator use.  Which one runs where: writestore.py.
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ changed) in .local/etc/kube-router.kubeconfig, and a ClusterRole with what its i
 (it writes nothing).  `make down` stops it, then removes its chains and ipsets (it leaves them behind
 on exit: its own `--cleanup-config` also tears down proxy and router state, and in v2.1.0 does not clean
 the firewall's).  Log: .local/logs/kube-router.log.  Measured here: its first full sync done (ready)
-0.5-1 s after its start, 57-64 MiB resident, a full sync 0.1 s with about 20 pods.  Standard library only.
+0.5-1 s after its start, 57-64 MiB resident, a full sync 0.1 s with about 20 pods.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ address and nothing is opened to the world.  Kafka runs as pods (kafka.py): the 
 through NodePorts on 127.0.0.1 and GATEWAY, which kube-proxy programs.
 
 `make down` removes what `start` made: the rules (in chains of our own), the bridge, and
-restores net.ipv4.ip_forward.  Standard library only.
+restores net.ipv4.ip_forward.
 """
 from __future__ import annotations
 

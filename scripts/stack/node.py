@@ -11,7 +11,7 @@
 
 No registry is reachable: every image a pod uses is imported into containerd's `k8s.io`
 namespace before (containerd.py; images.py: pause and the product; addons.py: CoreDNS, metrics-server,
-local-path), and pods use imagePullPolicy IfNotPresent/Never.  Standard library only.
+local-path), and pods use imagePullPolicy IfNotPresent/Never.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ in CACHE/strimzi-1.2.0:
 - jre/: a Java runtime made with jlink (JAVA_MODULES), so the image needs no JDK package.
 The CRDs are applied server-side from crds/ (Helm installs a chart's crds/ once and never upgrades
 them), then `helm upgrade --install strimzi chart/ --skip-crds` with our image names (`install()`;
-the stack's components, `Strimzi` and `Kafka`, are in kafka.py).  Standard library only.
+the stack's components, `Strimzi` and `Kafka`, are in kafka.py).
 """
 from __future__ import annotations
 
