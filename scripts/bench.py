@@ -1,6 +1,11 @@
 """simplecqrs against its own physical limits and against the naive dual write, in one run.
 
-    scripts/bench [--quick] [--reps N] [--duration S] [--concurrency 8,32]
+    scripts/bench [--infra-only] [--quick] [--reps N] [--duration S] [--concurrency 8,32]
+
+Two forms (README, "Performance"): by default `make up`'s instance as users deploy it, its pods
+reached through the Ingress, CPU read per container from the node's cgroups (scripts/bench_deployed.py),
+with py-spy flame graphs of a gunicorn worker, the relay and a consumer (.local/bench/flame-*.svg);
+with --infra-only, ours as host processes on the same stores, each outbox relay on an instance of its own.
 
 Every figure is a ratio of two things measured in the same run on the same
 stack (this machine is shared and noisy), each the median of several
@@ -51,6 +56,7 @@ from app.readmodel.session import connect as cassandra_connect
 from app.readmodel.store import ReadModel
 from app.writemodel.db import connect as mysql_connect
 from app.writemodel.orders import insert_order
+from scripts import bench_deployed as deployed
 from scripts import bench_measure as measure
 from scripts.stack import core
 from scripts.stack.instance import (
@@ -67,6 +73,19 @@ from scripts.stack.instance import (
 )
 
 OUT = core.LOCAL / "bench"
+# Where each figure's processes run, by form (the JSON's "forms", the summary's first lines).
+FORMS = {
+    "deployed": {"ours": "the instance's pods (API + relay, consumers), through the Ingress (Traefik)",
+                 "floor, naive, raw_pymysql": "host processes on the same stores, no Ingress",
+                 "freshness_baseline": "a host process: produce -> consume -> write on the same Kafka and Cassandra",
+                 "projection, scaling": "host consumer processes on a preloaded topic",
+                 "cpu_s_per_1000_orders": "pod: rows from the node's cgroups, host: rows from /proc"},
+    "infra-only": {"ours": "host processes (gunicorn + relay, two consumers) on make up's stores and Kafka",
+                   "floor, naive, raw_pymysql": "host processes on the same stores",
+                   "freshness_baseline": "a host process: produce -> consume -> write on the same Kafka and Cassandra",
+                   "projection, scaling": "host consumer processes on a preloaded topic",
+                   "cpu_s_per_1000_orders": "from /proc, per process (the Kafka brokers' pods by their pids)"},
+}
 PERCENTILES = (50, 75, 90, 95, 99, 99.9)
 WRK_SCRIPT = """
 local prefix = os.getenv("BENCH_PREFIX") or "b"
@@ -108,9 +127,10 @@ def ensure_wrk() -> str:
     return path
 
 
-def wrk(url: str, concurrency: int, duration: float, script: Path) -> dict:
+def wrk(url: str, concurrency: int, duration: float, script: Path, host: str = "") -> dict:
+    header = ["-H", f"Host: {host}"] if host else []
     out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-                          "-s", str(script), url], capture_output=True, text=True, timeout=duration + 60,
+                          *header, "-s", str(script), url], capture_output=True, text=True, timeout=duration + 60,
                          env=dict(os.environ, BENCH_PREFIX=secrets.token_hex(3)))
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON")), None)
     if line is None:
@@ -280,7 +300,7 @@ def direct_rate(settings: Settings, n: int) -> float:
 
 
 # ---------------------------------------------------------------- freshness
-def post_at_rate(api_url: str, rate: float, duration: float, tag: str = "fresh") -> int:
+def post_at_rate(api_url: str, rate: float, duration: float, tag: str = "fresh", host: str = "") -> int:
     """POST orders at `rate` for `duration` seconds (a pool of 32 clients); returns how many got 201.
     Nothing reads them back: freshness comes from the consumers' own histograms (bench_measure)."""
     import requests
@@ -294,7 +314,8 @@ def post_at_rate(api_url: str, rate: float, duration: float, tag: str = "fresh")
         local.s = s
         try:
             r = s.post(f"{api_url}/orders", json={"description": tag, "quantity": 1, "firstName": "F",
-                                                  "lastName": "R", "email": f"f{i % 1000}@bench.test"}, timeout=10)
+                                                  "lastName": "R", "email": f"f{i % 1000}@bench.test"},
+                       headers={"Host": host} if host else None, timeout=10)
         except requests.RequestException:
             return
         if r.status_code == 201:
@@ -312,17 +333,17 @@ def post_at_rate(api_url: str, rate: float, duration: float, tag: str = "fresh")
     return ok[0]
 
 
-def freshness_ours(api_url: str, rate: float, duration: float, consumers: list[Proc], relay: Proc) -> dict:
+def freshness_ours(api_url: str, rate: float, duration: float, consumer_urls: list[str], relay_urls: list[str],
+                   host: str = "") -> dict:
     """Order created -> projected, off the consumers' histograms, for the orders of one run at `rate`;
-    and its first part, created -> acknowledged by Kafka, off the relay's (`published_p50/p99`)."""
-    urls = [c.metrics_url for c in consumers]
-    before = measure.scrape_buckets(urls)
-    published_before = measure.scrape_buckets([relay.metrics_url], measure.PUBLISH_METRIC)
-    placed = post_at_rate(api_url, rate, duration)
-    wait_for(lambda: measure.count(measure.delta(measure.scrape_buckets(urls), before)) >= placed, 120,
+    and its first part, created -> acknowledged by Kafka, off the relays' (`published_p50/p99`)."""
+    before = measure.scrape_buckets(consumer_urls)
+    published_before = measure.scrape_buckets(relay_urls, measure.PUBLISH_METRIC)
+    placed = post_at_rate(api_url, rate, duration, host=host)
+    wait_for(lambda: measure.count(measure.delta(measure.scrape_buckets(consumer_urls), before)) >= placed, 120,
              "every order of the run projected", interval=0.5)
-    hist = measure.delta(measure.scrape_buckets(urls), before)
-    published = measure.delta(measure.scrape_buckets([relay.metrics_url], measure.PUBLISH_METRIC), published_before)
+    hist = measure.delta(measure.scrape_buckets(consumer_urls), before)
+    published = measure.delta(measure.scrape_buckets(relay_urls, measure.PUBLISH_METRIC), published_before)
     return {"p50": measure.percentile(hist, 50), "p99": measure.percentile(hist, 99), "orders": placed,
             "published_p50": measure.percentile(published, 50), "published_p99": measure.percentile(published, 99)}
 
@@ -459,6 +480,32 @@ def start_baseline(settings: Settings, app: str, workers: int, threads: int,
     return p, url
 
 
+def command_figures(args: argparse.Namespace, ours_url: str, floor_url: str, naive_url: str, floor_settings: Settings,
+                    script: Path, label: str, host: str = "") -> dict:
+    """Command throughput: ours, the bare floor, the naive dual write and raw pymysql, interleaved; the
+    ratios at the concurrency where ours does best.  `host`: the Host header ours is reached with."""
+    command: dict = {}
+    for conc in args.concurrency:
+        runs: dict[str, list] = {"ours": [], "floor": [], "naive": [], "raw_pymysql": []}
+        for rep in range(args.reps):
+            for name, url in (("ours", ours_url), ("floor", floor_url), ("naive", naive_url)):
+                say(f"[{label}] command c={conc} rep {rep + 1}/{args.reps}: {name}")
+                runs[name].append(wrk(url, conc, args.duration, script, host if name == "ours" else ""))
+            say(f"[{label}] command c={conc} rep {rep + 1}/{args.reps}: raw pymysql")
+            runs["raw_pymysql"].append({"rate": raw_pymysql(floor_settings, conc, args.duration, args.workers)})
+        command[str(conc)] = {k: {"orders_per_s": spread([r["rate"] for r in v]),
+                                  "latency_ms": {p: statistics.median(r["latency_ms"][str(p)] for r in v)
+                                                 for p in PERCENTILES} if v and "latency_ms" in v[0] else None,
+                                  "errors": sum(r.get("errors", 0) for r in v)}
+                              for k, v in runs.items()}
+    best = max(command, key=lambda c: command[c]["ours"]["orders_per_s"]["median"])
+    c = command[best]
+    return {"command": command, "ratios_at_concurrency": int(best),
+            "command_ratio": ratio(c["ours"]["orders_per_s"], c["floor"]["orders_per_s"]),
+            "db_ratio": ratio(c["ours"]["orders_per_s"], c["raw_pymysql"]["orders_per_s"]),
+            "vs_naive_ratio": ratio(c["ours"]["orders_per_s"], c["naive"]["orders_per_s"])}
+
+
 def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_url: str, floor_settings: Settings,
                   script: Path, admin_conn) -> dict:
     """Everything measured per outbox relay, on an instance of its own (a relay kind's bookkeeping,
@@ -475,27 +522,7 @@ def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_ur
     try:
         ours, ours_url = start_api(settings, f"bench-{relay}", API_ROLE="both", **env)
         procs.append(ours)
-        # Command throughput: ours, the bare floor, the naive dual write and raw pymysql, interleaved.
-        command: dict = {}
-        for conc in args.concurrency:
-            runs: dict[str, list] = {"ours": [], "floor": [], "naive": [], "raw_pymysql": []}
-            for rep in range(args.reps):
-                for name, url in (("ours", ours_url), ("floor", floor_url), ("naive", naive_url)):
-                    say(f"[{relay}] command c={conc} rep {rep + 1}/{args.reps}: {name}")
-                    runs[name].append(wrk(url, conc, args.duration, script))
-                say(f"[{relay}] command c={conc} rep {rep + 1}/{args.reps}: raw pymysql")
-                runs["raw_pymysql"].append({"rate": raw_pymysql(floor_settings, conc, args.duration, args.workers)})
-            command[str(conc)] = {k: {"orders_per_s": spread([r["rate"] for r in v]),
-                                      "latency_ms": {p: statistics.median(r["latency_ms"][str(p)] for r in v)
-                                                     for p in PERCENTILES} if v and "latency_ms" in v[0] else None,
-                                      "errors": sum(r.get("errors", 0) for r in v)}
-                                  for k, v in runs.items()}
-        best = max(command, key=lambda c: command[c]["ours"]["orders_per_s"]["median"])
-        c = command[best]
-        out.update(command=command, ratios_at_concurrency=int(best),
-                   command_ratio=ratio(c["ours"]["orders_per_s"], c["floor"]["orders_per_s"]),
-                   db_ratio=ratio(c["ours"]["orders_per_s"], c["raw_pymysql"]["orders_per_s"]),
-                   vs_naive_ratio=ratio(c["ours"]["orders_per_s"], c["naive"]["orders_per_s"]))
+        out.update(command_figures(args, ours_url, floor_url, naive_url, floor_settings, script, relay))
 
         # Freshness, write-store cost and CPU per order, at a fixed rate the system keeps up with.
         say(f"[{relay}] freshness at {args.fresh_rate:.0f} orders/s: 2 consumers, waiting for them to catch up")
@@ -510,7 +537,8 @@ def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_ur
             pids.update(api=ours.procs[0].proc.pid, relay=relay_pid,
                         **{f"consumer{i}": c.proc.pid for i, c in enumerate(consumers, 1)})
             cpu0 = {k: measure.cpu_seconds(v) for k, v in pids.items()}
-            f = freshness_ours(ours_url, args.fresh_rate, args.fresh_duration, consumers, ours.procs[1])
+            f = freshness_ours(ours_url, args.fresh_rate, args.fresh_duration, [c.metrics_url for c in consumers],
+                               [ours.procs[1].metrics_url])
             cost.append(measure.per_order(measure.store_counters(admin_conn), counters, f["orders"]))
             cpu.append({k: round((measure.cpu_seconds(v) - cpu0[k]) * 1000 / max(1, f["orders"]), 3)
                         for k, v in pids.items()})
@@ -527,6 +555,60 @@ def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_ur
         for p in procs:
             p.stop()
         deprovision(settings)
+    return out
+
+
+def measure_deployed(args: argparse.Namespace, floor_url: str, naive_url: str, floor_settings: Settings,
+                     script: Path) -> dict:
+    """The instance as deployed (bench_deployed): its pods through the Ingress, CPU per container from
+    the node's cgroups and per host process, freshness off its pods' histograms, py-spy flame graphs."""
+    from scripts.stack import services
+    from scripts.stack.writestore import chosen
+
+    env = services.instance_env(args.instance)
+    namespace, _, name = args.instance.partition("/")
+    url, host = env["API_URL"], env["API_HOST_HEADER"] if env["API_URL"] != services.API_URL else ""
+    osvc = services.orderservice(namespace, name) or {}
+    out: dict = {"instance": args.instance, "api_url": url, "host_header": host,
+                 "spec": {k: osvc.get("spec", {}).get(k) for k in ("api", "consumer", "kafka")}}
+    out.update(command_figures(args, url, floor_url, naive_url, floor_settings, script, "deployed", host))
+
+    containers = deployed.node_containers(namespace, name)
+    consumer_urls = deployed.metrics_urls(containers, "consumer")
+    relay_urls = deployed.metrics_urls(containers, "relay")
+    if not consumer_urls or not relay_urls:
+        raise core.StackError("bench", f"{args.instance}: no running consumer or relay container found on the node")
+    say(f"[deployed] freshness at {args.fresh_rate:.0f} orders/s: {len(consumer_urls)} consumer pod(s), "
+        f"{len(relay_urls)} relay container(s)")
+    post_at_rate(url, args.fresh_rate, 1.0, "warm-up", host)     # connections and the workers' caches warm
+    samples, cpu = [], []
+    for rep in range(args.reps):
+        say(f"[deployed] freshness rep {rep + 1}/{args.reps}: created -> projected; CPU of every container and host process")
+        cpu0 = deployed.cpu_snapshot(containers, chosen())
+        f = freshness_ours(url, args.fresh_rate, args.fresh_duration, consumer_urls, relay_urls, host)
+        cpu.append(deployed.per_1000(deployed.cpu_snapshot(containers, chosen()), cpu0, f["orders"]))
+        samples.append(f)
+    out["freshness_ms"] = {p: spread([f[p] * 1000 for f in samples]) for p in ("p50", "p99")}
+    out["published_ms"] = {p: spread([f[f"published_{p}"] * 1000 for f in samples]) for p in ("p50", "p99")}
+    table = {k: statistics.median(c.get(k, 0.0) for c in cpu) for k in cpu[0]}
+    out["cpu_s_per_1000_orders"] = dict(sorted(table.items(), key=lambda kv: -kv[1]))
+    out["cpu_s_per_1000_orders_total"] = round(sum(table.values()), 3)
+    if args.profile:
+        targets = {}
+        for row, label in (("pod:api", "api-worker"), ("pod:relay", "relay"), ("pod:consumer", "consumer")):
+            busiest = max((c for c in containers if c.row == row),
+                          key=lambda c: deployed._cgroup_seconds(c.cgroup), default=None)
+            pid = deployed.busiest_pid(busiest) if busiest else None
+            if pid:
+                targets[label] = pid
+        seconds = max(2.0, args.fresh_duration)
+        say(f"[deployed] py-spy flame graphs ({', '.join(targets)}) over {seconds:.0f} s at {args.fresh_rate:.0f} orders/s")
+        loader = threading.Thread(target=post_at_rate, args=(url, args.fresh_rate, seconds + 1, "profile", host))
+        loader.start()
+        try:
+            out["profiles"] = deployed.profile(targets, seconds, args.out.parent)
+        finally:
+            loader.join()
     return out
 
 
@@ -549,7 +631,12 @@ def run(args: argparse.Namespace) -> dict:
     from scripts.stack.__main__ import bring_up, infrastructure
     from scripts.stack.writestore import chosen
 
-    bring_up(infrastructure(both_write_stores=False))     # Kafka runs as pods: the node and Strimzi too
+    if args.infra_only:
+        bring_up(infrastructure(both_write_stores=False))     # Kafka runs as pods: the node and Strimzi too
+    else:
+        from scripts.stack import services
+
+        services.instance_env(args.instance)   # a StackError in one line without `make up`'s instance
     ensure_wrk()
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"bench{secrets.token_hex(3)}"
@@ -573,16 +660,22 @@ def run(args: argparse.Namespace) -> dict:
                                  "duration_s": args.duration, "concurrency": args.concurrency,
                                  "projection_events": args.events, "quick": args.quick,
                                  "relays": args.relays, "default_relay": DEFAULT_RELAY,
-                                 "freshness_orders_per_s": args.fresh_rate},
+                                 "freshness_orders_per_s": args.fresh_rate,
+                                 "form": "infra-only" if args.infra_only else "deployed"},
+                    # Which rows come from which form (README, "Performance").
+                    "forms": FORMS["infra-only" if args.infra_only else "deployed"],
                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     procs: list[Proc] = []
     try:
         floor, floor_url = start_baseline(settings, "floor", workers, threads, args.worker_class)
         naive, naive_url = start_baseline(settings, "naive", workers, threads, args.worker_class)
         procs += [floor, naive]
-        result["relays"] = {relay: measure_relay(relay, args, floor_url, naive_url, settings, script, admin_conn)
-                            for relay in args.relays}
-        default = result["relays"].get(DEFAULT_RELAY) or next(iter(result["relays"].values()))
+        if args.infra_only:
+            result["relays"] = {relay: measure_relay(relay, args, floor_url, naive_url, settings, script, admin_conn)
+                                for relay in args.relays}
+            default = result["relays"].get(DEFAULT_RELAY) or next(iter(result["relays"].values()))
+        else:
+            result["deployed"] = default = measure_deployed(args, floor_url, naive_url, settings, script)
         for key in ("command", "command_ratio", "db_ratio", "vs_naive_ratio", "ratios_at_concurrency"):
             result[key] = default[key]
 
@@ -593,7 +686,7 @@ def run(args: argparse.Namespace) -> dict:
             base_f.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration))
         base = {"p50": spread([pct(s, 50) * 1000 for s in base_f]), "p99": spread([pct(s, 99) * 1000 for s in base_f])}
         result["freshness_baseline_ms"] = base
-        for r in result["relays"].values():
+        for r in (result.get("relays") or {"deployed": default}).values():
             r["freshness_p99_ratio"] = ratio(r["freshness_ms"]["p99"], base["p99"])
             r["freshness_p50_ratio"] = ratio(r["freshness_ms"]["p50"], base["p50"])
         result["freshness_p99_ratio"] = default["freshness_p99_ratio"]
@@ -642,7 +735,11 @@ def summary(r: dict) -> str:
         f"  freshness baseline at {r['settings']['freshness_orders_per_s']:.0f}/s (raw produce -> consume -> write): "
         f"p50 {base['p50']['median']:.1f} ms, p99 {base['p99']['median']:.1f} ms",
     ]
-    for relay, x in r["relays"].items():
+    lines.insert(1, f"  form: {r['settings'].get('form', 'infra-only')}: " + "; ".join(
+        f"{k}: {v}" for k, v in r.get("forms", {}).items()))
+    if "deployed" in r:
+        lines += deployed_summary(r["deployed"])
+    for relay, x in r.get("relays", {}).items():
         c = x["command"][str(x["ratios_at_concurrency"])]
         w, cpu = x["write_store_per_order"], x["cpu_s_per_1000_orders"]
         lines += [
@@ -670,20 +767,47 @@ def summary(r: dict) -> str:
     return "\n".join(lines)
 
 
+def deployed_summary(x: dict) -> list[str]:
+    c = x["command"][str(x["ratios_at_concurrency"])]
+    cpu = x["cpu_s_per_1000_orders"]
+    lines = [
+        f"  deployed instance {x['instance']} through {x['api_url']}:",
+        f"    command_ratio {x['command_ratio']:.2f} (target >= 0.8), db_ratio {x['db_ratio']:.2f}, "
+        f"vs_naive_ratio {x['vs_naive_ratio']:.2f}: at concurrency {x['ratios_at_concurrency']} "
+        f"ours {c['ours']['orders_per_s']['median']:.0f}/s, floor {c['floor']['orders_per_s']['median']:.0f}/s, "
+        f"naive {c['naive']['orders_per_s']['median']:.0f}/s, raw pymysql {c['raw_pymysql']['orders_per_s']['median']:.0f}/s",
+        f"    freshness p50 {x['freshness_ms']['p50']['median']:.1f} ms, p99 {x['freshness_ms']['p99']['median']:.1f} ms;"
+        f" freshness_p99_ratio {x['freshness_p99_ratio']:.2f} (target <= 3), p50 ratio {x['freshness_p50_ratio']:.2f}",
+        f"    of which created -> acknowledged by Kafka: p50 {x['published_ms']['p50']['median']:.1f} ms, "
+        f"p99 {x['published_ms']['p99']['median']:.1f} ms",
+        f"    CPU s per 1000 orders, {x['cpu_s_per_1000_orders_total']:.2f} in all: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v >= 0.005),
+    ]
+    for name, prof in (x.get("profiles") or {}).items():
+        if prof.get("error"):
+            lines.append(f"    flame graph {name}: py-spy failed: {prof['error']}")
+            continue
+        top = ", ".join(f"{f['frame']} {f['share']:.0%}" for f in prof["self"][:4])
+        lines.append(f"    flame graph {name} ({prof['samples']} samples, {prof['svg']}): top self frames {top}")
+    return lines
+
+
 def plot(r: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    restarts = {k: v["kafka_restart"] for k, v in r["relays"].items() if v.get("kafka_restart")}
+    measured = r.get("relays") or {"deployed": r["deployed"]}
+    restarts = {k: v["kafka_restart"] for k, v in measured.items() if v.get("kafka_restart")}
     fig, axes = plt.subplots(1, 2 if restarts else 1, figsize=(13 if restarts else 7, 4.5), squeeze=False)
     a1 = axes[0][0]
     xs = [str(x) for x in PERCENTILES]
-    for relay, x in r["relays"].items():
+    for relay, x in measured.items():
         c = x["command"][str(x["ratios_at_concurrency"])]
+        form = "pods through the Ingress" if relay == "deployed" else f"{relay} relay"
         a1.plot(xs, [c["ours"]["latency_ms"][p] for p in PERCENTILES], marker="o",
-                label=f"ours, {relay} relay ({c['ours']['orders_per_s']['median']:.0f}/s)")
+                label=f"ours, {form} ({c['ours']['orders_per_s']['median']:.0f}/s)")
     c = r["command"][str(r["ratios_at_concurrency"])]
     for name in ("floor", "naive"):
         a1.plot(xs, [c[name]["latency_ms"][p] for p in PERCENTILES], marker="o", linestyle="--",
@@ -719,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=20000, help="events preloaded for the projection measurements")
     p.add_argument("--scaling", default="1,2,4")
     p.add_argument("--fresh-duration", type=float, default=10.0)
-    p.add_argument("--fresh-rate", type=float, default=200.0, help="orders/s offered while freshness is measured")
+    p.add_argument("--fresh-rate", type=float, default=100.0, help="orders/s offered while freshness is measured")
     p.add_argument("--relays", default=",".join(RELAYS), help="the outbox relays to measure, one after the other")
     p.add_argument("--no-kafka-restart", dest="kafka_restart", action="store_false",
                    help="skip the freshness timeline through a Kafka restart (also skipped by --quick)")
@@ -727,11 +851,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
     p.add_argument("--worker-class", default=os.environ.get("GUNICORN_WORKER_CLASS", "gthread"),
                    help="gunicorn's worker class for ours and the baselines alike (gthread, sync)")
+    p.add_argument("--infra-only", action="store_true",
+                   help="ours as host processes on make up's stores (the earlier form), each relay on an instance of"
+                        " its own; without it, make up's instance as deployed: its pods through the Ingress")
+    p.add_argument("--instance", default="simplecqrs/simplecqrs",
+                   help="NAMESPACE/NAME of the OrderService the deployed form measures (make up's by default)")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the py-spy flame graphs of the deployed form (also skipped by --quick)")
     p.add_argument("--out", type=Path, default=OUT / "latest.json")
     args = p.parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.concurrency, args.events = 1, 1.0, "4", 300
         args.scaling, args.fresh_duration, args.fresh_rate, args.kafka_restart = "1,2", 2.0, 20.0, False
+        args.profile = False
     args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
     args.scaling = [int(x) for x in str(args.scaling).split(",")]
     args.relays = [x for x in str(args.relays).split(",") if x]
