@@ -569,7 +569,7 @@ def measure_deployed(args: argparse.Namespace, floor_url: str, naive_url: str, f
     namespace, _, name = args.instance.partition("/")
     url, host = env["API_URL"], env["API_HOST_HEADER"] if env["API_URL"] != services.API_URL else ""
     osvc = services.orderservice(namespace, name) or {}
-    out: dict = {"instance": args.instance, "api_url": url, "host_header": host,
+    out: dict = {"instance": args.instance, "api_url": url, "host_header": host, "rate": args.fresh_rate,
                  "spec": {k: osvc.get("spec", {}).get(k) for k in ("api", "consumer", "kafka")}}
     out.update(command_figures(args, url, floor_url, naive_url, floor_settings, script, "deployed", host))
 
@@ -581,18 +581,30 @@ def measure_deployed(args: argparse.Namespace, floor_url: str, naive_url: str, f
     say(f"[deployed] freshness at {args.fresh_rate:.0f} orders/s: {len(consumer_urls)} consumer pod(s), "
         f"{len(relay_urls)} relay container(s)")
     post_at_rate(url, args.fresh_rate, 1.0, "warm-up", host)     # connections and the workers' caches warm
-    samples, cpu = [], []
+    # Each row's CPU at rest first (the brokers' replication, the control plane, the operators' resyncs),
+    # so the table can say what an order itself costs: the marginal figure is the total less that rate.
+    say(f"[deployed] CPU at rest over {args.fresh_duration:.0f} s (no orders)")
+    rest0, t0 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+    time.sleep(args.fresh_duration)
+    rest1, t1 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+    idle = {k: (rest1[k] - rest0.get(k, 0.0)) / (t1 - t0) for k in rest1}
+    samples, cpu, marginal = [], [], []
     for rep in range(args.reps):
         say(f"[deployed] freshness rep {rep + 1}/{args.reps}: created -> projected; CPU of every container and host process")
-        cpu0 = deployed.cpu_snapshot(containers, chosen())
+        cpu0, t0 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
         f = freshness_ours(url, args.fresh_rate, args.fresh_duration, consumer_urls, relay_urls, host)
-        cpu.append(deployed.per_1000(deployed.cpu_snapshot(containers, chosen()), cpu0, f["orders"]))
+        cpu1, t1 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+        cpu.append(deployed.per_1000(cpu1, cpu0, f["orders"]))
+        marginal.append(deployed.per_1000(cpu1, {k: cpu0.get(k, 0.0) + idle.get(k, 0.0) * (t1 - t0) for k in cpu1},
+                                          f["orders"]))
         samples.append(f)
     out["freshness_ms"] = {p: spread([f[p] * 1000 for f in samples]) for p in ("p50", "p99")}
     out["published_ms"] = {p: spread([f[f"published_{p}"] * 1000 for f in samples]) for p in ("p50", "p99")}
-    table = {k: statistics.median(c.get(k, 0.0) for c in cpu) for k in cpu[0]}
-    out["cpu_s_per_1000_orders"] = dict(sorted(table.items(), key=lambda kv: -kv[1]))
-    out["cpu_s_per_1000_orders_total"] = round(sum(table.values()), 3)
+    for key, runs in (("cpu_s_per_1000_orders", cpu), ("cpu_s_per_1000_orders_marginal", marginal)):
+        table = {k: round(statistics.median(c.get(k, 0.0) for c in runs), 3) for k in runs[0]}
+        out[key] = dict(sorted(table.items(), key=lambda kv: -kv[1]))
+        out[f"{key}_total"] = round(sum(table.values()), 3)
+    out["cpu_cores_at_rest"] = {k: round(v, 3) for k, v in sorted(idle.items(), key=lambda kv: -kv[1])}
     if args.profile:
         targets = {}
         for row, label in (("pod:api", "api-worker"), ("pod:relay", "relay"), ("pod:consumer", "consumer")):
@@ -601,9 +613,10 @@ def measure_deployed(args: argparse.Namespace, floor_url: str, naive_url: str, f
             pid = deployed.busiest_pid(busiest) if busiest else None
             if pid:
                 targets[label] = pid
-        seconds = max(2.0, args.fresh_duration)
-        say(f"[deployed] py-spy flame graphs ({', '.join(targets)}) over {seconds:.0f} s at {args.fresh_rate:.0f} orders/s")
-        loader = threading.Thread(target=post_at_rate, args=(url, args.fresh_rate, seconds + 1, "profile", host))
+        # At least 50 orders/s (a --quick run's 20/s leaves the relay's Python almost idle) for 3 s or more.
+        seconds, rate = max(3.0, args.fresh_duration), max(50.0, args.fresh_rate)
+        say(f"[deployed] py-spy flame graphs ({', '.join(targets)}) over {seconds:.0f} s at {rate:.0f} orders/s")
+        loader = threading.Thread(target=post_at_rate, args=(url, rate, seconds + 1, "profile", host))
         loader.start()
         try:
             out["profiles"] = deployed.profile(targets, seconds, args.out.parent)
@@ -780,8 +793,10 @@ def deployed_summary(x: dict) -> list[str]:
         f" freshness_p99_ratio {x['freshness_p99_ratio']:.2f} (target <= 3), p50 ratio {x['freshness_p50_ratio']:.2f}",
         f"    of which created -> acknowledged by Kafka: p50 {x['published_ms']['p50']['median']:.1f} ms, "
         f"p99 {x['published_ms']['p99']['median']:.1f} ms",
-        f"    CPU s per 1000 orders, {x['cpu_s_per_1000_orders_total']:.2f} in all: "
+        f"    CPU s per 1000 orders at {x['rate']:.0f}/s, {x['cpu_s_per_1000_orders_total']:.2f} in all: "
         + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v >= 0.005),
+        f"    of which the orders' own (less each row's CPU at rest), {x['cpu_s_per_1000_orders_marginal_total']:.2f}"
+        " in all: " + ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_s_per_1000_orders_marginal"].items() if v >= 0.005),
     ]
     for name, prof in (x.get("profiles") or {}).items():
         if prof.get("error"):
@@ -857,13 +872,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instance", default="simplecqrs/simplecqrs",
                    help="NAMESPACE/NAME of the OrderService the deployed form measures (make up's by default)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
-                   help="skip the py-spy flame graphs of the deployed form (also skipped by --quick)")
+                   help="skip the py-spy flame graphs of the deployed form")
     p.add_argument("--out", type=Path, default=OUT / "latest.json")
     args = p.parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.concurrency, args.events = 1, 1.0, "4", 300
         args.scaling, args.fresh_duration, args.fresh_rate, args.kafka_restart = "1,2", 2.0, 20.0, False
-        args.profile = False
     args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
     args.scaling = [int(x) for x in str(args.scaling).split(",")]
     args.relays = [x for x in str(args.relays).split(",") if x]

@@ -91,7 +91,8 @@ def cpu_snapshot(containers: list[Container], write_store: str) -> dict[str, flo
 
 
 def per_1000(after: dict[str, float], before: dict[str, float], orders: int) -> dict[str, float]:
-    table = {k: round((after[k] - before.get(k, 0.0)) * 1000 / max(1, orders), 3) for k in after}
+    """CPU seconds per 1000 orders by row (never below 0: less the rest rate, a quiet row can dip under it)."""
+    table = {k: round(max(0.0, after[k] - before.get(k, 0.0)) * 1000 / max(1, orders), 3) for k in after}
     return dict(sorted(table.items(), key=lambda kv: -kv[1]))
 
 

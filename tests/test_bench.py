@@ -1,4 +1,5 @@
-"""`scripts/bench --quick` runs end to end and writes well-formed JSON with every figure.
+"""`scripts/bench --quick --infra-only` runs end to end and writes well-formed JSON with every figure
+(the deployed form, the default, runs against an instance's pods in tests/test_cluster.py).
 
 No timing threshold here: the figures are measured, never asserted (README, "Performance")."""
 from __future__ import annotations
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_quick_writes_every_figure(stack, tmp_path):
     out = tmp_path / "bench.json"
-    run = subprocess.run([str(core.ROOT / "scripts" / "bench"), "--quick", "--out", str(out)],
+    run = subprocess.run([str(core.ROOT / "scripts" / "bench"), "--quick", "--infra-only", "--out", str(out)],
                          capture_output=True, text=True, timeout=600, cwd=core.ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import conftest
 import pymysql
@@ -455,6 +456,38 @@ def audit_equal_with(settings, acked: list[str], timeout: float = 180):
     orders, _ = write_model(settings)
     assert set(acked) <= set(orders), f"{len(set(acked) - set(orders))} acknowledged orders not in MySQL"
     return report
+
+
+def test_bench_quick_measures_the_instance_as_deployed(instance, tmp_path):
+    """scripts/bench's default form on this module's instance: its pods through the Ingress, CPU per
+    container off the node's cgroups and per host process, freshness off the pods' own histograms, a
+    py-spy flame graph of a gunicorn worker, the relay and a consumer.  Measured, never asserted."""
+    import math
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([str(core.ROOT / "scripts" / "bench"), "--quick", "--instance", f"{instance.ns}/{instance.name}",
+                          "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=core.ROOT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    d = result["deployed"]
+    assert result["settings"]["form"] == "deployed" and d["instance"] == f"{instance.ns}/{instance.name}"
+    assert d["host_header"] == instance.host, "through the Ingress, by the instance's host"
+    for key in ("command_ratio", "db_ratio", "vs_naive_ratio", "freshness_p99_ratio", "projection_ratio"):
+        value = d.get(key, result.get(key))
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
+    cpu = d["cpu_s_per_1000_orders"]
+    for row in ("pod:api", "pod:relay", "pod:consumer"):
+        assert cpu.get(row, 0) > 0, (row, cpu)
+    assert any(k.startswith("pod:kafka/") for k in cpu) and "host:cassandra" in cpu, cpu
+    assert d["cpu_s_per_1000_orders_total"] >= sum(cpu[r] for r in ("pod:api", "pod:relay", "pod:consumer"))
+    published, fresh = d["published_ms"]["p50"]["median"], d["freshness_ms"]["p50"]["median"]
+    assert 0 < published <= fresh, (d["published_ms"], d["freshness_ms"])
+    assert set(d["profiles"]) == {"api-worker", "relay", "consumer"}, d["profiles"]
+    for name, prof in d["profiles"].items():
+        assert not prof.get("error"), (name, prof)
+        assert Path(prof["svg"]).read_text().lstrip().startswith("<?xml"), name
+        assert prof["samples"] > 0 and prof["self"], (name, prof)
+    assert "deployed instance" in out.with_suffix(".txt").read_text()
 
 
 def test_scaling_consumers_partitions_and_autoscaling(instance, admin_mysql):
