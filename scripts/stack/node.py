@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import core, gotools, images, kube, network
+from . import cgroups, core, gotools, images, kube, network
 from .containerd import CONTAINERD_CONFIG, CONTAINERD_ROOT, CONTAINERD_SOCKET, CONTAINERD_STATE, PAUSE_IMAGE
 from .kube import NODE_NAME, PKI
 
@@ -365,4 +365,5 @@ def remove_leftovers() -> None:
                     if chain.startswith("KUBE-"):
                         network.delete_chain(table, chain, tool)
     _remove_cgroups()
+    cgroups.remove_host()
     shutil.rmtree(core.DATA / "cni", ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from . import cgroups
 from .errors import StackError
 from .paths import LOGS, RUN
 
@@ -62,7 +63,8 @@ def wait_gone(pid: int, timeout: float) -> bool:
 
 
 def spawn(name: str, argv: list[str], *, env: dict | None = None, cwd: Path | None = None) -> int:
-    """Start a daemon in its own session, log to .local/logs/<name>.log, record its pid."""
+    """Start a daemon in its own session and the host daemons' cgroup, log to .local/logs/<name>.log,
+    record its pid."""
     RUN.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     log = log_file(name)
@@ -71,6 +73,7 @@ def spawn(name: str, argv: list[str], *, env: dict | None = None, cwd: Path | No
         out.flush()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    cgroups.join_host(proc.pid)   # beside the pods' tree, not above it (cgroups.py)
     pid_file(name).write_text(f"{proc.pid}\n")
     return proc.pid
 
