@@ -8,6 +8,7 @@
     simplecqrs audit [--json] [--show N]       the two models compared (app/audit.py)
     simplecqrs rebuild-read-model [--source S] [--keep-old]   (app/readmodel/rebuild.py)
     simplecqrs seed [--count N] [--url URL] ...   fake orders through the API (app/seed.py)
+    simplecqrs bench [ARGS]                    a checkout's scripts/bench (the local stack's benchmark)
 
 Every process reads its settings from the environment (app/config.py; the README's Configuration): the
 options only choose what to do.  A subcommand imports its module when it runs, so `simplecqrs relay`
@@ -17,7 +18,9 @@ a plain function, `run(...)`, whose return value is the exit code; a usage error
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import click
 
@@ -173,6 +176,20 @@ def seed_command(count: int, url: str, host_header: str, concurrency: int, rando
     from app.seed import run
 
     return run(count=count, url=url, host_header=host_header, concurrency=concurrency, seed=random_seed)
+
+
+@simplecqrs.command(short_help="measure the product (a checkout's scripts/bench)", add_help_option=False,
+                    context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> int:
+    """scripts/bench of this checkout, with ARGS (`simplecqrs bench --help` lists its options).
+
+    The benchmark drives the local stack (make up) and its baselines, so it lives with the harness in
+    scripts/, not in the image: from an installed image this says so and exits 2."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+    if not script.is_file():
+        raise click.UsageError("bench runs from a checkout of simplecqrs (scripts/bench drives the local stack)")
+    return subprocess.call([str(script), *args])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,6 @@ Load comes from wrk (Debian package, installed if missing) on loopback only.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -48,6 +47,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 from app import broker, events
 from app.config import DEFAULT_RELAY, RELAYS, Settings
@@ -480,7 +482,7 @@ def start_baseline(settings: Settings, app: str, workers: int, threads: int,
     return p, url
 
 
-def command_figures(args: argparse.Namespace, ours_url: str, floor_url: str, naive_url: str, floor_settings: Settings,
+def command_figures(args: SimpleNamespace, ours_url: str, floor_url: str, naive_url: str, floor_settings: Settings,
                     script: Path, label: str, host: str = "") -> dict:
     """Command throughput: ours, the bare floor, the naive dual write and raw pymysql, interleaved; the
     ratios at the concurrency where ours does best.  `host`: the Host header ours is reached with."""
@@ -506,7 +508,7 @@ def command_figures(args: argparse.Namespace, ours_url: str, floor_url: str, nai
             "vs_naive_ratio": ratio(c["ours"]["orders_per_s"], c["naive"]["orders_per_s"])}
 
 
-def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_url: str, floor_settings: Settings,
+def measure_relay(relay: str, args: SimpleNamespace, floor_url: str, naive_url: str, floor_settings: Settings,
                   script: Path, admin_conn) -> dict:
     """Everything measured per outbox relay, on an instance of its own (a relay kind's bookkeeping,
     published_at or a saved binlog position, would make the other republish everything)."""
@@ -558,7 +560,7 @@ def measure_relay(relay: str, args: argparse.Namespace, floor_url: str, naive_ur
     return out
 
 
-def measure_deployed(args: argparse.Namespace, floor_url: str, naive_url: str, floor_settings: Settings,
+def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floor_settings: Settings,
                      script: Path) -> dict:
     """The instance as deployed (bench_deployed): its pods through the Ingress, CPU per container from
     the node's cgroups and per host process, freshness off its pods' histograms, py-spy flame graphs."""
@@ -640,7 +642,7 @@ def wait_caught_up(settings: Settings) -> None:
         admin.close()
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: SimpleNamespace) -> dict:
     from scripts.stack.__main__ import bring_up, infrastructure
     from scripts.stack.writestore import chosen
 
@@ -848,41 +850,53 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a tiny end-to-end run (what the test suite checks)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per command measurement")
-    p.add_argument("--concurrency", default="8,32")
-    p.add_argument("--events", type=int, default=20000, help="events preloaded for the projection measurements")
-    p.add_argument("--scaling", default="1,2,4")
-    p.add_argument("--fresh-duration", type=float, default=10.0)
-    p.add_argument("--fresh-rate", type=float, default=100.0, help="orders/s offered while freshness is measured")
-    p.add_argument("--relays", default=",".join(RELAYS), help="the outbox relays to measure, one after the other")
-    p.add_argument("--no-kafka-restart", dest="kafka_restart", action="store_false",
-                   help="skip the freshness timeline through a Kafka restart (also skipped by --quick)")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", "2")))
-    p.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
-    p.add_argument("--worker-class", default=os.environ.get("GUNICORN_WORKER_CLASS", "gthread"),
-                   help="gunicorn's worker class for ours and the baselines alike (gthread, sync)")
-    p.add_argument("--infra-only", action="store_true",
-                   help="ours as host processes on make up's stores (the earlier form), each relay on an instance of"
-                        " its own; without it, make up's instance as deployed: its pods through the Ingress")
-    p.add_argument("--instance", default="simplecqrs/simplecqrs",
-                   help="NAMESPACE/NAME of the OrderService the deployed form measures (make up's by default)")
-    p.add_argument("--no-profile", dest="profile", action="store_false",
-                   help="skip the py-spy flame graphs of the deployed form")
-    p.add_argument("--out", type=Path, default=OUT / "latest.json")
-    args = p.parse_args(argv)
+def _ints(_ctx, _param, value: str) -> list[int]:
+    try:
+        return [int(x) for x in str(value).split(",") if x]
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers") from None
+
+
+def _relays(_ctx, _param, value: str) -> list[str]:
+    relays = [x for x in str(value).split(",") if x]
+    if not set(relays) <= set(RELAYS):
+        raise click.BadParameter(f"each of {', '.join(RELAYS)}")
+    return relays
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+               help=__doc__.replace("\n\n", "\n\n\b\n"))
+@click.option("--quick", is_flag=True, help="a tiny end-to-end run (what the test suite checks)")
+@click.option("--reps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--duration", type=float, default=10.0, show_default=True, help="seconds per command measurement")
+@click.option("--concurrency", default="8,32", show_default=True, callback=_ints)
+@click.option("--events", type=int, default=20000, show_default=True,
+              help="events preloaded for the projection measurements")
+@click.option("--scaling", default="1,2,4", show_default=True, callback=_ints)
+@click.option("--fresh-duration", type=float, default=10.0, show_default=True)
+@click.option("--fresh-rate", type=float, default=100.0, show_default=True,
+              help="orders/s offered while freshness is measured")
+@click.option("--relays", default=",".join(RELAYS), show_default=True, callback=_relays,
+              help="--infra-only: the outbox relays to measure, one after the other")
+@click.option("--no-kafka-restart", "kafka_restart", is_flag=True, flag_value=False, default=True,
+              help="skip the freshness timeline through a Kafka restart (also skipped by --quick)")
+@click.option("--workers", type=int, default=lambda: int(os.environ.get("GUNICORN_WORKERS", "2")))
+@click.option("--threads", type=int, default=lambda: int(os.environ.get("GUNICORN_THREADS", "4")))
+@click.option("--worker-class", default=lambda: os.environ.get("GUNICORN_WORKER_CLASS", "gthread"),
+              help="gunicorn's worker class for ours and the baselines alike (gthread, sync)")
+@click.option("--infra-only", is_flag=True,
+              help="ours as host processes on make up's stores (the earlier form), each relay on an instance of"
+                   " its own; without it, make up's instance as deployed: its pods through the Ingress")
+@click.option("--instance", default="simplecqrs/simplecqrs", show_default=True,
+              help="NAMESPACE/NAME of the OrderService the deployed form measures")
+@click.option("--no-profile", "profile", is_flag=True, flag_value=False, default=True,
+              help="skip the py-spy flame graphs of the deployed form")
+@click.option("--out", type=click.Path(path_type=Path), default=OUT / "latest.json", show_default=True)
+def command(**options) -> None:
+    args = SimpleNamespace(**options)
     if args.quick:
-        args.reps, args.duration, args.concurrency, args.events = 1, 1.0, "4", 300
-        args.scaling, args.fresh_duration, args.fresh_rate, args.kafka_restart = "1,2", 2.0, 20.0, False
-    args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
-    args.scaling = [int(x) for x in str(args.scaling).split(",")]
-    args.relays = [x for x in str(args.relays).split(",") if x]
-    if not set(args.relays) <= set(RELAYS):
-        p.error(f"--relays: each of {', '.join(RELAYS)}")
+        args.reps, args.duration, args.concurrency, args.events = 1, 1.0, [4], 300
+        args.scaling, args.fresh_duration, args.fresh_rate, args.kafka_restart = [1, 2], 2.0, 20.0, False
     r = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1))
@@ -892,6 +906,17 @@ def main(argv: list[str] | None = None) -> int:
     plot(r, args.out.with_suffix(".png"))
     print(text)
     print(f"results: {args.out} (+ .txt, .png)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """scripts/bench (scripts/host.py calls it with the arguments): click's exit code, 2 for a usage error."""
+    try:
+        command.main(args=argv, prog_name="scripts/bench", standalone_mode=False)
+    except click.exceptions.Exit as e:      # --help
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
     return 0
 
 

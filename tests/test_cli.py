@@ -35,7 +35,7 @@ MODULES = {
     "rebuild-read-model": "app.readmodel.rebuild",
     "seed": "app.seed",
 }
-SUBCOMMANDS = ["api", *MODULES]
+SUBCOMMANDS = ["api", *MODULES]    # and bench: a checkout's scripts/bench (test below)
 # The environment the defaults of `operator` and `seed` read; cleared so the defaults are the documented ones.
 DEFAULTS_ENV = ("WATCH_NAMESPACE", "SIMPLECQRS_OPERATOR_LEASE", "SIMPLECQRS_OPERATOR_LEASE_NAMESPACE",
                 "SIMPLECQRS_OPERATOR_STANDALONE", "SIMPLECQRS_OPERATOR_LIVENESS", "API_URL", "API_HOST_HEADER")
@@ -88,7 +88,7 @@ def test_the_group_help_lists_every_subcommand():
         assert result.exit_code == 0, result.output
         assert result.output.startswith("Usage: simplecqrs [OPTIONS] COMMAND [ARGS]...")
         listed = re.findall(r"^  (\S+)  ", result.output.split("Commands:")[1], re.MULTILINE)
-        assert sorted(listed) == sorted(SUBCOMMANDS), result.output
+        assert sorted(listed) == sorted([*SUBCOMMANDS, "bench"]), result.output
 
 
 def test_no_subcommand_shows_the_help_and_exits_2():
@@ -337,3 +337,17 @@ def test_the_host_tools_run_the_product_commands(monkeypatch, capsys):
     assert "Invalid value for '--count'" in capsys.readouterr().err
     monkeypatch.delenv("MYSQL_USER")
     assert host.main(["audit", "-h"]) == 0, "the help needs no instance"
+
+
+def test_bench_runs_the_checkouts_scripts_bench():
+    """`simplecqrs bench ARGS` hands ARGS to scripts/bench (its own --help, its own usage errors)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("Usage: scripts/bench [OPTIONS]"), run.stdout + run.stderr
+    assert "--infra-only" in run.stdout and "--instance" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--relays", "nope"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "Invalid value for '--relays'" in bad.stderr, bad.stdout + bad.stderr
