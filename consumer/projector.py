@@ -160,6 +160,7 @@ class Projector:
         """Project each event with at most CONSUMER_MAX_IN_FLIGHT writes outstanding; return the failures."""
         bound = max(3, self.settings.consumer.max_in_flight)
         in_flight: deque = deque()
+        outstanding = 0       # writes of the events in in_flight
         failed: list[Work] = []
 
         def settle(item):
@@ -189,10 +190,11 @@ class Projector:
                 failed.append(w)
                 continue
             in_flight.append((w, futures))
-            outstanding = sum(len(f) for _, f in in_flight)
+            outstanding += len(futures)
             while outstanding > bound:
-                settle(in_flight.popleft())
-                outstanding = sum(len(f) for _, f in in_flight)
+                oldest = in_flight.popleft()
+                outstanding -= len(oldest[1])
+                settle(oldest)
         while in_flight:
             settle(in_flight.popleft())
         return failed
