@@ -357,8 +357,11 @@ def test_dashboard_shows_the_metrics_the_code_exports(helm_bin):
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
     for metric in ("simplecqrs_http_requests_total", "simplecqrs_http_request_duration_seconds",
                    "simplecqrs_outbox_backlog", "simplecqrs_consumer_lag",
-                   "simplecqrs_consumer_projection_delay_seconds"):
+                   "simplecqrs_consumer_projection_delay_seconds", "simplecqrs_orders_placed_total",
+                   "container_cpu_usage_seconds_total"):
         assert metric in exprs, metric
+    titles = [p["title"] for p in dash["panels"]]
+    assert any(t.startswith("Freshness") for t in titles) and "CPU per pod (cores)" in titles, titles
     source = (ROOT / "app" / "metrics.py").read_text() + (ROOT / "consumer" / "metrics.py").read_text()
     for used in set(re.findall(r"simplecqrs_\w+", exprs)):
         base = re.sub(r"_(bucket|sum|count)$", "", used)
