@@ -60,7 +60,7 @@ from app.writemodel.db import connect as mysql_connect
 from app.writemodel.orders import insert_order
 from scripts import bench_deployed as deployed
 from scripts import bench_measure as measure
-from scripts.stack import core
+from scripts.stack import commands, errors, paths
 from scripts.stack.instance import (
     Proc,
     admin_mysql,
@@ -74,7 +74,7 @@ from scripts.stack.instance import (
     wait_for,
 )
 
-OUT = core.LOCAL / "bench"
+OUT = paths.LOCAL / "bench"
 # Where each figure's processes run, by form (the JSON's "forms", the summary's first lines).
 FORMS = {
     "deployed": {"ours": "the instance's pods (API + relay, consumers), through the Ingress (Traefik)",
@@ -123,8 +123,8 @@ def ratio(a: dict, b: dict) -> float:
 def ensure_wrk() -> str:
     path = shutil.which("wrk")
     if not path:
-        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk",
-                 "wrk apt-get install wrk", shell=True)
+        commands.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk",
+                     "wrk apt-get install wrk", shell=True)
         path = shutil.which("wrk")
     return path
 
@@ -470,11 +470,11 @@ def pct(samples: list[float], p: float) -> float:
 def start_baseline(settings: Settings, app: str, workers: int, threads: int,
                    worker_class: str = "gthread") -> tuple[Proc, str]:
     port = free_port()
-    p = Proc(f"bench-{app}", [str(core.ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf",
+    p = Proc(f"bench-{app}", [str(paths.ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:app.gunicorn_conf",
                               f"scripts.bench_baselines:{app}_app"],
              settings_env(settings, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                           GUNICORN_THREADS=str(threads), GUNICORN_WORKER_CLASS=worker_class, LOG_LEVEL="WARNING",
-                          PROMETHEUS_MULTIPROC_DIR=str(core.RUN / f"metrics-bench-{app}-{port}"))).start()
+                          PROMETHEUS_MULTIPROC_DIR=str(paths.RUN / f"metrics-bench-{app}-{port}"))).start()
     url = f"http://127.0.0.1:{port}"
     from scripts.stack.instance import http_status
 
@@ -579,7 +579,7 @@ def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floo
     consumer_urls = deployed.metrics_urls(containers, "consumer")
     relay_urls = deployed.metrics_urls(containers, "relay")
     if not consumer_urls or not relay_urls:
-        raise core.StackError("bench", f"{args.instance}: no running consumer or relay container found on the node")
+        raise errors.StackError("bench", f"{args.instance}: no running consumer or relay container found on the node")
     say(f"[deployed] freshness at {args.fresh_rate:.0f} orders/s: {len(consumer_urls)} consumer pod(s), "
         f"{len(relay_urls)} relay container(s)")
     post_at_rate(url, args.fresh_rate, 1.0, "warm-up", host)     # connections and the workers' caches warm

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import bench_measure as measure
-from scripts.stack import core
+from scripts.stack.errors import StackError
 from scripts.stack.node import kubectl
+from scripts.stack.paths import ROOT
+from scripts.stack.processes import read_pid
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 CGROUP_ROOT = "simplecqrs"          # node.CGROUP_PARENT: the kubelet's cgroupRoot
 INSTANCE_COMPONENTS = ("api", "consumer")
-# Host processes by their pid file (core.RUN/<name>.pid): the write store is added by its name.
+# Host processes by their pid file (RUN/<name>.pid): the write store is added by its name.
 HOST_PROCESSES = ("cassandra", "traefik", "kube-apiserver", "etcd", "kubelet", "containerd",
                   "kube-controller-manager", "kube-scheduler", "kube-proxy", "kube-router")
 RELAY_PORT_NAME, CONSUMER_PORT_NAME = "relay-metrics", "metrics"
@@ -84,7 +86,7 @@ def cpu_snapshot(containers: list[Container], write_store: str) -> dict[str, flo
     for c in containers:
         rows[c.row] += _cgroup_seconds(c.cgroup)
     for name in (write_store, *HOST_PROCESSES):
-        pid = core.read_pid(name)
+        pid = read_pid(name)
         if pid:
             rows[f"host:{name}"] += measure.cpu_seconds(pid)
     return dict(rows)
@@ -115,8 +117,8 @@ def busiest_pid(c: Container) -> int | None:
 
 # ---------------------------------------------------------------- flame graphs
 def pyspy() -> str | None:
-    return shutil.which("py-spy") or (str(core.ROOT / ".venv/bin/py-spy")
-                                      if (core.ROOT / ".venv/bin/py-spy").exists() else None)
+    return shutil.which("py-spy") or (str(ROOT / ".venv/bin/py-spy")
+                                      if (ROOT / ".venv/bin/py-spy").exists() else None)
 
 
 def profile(targets: dict[str, int], seconds: float, out_dir: Path) -> dict[str, dict]:
@@ -129,7 +131,7 @@ def profile(targets: dict[str, int], seconds: float, out_dir: Path) -> dict[str,
     the drivers' event loops) is not in the graph; the cgroup rows of the CPU table count it."""
     tool = pyspy()
     if tool is None:
-        raise core.StackError("py-spy", "not installed in .venv (pip install -e '.[dev]')")
+        raise StackError("py-spy", "not installed in .venv (pip install -e '.[dev]')")
     procs = {}
     for name, pid in targets.items():
         for fmt, path in (("flamegraph", out_dir / f"flame-{name}.svg"), ("raw", out_dir / f"flame-{name}.txt")):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pymysql
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from scripts.stack import core
+from scripts.stack import processes
 
 DELAY_METRIC = "simplecqrs_consumer_projection_delay_seconds_bucket"
 # The relay's: created -> acknowledged by Kafka, the first part of the freshness above.
@@ -121,11 +121,11 @@ def cpu_seconds(pid: int | None, tree: bool = True) -> float:
 
 
 def stack_pids() -> dict[str, int | None]:
-    """The infrastructure's processes, by component name: the host's stores (core's pid files) and
+    """The infrastructure's processes, by component name: the host's stores (processes.py's pid files) and
     each Kafka node's container (its first process; cpu_seconds() adds the JVM under it)."""
     from scripts.stack import kafka
     from scripts.stack.writestore import chosen
 
-    pids = {name: core.read_pid(name) for name in (chosen(), "cassandra")}
+    pids = {name: processes.read_pid(name) for name in (chosen(), "cassandra")}
     pids.update({f"kafka-{i}": pid for i, pid in kafka.broker_pids().items()})
     return pids

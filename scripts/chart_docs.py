@@ -7,16 +7,16 @@ The table sits between the lines `<!-- values:begin -->` and `<!-- values:end --
 README.md; everything outside them is written by hand.  One row per property of the schema, nested
 properties as dotted paths (the schema's `properties` only: array items and the `allOf` conditions add
 no rows).  Type and description come from the schema, the default from values.yaml (`unset`: the key
-is not in values.yaml).  Standard library and PyYAML only.
+is not in values.yaml).  Standard library, PyYAML and click only.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,11 +120,11 @@ def problems(chart: Path) -> list[str]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.chart_docs", description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a table is stale")
-    args = p.parse_args(argv)
-    if args.check:
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+               help=__doc__.split("\n\n")[0])
+@click.option("--check", is_flag=True, help="change nothing; exit 1 when a table is stale")
+def command(check: bool) -> int:
+    if check:
         found = [line for chart in charts() for line in problems(chart)]
         for line in found:
             print(line, file=sys.stderr)
@@ -146,6 +146,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{shown(chart / 'values.schema.json')}: {path} has no description", file=sys.stderr)
             rc = 1
     return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scripts.chart_docs` (tests/test_docs.py calls it in-process): 0, 1 when a table is stale
+    or could not be written, 2 for a usage error, 130 when interrupted."""
+    try:
+        return command.main(args=argv, prog_name="python -m scripts.chart_docs", standalone_mode=False) or 0
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort:                     # Ctrl-C
+        click.echo("Aborted!", err=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -51,11 +51,11 @@ def explain(exc: BaseException, env: dict[str, str]) -> str:
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 
     from app.writemodel import db
-    from scripts.stack import core
+    from scripts.stack import errors
 
     who = env.get("SIMPLECQRS_INSTANCE") or "the MYSQL_*, KAFKA_*, CASSANDRA_* settings of this shell"
     mysql = f"MySQL at {env.get('MYSQL_HOST', '127.0.0.1')}:{env.get('MYSQL_PORT', '3306')}"
-    if isinstance(exc, core.StackError):
+    if isinstance(exc, errors.StackError):
         return str(exc)
     if isinstance(exc, urllib.error.URLError):
         return f"the API at {env.get('API_URL')} does not answer ({who}): {exc.reason}"

@@ -13,12 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-from scripts.stack import containerd, core, images
+from scripts.stack import containerd, errors, images, paths
 
 
 def main() -> int:
     tag = os.environ["IMAGE"]
-    context = Path(os.environ.get("BUILD_CONTEXT", core.ROOT))
+    context = Path(os.environ.get("BUILD_CONTEXT", paths.ROOT))
     archive = images.build_image(tag, context=context)
     image_id = images.docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
     containerd.import_image(archive, tag)
@@ -30,6 +30,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except core.StackError as e:
+    except errors.StackError as e:
         print(f"ERROR {e}", file=sys.stderr)
         sys.exit(1)

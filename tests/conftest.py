@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from support import CRD_FILES, FIELD_MANAGER, HELM, REF, REF_CRDS, docs, helm  # noqa: E402
 
 from app.config import MySQLSettings, Settings  # noqa: E402
-from scripts.stack import core, gotools, instance, writestore  # noqa: E402
+from scripts.stack import gotools, instance, paths, writestore  # noqa: E402
 from scripts.stack.instance import (  # noqa: E402,F401 - tests import these helpers from here
     Proc,
     deprovision,
@@ -186,8 +186,8 @@ def consumers(settings):
 @pytest.fixture(scope="session")
 def helm_bin():
     if not HELM.exists():
-        core.ensure_dirs()
-        core.link_tool(gotools.build(next(t for t in gotools.TOOLS if t.name == "helm")), "helm")
+        paths.ensure_dirs()
+        paths.link_tool(gotools.build(next(t for t in gotools.TOOLS if t.name == "helm")), "helm")
     assert gotools.HELM_VERSION in helm("version", "--short").stdout
     return HELM
 

@@ -16,7 +16,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from app.config import Settings
-from scripts.stack import core, gotools
+from scripts.stack import gotools, paths
 from scripts.stack.instance import wait_for
 from scripts.stack.node import kubectl
 
@@ -153,11 +153,11 @@ def audit_equal(s: Settings, timeout: float = 90, interval: float = 1):
 #
 # What is rendered is sent to the apiserver with `kubectl apply --dry-run=server --validate=strict`
 # (dry_run below), after the CRDs are installed (the `crds` fixture, tests/conftest.py).
-ROOT = core.ROOT
-REF = core.REF
-HELM = core.BIN / "helm"
-SKAFFOLD = core.BIN / "skaffold"
-KUBECONFIG = core.KUBECONFIG
+ROOT = paths.ROOT
+REF = paths.REF
+HELM = paths.BIN / "helm"
+SKAFFOLD = paths.BIN / "skaffold"
+KUBECONFIG = paths.KUBECONFIG
 K8S_VERSION = gotools.K8S_VERSION.lstrip("v")          # the local apiserver's version
 FIELD_MANAGER = "simplecqrs-delivery-tests"
 
@@ -183,12 +183,12 @@ def run(argv: list[str], *, input: str | None = None, check: bool = True, timeou
 
 
 def tool_env() -> dict:
-    env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), PATH=f"{core.BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), PATH=f"{paths.BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     # helm keeps its caches/config per user; keep them out of the home directory's
     # repository list so a developer's own helm repos never leak into the tests.
-    env.setdefault("HELM_CACHE_HOME", str(core.LOCAL / "cache" / "helm"))
-    env.setdefault("HELM_CONFIG_HOME", str(core.LOCAL / "etc" / "helm"))
-    env.setdefault("HELM_DATA_HOME", str(core.LOCAL / "data" / "helm"))
+    env.setdefault("HELM_CACHE_HOME", str(paths.LOCAL / "cache" / "helm"))
+    env.setdefault("HELM_CONFIG_HOME", str(paths.LOCAL / "etc" / "helm"))
+    env.setdefault("HELM_DATA_HOME", str(paths.LOCAL / "data" / "helm"))
     return env
 
 

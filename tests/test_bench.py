@@ -10,15 +10,15 @@ import subprocess
 
 import pytest
 
-from scripts.stack import core
+from scripts.stack import paths
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_quick_writes_every_figure(stack, tmp_path):
     out = tmp_path / "bench.json"
-    run = subprocess.run([str(core.ROOT / "scripts" / "bench"), "--quick", "--infra-only", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=core.ROOT)
+    run = subprocess.run([str(paths.ROOT / "scripts" / "bench"), "--quick", "--infra-only", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=paths.ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads(out.read_text())
     def positive(x) -> bool:

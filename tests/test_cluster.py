@@ -27,7 +27,7 @@ import support
 import yaml
 from support import order
 
-from scripts.stack import core, ingress, network, node, services
+from scripts.stack import ingress, network, node, paths, services
 from scripts.stack import kafka as stack_kafka
 from scripts.stack.node import kubectl
 
@@ -36,7 +36,7 @@ wait_for = functools.partial(conftest.wait_for, interval=1.0)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
-HELM = core.BIN / "helm"
+HELM = paths.BIN / "helm"
 INGRESS = "http://127.0.0.1"
 
 
@@ -46,7 +46,7 @@ def kjson(*args: str) -> dict | None:
 
 
 def helm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(HELM), f"--kubeconfig={core.KUBECONFIG}", *args], capture_output=True, text=True,
+    out = subprocess.run([str(HELM), f"--kubeconfig={paths.KUBECONFIG}", *args], capture_output=True, text=True,
                          timeout=timeout)
     assert out.returncode == 0, f"helm {' '.join(args[:2])}: {out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     return out
@@ -74,7 +74,7 @@ def operator(image):
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=5m")
     yield
     if not had:  # (unchecked: a test may have uninstalled it already)
-        subprocess.run([str(HELM), f"--kubeconfig={core.KUBECONFIG}", "uninstall", "simplecqrs-operator", "-n",
+        subprocess.run([str(HELM), f"--kubeconfig={paths.KUBECONFIG}", "uninstall", "simplecqrs-operator", "-n",
                         services.OPERATOR_NAMESPACE, "--wait"], capture_output=True, timeout=300)
 
 
@@ -311,8 +311,8 @@ def test_kustomize_kind_overlay_runs_on_the_node(operator, image, run_id, tmp_pa
     refs = devstores.build()
     ns, tag = f"kustomize-{run_id}", f"k{run_id}"
     dev = tmp_path / "k8s" / "dev"       # a clone's k8s/dev, without any generated env file
-    shutil.copytree(core.ROOT / "k8s" / "dev", dev, ignore=shutil.ignore_patterns("*.env"))
-    readme = (core.ROOT / "README.md").read_text()
+    shutil.copytree(paths.ROOT / "k8s" / "dev", dev, ignore=shutil.ignore_patterns("*.env"))
+    readme = (paths.ROOT / "README.md").read_text()
     (command,) = [line.strip() for line in readme.splitlines() if "> k8s/dev/base/secrets/mysql.env" in line
                   and line.strip().startswith("printf")]
     subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)   # (k8s/dev/base/secrets exists in a clone)
@@ -465,8 +465,8 @@ def test_bench_quick_measures_the_instance_as_deployed(instance, tmp_path):
     import math
 
     out = tmp_path / "bench.json"
-    run = subprocess.run([str(core.ROOT / "scripts" / "bench"), "--quick", "--instance", f"{instance.ns}/{instance.name}",
-                          "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=core.ROOT)
+    run = subprocess.run([str(paths.ROOT / "scripts" / "bench"), "--quick", "--instance", f"{instance.ns}/{instance.name}",
+                          "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=paths.ROOT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     result = json.loads(out.read_text())
     d = result["deployed"]

@@ -38,8 +38,8 @@ from conftest import on_each_write_store, start_api, start_consumer, wait_for
 from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage, unpublished
 
 from app.audit import audit
-from scripts.stack import core, writestore
 from scripts.stack import kafka as stack_kafka
+from scripts.stack import paths, processes, writestore
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.both_write_stores]
 admin_mysql, settings, api = on_each_write_store()
@@ -260,7 +260,7 @@ def test_cassandra_killed_for_twenty_seconds(scenario, stack):
     cassandra = stack["cassandra"]
     # .up() waits for the old process and its ports (scripts/stack/core.py)
     row = scenario("cassandra-sigkill",
-                   lambda inst: down_for(20, lambda: core.kill(cassandra.name, signal.SIGKILL), cassandra.up))
+                   lambda inst: down_for(20, lambda: processes.kill(cassandra.name, signal.SIGKILL), cassandra.up))
     assert set(row["statuses"]) <= {201}
 
 
@@ -396,7 +396,7 @@ def write_fault_table() -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)) for r in TABLE]
     text = "\n".join(lines)
-    out = core.LOCAL / "faults" / "latest.json"
+    out = paths.LOCAL / "faults" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(TABLE, indent=1))
     (out.parent / "latest.txt").write_text(text + "\n")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hsettings
 from support import order, post
 
-from scripts.stack import core
+from scripts.stack import paths
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_app_database_user_has_only_row_privileges(settings):
 def test_logs_never_contain_passwords(api, consumers, settings):
     post(api, order())
     secret = settings.mysql.password
-    logs = list((core.LOGS / "tests").glob("*.log")) + list(core.LOGS.glob("*.log"))
+    logs = list((paths.LOGS / "tests").glob("*.log")) + list(paths.LOGS.glob("*.log"))
     assert logs
     for path in logs:
         assert secret not in path.read_text(errors="replace"), f"password found in {path}"

@@ -10,7 +10,7 @@ import pytest
 import test_cluster as journeys
 from test_cluster import kjson, orderservice_spec, started_instance, wait_for
 
-from scripts.stack import core
+from scripts.stack import paths
 from scripts.stack.node import kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -23,7 +23,7 @@ def tool(name: str, *args: str, env: dict | None = None) -> subprocess.Completed
     import os
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "KAFKA_", "CASSANDRA_"))}
-    return subprocess.run([str(core.ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([str(paths.ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=300,
                           env={**clean, **(env or {})})
 
 

@@ -21,7 +21,7 @@ from test_cluster import Instance as PodInstance
 from test_cluster import Load, audit_equal_with, kjson, orderservice_spec, wait_for
 
 from scripts import bench_measure as measure
-from scripts.stack import core, node, strimzi
+from scripts.stack import errors, node, paths, strimzi
 from scripts.stack import kafka as stack_kafka
 from scripts.stack.node import kubectl
 
@@ -98,7 +98,7 @@ def record(name: str, load: Load, window: Window, inst: PodInstance, admin_mysql
            "in_write_model": report.orders_write, "fault_s": round(window.seconds),
            "converged_s": round(time.monotonic() - t0), **window.figures(), **extra}
     ROWS.append(row)
-    out = core.LOCAL / "faults" / "kafka-cluster.json"
+    out = paths.LOCAL / "faults" / "kafka-cluster.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(ROWS, indent=1))
     print(f"\n{json.dumps(row)}")
@@ -204,7 +204,7 @@ def test_two_of_three_brokers_down_orders_accepted_then_published(replicated, ad
                 try:
                     stack_kafka.kill_broker(v)
                     kills += 1
-                except core.StackError:
+                except errors.StackError:
                     pass            # not running at this moment: the kubelet is about to start it
             time.sleep(0.5)
         acked_during = len(load.acked)
@@ -223,6 +223,6 @@ def test_zz_print_kafka_fault_rows():
         pytest.skip("no Kafka fault ran in this session")
     cols = list(ROWS[0])
     text = "\n".join(" ".join(f"{k}={r.get(k)}" for k in cols) for r in ROWS)
-    (core.LOCAL / "faults" / "kafka-cluster.txt").write_text(text + "\n")
+    (paths.LOCAL / "faults" / "kafka-cluster.txt").write_text(text + "\n")
     print("\n" + text)
     assert all(r["acknowledged"] <= r["in_write_model"] for r in ROWS)

@@ -21,8 +21,8 @@ import pytest
 import requests
 from test_cluster import helm, kjson, order_round_trip, via_ingress, wait_for
 
-from scripts.stack import core, netpol, network, services
 from scripts.stack import kafka as stack_kafka
+from scripts.stack import netpol, network, processes, services
 from scripts.stack.node import kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -191,7 +191,7 @@ def rss_mib(pid: int) -> float:
 # ---------------------------------------------------------------- the enforcer
 def test_the_enforcer_runs_only_the_firewall_and_listens_on_loopback_only(stack):
     enforcer = stack["kube-router"]
-    pid = core.read_pid(enforcer.name)
+    pid = processes.read_pid(enforcer.name)
     assert pid is not None and enforcer.ready(), "kube-router is not running with its rules in place"
     argv = open(f"/proc/{pid}/cmdline").read().split("\0")  # noqa: SIM115
     for flag in ("--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
@@ -285,7 +285,7 @@ def test_stopping_the_enforcer_removes_its_rules_and_starting_it_restores_the_po
         t0 = time.monotonic()
         enforcer.up()
         took = time.monotonic() - t0
-    pid = core.read_pid(enforcer.name)
+    pid = processes.read_pid(enforcer.name)
     print(f"\nkube-router ready {took:.1f}s after its start; {rss_mib(pid):.0f} MiB resident")
     refused(probes["unlabelled"], targets)
     admitted(probes["client"], targets)

@@ -31,8 +31,8 @@ from simplecqrs_operator.resource import CREDENTIALS_LABEL
 
 from app import broker
 from app.config import KafkaSettings
-from scripts.stack import core, services
 from scripts.stack import kafka as stack_kafka
+from scripts.stack import paths, services
 from scripts.stack.instance import Proc, ProcessDied, free_port, wait_for
 from scripts.stack.node import kubectl
 
@@ -124,7 +124,7 @@ def topic_config(topic: str, key: str) -> str:
 
 
 def kubernetes_client() -> kubernetes.client.ApiClient:
-    return kubernetes.config.new_client_from_config(config_file=str(core.KUBECONFIG))
+    return kubernetes.config.new_client_from_config(config_file=str(paths.KUBECONFIG))
 
 
 class Names:
@@ -297,7 +297,7 @@ def cluster(stack, run_id, admin_mysql, tmp_path_factory, only_operator_under_te
             subject["namespace"] = ns
     apply([sa, *rbac])
     token = kubectl("-n", ns, "create", "token", SA, "--duration=2h").stdout.strip()
-    admin_config = yaml.safe_load(core.KUBECONFIG.read_text())
+    admin_config = yaml.safe_load(paths.KUBECONFIG.read_text())
     kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "clusters": admin_config["clusters"],
@@ -873,7 +873,7 @@ def test_namespaced_rbac_stays_in_its_namespace(cluster):
 
 
 def test_cluster_mode_outside_a_pod_needs_a_lease_namespace(cluster):
-    env = {**os.environ, "KUBECONFIG": str(core.KUBECONFIG), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KUBECONFIG": str(paths.KUBECONFIG), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "app.cli", "operator"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2

@@ -30,12 +30,12 @@ import requests
 import yaml
 from support import APP_CHART, REF, ROOT, SKAFFOLD, assert_restricted, docs, dry_run, pod_specs, run, tool_env
 
-from scripts.stack import core, gotools, images, node, services
+from scripts.stack import gotools, images, node, paths, services
 
 # kubectl and HTTP polls: once a second is plenty (conftest's default suits local processes)
 wait_for = functools.partial(conftest.wait_for, interval=2.0)
 
-HEALTH = core.ROOT / "app" / "api" / "health.py"
+HEALTH = paths.ROOT / "app" / "api" / "health.py"
 ORIGINAL = '    return jsonify({"status": "ok"})\n'
 
 
@@ -137,13 +137,13 @@ def test_skaffold_render_is_accepted_by_the_apiserver(skaffold_bin, crds, namesp
 
 # ================================================================ skaffold on the local node
 def skaffold_env() -> dict:
-    return dict(os.environ, DOCKER_HOST=f"unix://{images.DOCKER_SOCK}", KUBECONFIG=str(core.KUBECONFIG),
-                PATH=f"{core.BIN}:{os.environ['PATH']}", SKAFFOLD_UPDATE_CHECK="false",
+    return dict(os.environ, DOCKER_HOST=f"unix://{images.DOCKER_SOCK}", KUBECONFIG=str(paths.KUBECONFIG),
+                PATH=f"{paths.BIN}:{os.environ['PATH']}", SKAFFOLD_UPDATE_CHECK="false",
                 SKAFFOLD_INTERACTIVE="false", SKAFFOLD_COLLECT_METRICS="false")
 
 
 def skaffold(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(core.BIN / "skaffold"), *args], cwd=core.ROOT, env=skaffold_env(), capture_output=True,
+    out = subprocess.run([str(paths.BIN / "skaffold"), *args], cwd=paths.ROOT, env=skaffold_env(), capture_output=True,
                          text=True, timeout=timeout)
     assert out.returncode == 0, f"skaffold {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
@@ -191,13 +191,13 @@ def test_skaffold_run_then_dev_with_a_source_change(stack, skaffold_bin, make_up
 
     # skaffold dev: a source change gives a new image, a rollout and the changed behaviour.
     token = uuid.uuid4().hex[:8]
-    log = open(core.LOGS / "skaffold-dev.log", "w")  # noqa: SIM115 - closed below
+    log = open(paths.LOGS / "skaffold-dev.log", "w")  # noqa: SIM115 - closed below
     # --trigger=polling: no file event reached skaffold's default (fsnotify) watcher on this machine
-    dev = subprocess.Popen([str(core.BIN / "skaffold"), "dev", "-p", "local", "--status-check=true",
-                            "--trigger=polling"], cwd=core.ROOT, env=skaffold_env(), stdout=log,
+    dev = subprocess.Popen([str(paths.BIN / "skaffold"), "dev", "-p", "local", "--status-check=true",
+                            "--trigger=polling"], cwd=paths.ROOT, env=skaffold_env(), stdout=log,
                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: "Watching for changes" in (core.LOGS / "skaffold-dev.log").read_text(), 600,
+        wait_for(lambda: "Watching for changes" in (paths.LOGS / "skaffold-dev.log").read_text(), 600,
                  "skaffold dev deployed and watching")
         assert HEALTH.read_text().count(ORIGINAL) == 1
         HEALTH.write_text(HEALTH.read_text().replace(
@@ -211,7 +211,7 @@ def test_skaffold_run_then_dev_with_a_source_change(stack, skaffold_bin, make_up
             dev.wait(300)
         finally:
             log.close()
-    output = (core.LOGS / "skaffold-dev.log").read_text()
+    output = (paths.LOGS / "skaffold-dev.log").read_text()
     assert dev.returncode == 0, output[-3000:]
     assert services.orderservice() is None
     wait_for(lambda: not terminating(), 120, "nothing left Terminating after skaffold dev")

@@ -14,7 +14,7 @@ from kafka.admin import NewTopic
 
 from app import broker
 from app.config import KafkaSettings
-from scripts.stack import core, writestore
+from scripts.stack import errors, paths, ports, processes, writestore
 from scripts.stack.instance import wait_for
 from scripts.stack.node import kubectl
 
@@ -99,7 +99,7 @@ def test_strimzis_operators_and_kafka_run_as_restricted_pods_with_the_crds_their
             return {k: pruned(v) for k, v in node.items() if not (k == "properties" and v == {})}
         return [pruned(v) for v in node] if isinstance(node, list) else node
 
-    ref = core.REF
+    ref = paths.REF
     for generated, crd in strimzi.CRDS.items():
         served = json.loads(kubectl("get", "crd", crd, "-o", "json").stdout)
         built = yaml.safe_load((strimzi.HOME / "crds" / generated).read_text())
@@ -167,7 +167,7 @@ def test_kubectl_configmap_and_crd_round_trip(stack, run_id):
 def test_kubernetes_client_configmap_and_crd(stack, run_id):
     from kubernetes import client, config
 
-    api_client = config.new_client_from_config(config_file=str(core.KUBECONFIG))
+    api_client = config.new_client_from_config(config_file=str(paths.KUBECONFIG))
     core_v1 = client.CoreV1Api(api_client)
     ext = client.ApiextensionsV1Api(api_client)
     name = f"harness-py-{run_id}"
@@ -227,21 +227,21 @@ def test_a_process_is_alive_until_its_last_thread_has_exited():
     time.sleep(0.5)
     with open(f"/proc/{p.pid}/stat") as f:
         assert f.read().split(")")[-1].split()[0] == "Z", "the main thread should have exited"
-    assert core.pid_alive(p.pid) and core.port_open(port)
-    assert core.wait_gone(p.pid, 15)
-    assert not core.port_open(port)
+    assert processes.pid_alive(p.pid) and ports.port_open(port)
+    assert processes.wait_gone(p.pid, 15)
+    assert not ports.port_open(port)
 
 
 def test_a_start_waits_for_its_ports_then_fails_with_a_clear_line():
     p, port = _holder(2)
     t0 = time.monotonic()
-    core.require_ports_free("holder", port, timeout=30)  # released when the holder's thread ends
+    ports.require_ports_free("holder", port, timeout=30)  # released when the holder's thread ends
     assert time.monotonic() - t0 >= 1
     p.wait(10)
     p, port = _holder(30)
     try:
-        with pytest.raises(core.StackError, match=rf"holder: port\(s\) 127.0.0.1:{port} still in use .* after 1s"):
-            core.require_ports_free("holder", port, timeout=1)
+        with pytest.raises(errors.StackError, match=rf"holder: port\(s\) 127.0.0.1:{port} still in use .* after 1s"):
+            ports.require_ports_free("holder", port, timeout=1)
     finally:
         p.kill()
         p.wait(10)

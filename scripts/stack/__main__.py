@@ -1,17 +1,18 @@
-"""`python -m scripts.stack {up,down,status,clean,infra}` — the local stack.
+"""`python -m scripts.stack {up,down,status,test,clean}` — the local stack.
 
-`make up` / `make down` / `make status` / `make clean` call this.  `up --infra-only`
+`make up` / `make down` / `make status` / `make test` / `make clean` call this.  `up --infra-only`
 brings up the stores, the control plane, the node and its add-ons (what `make test`
 needs); `up` adds simplecqrs on top, as pods installed by its Helm charts (services.py).
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 
-from . import core
+import click
+
+from . import console, core, errors, paths
 
 
 def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
@@ -39,7 +40,7 @@ def stop_all(comps: list[core.Component]) -> None:
 
     for c in reversed(comps):
         if c.running():
-            core.say(f"stopping {c.name}")
+            console.say(f"stopping {c.name}")
         c.stop()
     remove_leftovers()
 
@@ -52,7 +53,7 @@ def services() -> list[core.Component]:
 
 def bring_up(components: list[core.Component]) -> None:
     """Install everything, start every component whose dependencies answer, wait, repeat."""
-    core.ensure_dirs()
+    paths.ensure_dirs()
     for c in components:
         c.install()
     pending = list(components)
@@ -62,11 +63,11 @@ def bring_up(components: list[core.Component]) -> None:
         waiting_for = {c.name for c in pending}
         batch = [c for c in pending if not set(getattr(c, "requires", ())) & waiting_for]
         if not batch:
-            raise core.StackError(pending[0].name, "dependencies can never be met")
+            raise errors.StackError(pending[0].name, "dependencies can never be met")
         for c in batch:
             if c.running() or c.name in started:
                 continue
-            core.say(f"starting {c.name}")
+            console.say(f"starting {c.name}")
             c.start()
             started.add(c.name)
         for c in batch:
@@ -77,23 +78,32 @@ def bring_up(components: list[core.Component]) -> None:
             pending.remove(c)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             help=__doc__)
+def command() -> None:
+    pass
+
+
+@command.command("up", help="install, start and wait for the stack")
+@click.option("--infra-only", is_flag=True, help="stores and control plane only")
+def cmd_up(infra_only: bool) -> int:
     from .writestore import record_choice
 
     t0 = time.monotonic()
     record_choice()
     comps = infrastructure(both_write_stores=False)
     bring_up(comps)
-    if not args.infra_only:
+    if not infra_only:
         svc = services()
         bring_up(svc)
         comps += svc
-    core.say(f"stack up in {time.monotonic() - t0:.0f}s")
+    console.say(f"stack up in {time.monotonic() - t0:.0f}s")
     core.print_table([c.status() for c in comps])
     return 0
 
 
-def cmd_down(args: argparse.Namespace) -> int:
+@command.command("down", help="stop what `up` started (pid files)")
+def cmd_down() -> int:
     comps = infrastructure()
     try:
         comps += services()
@@ -103,10 +113,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+@command.command("status", help="print the component table")
+def cmd_status() -> int:
     from .writestore import PORT, chosen
 
-    core.say(f"write store: {chosen()} on 127.0.0.1:{PORT} (SIMPLECQRS_WRITE_STORE; the other server runs only for tests)")
+    console.say(f"write store: {chosen()} on 127.0.0.1:{PORT} (SIMPLECQRS_WRITE_STORE; the other server runs only for tests)")
     comps = infrastructure()
     try:
         comps += services()
@@ -116,45 +127,53 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_clean(args: argparse.Namespace) -> int:
+@command.command("clean", help="remove local data")
+@click.option("--yes", is_flag=True)
+def cmd_clean(yes: bool) -> int:
     if any(c.running() for c in infrastructure()):
         print("the stack is running: `make down` first", file=sys.stderr)
         return 1
-    if not args.yes:
-        answer = input(f"remove {core.DATA}, {core.LOGS}, {core.ETC} and {core.RUN}? [y/N] ")
+    if not yes:
+        try:
+            answer = input(f"remove {paths.DATA}, {paths.LOGS}, {paths.ETC} and {paths.RUN}? [y/N] ")
+        except EOFError:                    # stdin closed: no (exit 1, not click's Abort)
+            print()
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return 1
-    for d in (core.DATA, core.LOGS, core.ETC, core.RUN, core.LOCAL / "bench", core.KUBECONFIG):
+    for d in (paths.DATA, paths.LOGS, paths.ETC, paths.RUN, paths.LOCAL / "bench", paths.KUBECONFIG):
         if d.is_dir():
             shutil.rmtree(d)
         elif d.exists():
             d.unlink()
-    core.say("local data removed (downloads and builds stay cached in " f"{core.CACHE})")
+    console.say("local data removed (downloads and builds stay cached in " f"{paths.CACHE})")
     return 0
 
 
-def cmd_test(args: argparse.Namespace) -> int:
+@command.command("test", short_help="bring up the infrastructure, run pytest, stop what it started",
+                 context_settings={"ignore_unknown_options": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def cmd_test(pytest_args: tuple[str, ...]) -> int:
     """Start the infrastructure that is not running, run pytest, stop what this run started.
 
-    The exit code is pytest's, except that "no tests collected" (5) is a failure.
-    SIMPLECQRS_KEEP_STACK=1 leaves everything running for faster reruns.
+    PYTEST_ARGS, after `--`, go to pytest (`make test PYTEST_ARGS=...`).  The exit code is pytest's,
+    except that "no tests collected" (5) is a failure.  SIMPLECQRS_KEEP_STACK=1 leaves everything
+    running for faster reruns.
     """
     import os
     import subprocess
 
-    if args.pytest_args[:1] == ["--"]:
-        args.pytest_args = args.pytest_args[1:]
     comps = infrastructure()
     was_running = {c.name for c in comps if c.running()}
     try:
         bring_up(comps)
-        core.say("running pytest " + " ".join(args.pytest_args))
-        rc = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=core.ROOT)
+        console.say("running pytest " + " ".join(pytest_args))
+        rc = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=paths.ROOT)
     finally:
         if os.environ.get("SIMPLECQRS_KEEP_STACK") != "1":
             for c in reversed(comps):
                 if c.name not in was_running and c.running():
-                    core.say(f"stopping {c.name} (started for this test run)")
+                    console.say(f"stopping {c.name} (started for this test run)")
                     c.stop()
             if "kubelet" not in was_running:
                 from .node import remove_leftovers
@@ -167,20 +186,17 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.stack")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="install, start and wait for the stack")
-    up.add_argument("--infra-only", action="store_true", help="stores and control plane only")
-    sub.add_parser("down", help="stop what `up` started (pid files)")
-    sub.add_parser("status", help="print the component table")
-    clean = sub.add_parser("clean", help="remove local data")
-    clean.add_argument("--yes", action="store_true")
-    test = sub.add_parser("test", help="bring up the infrastructure, run pytest, stop what it started")
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    """`python -m scripts.stack` (the Makefile): the subcommand's exit code, 1 with one line for a
+    StackError, 2 for a usage error, 130 when interrupted."""
     try:
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "clean": cmd_clean, "test": cmd_test}[args.cmd](args)
-    except core.StackError as e:
+        return command.main(args=argv, prog_name="python -m scripts.stack", standalone_mode=False) or 0
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort:                     # Ctrl-C
+        click.echo("Aborted!", err=True)
+        return 130
+    except errors.StackError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return 1
 

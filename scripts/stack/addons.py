@@ -14,11 +14,11 @@ import socket
 import struct
 from pathlib import Path
 
-from . import core, gotools, images, network, node
+from . import core, gotools, images, network, node, paths
 from .images import NodeImage, ensure_node_image
 
 ADDONS = Path(__file__).resolve().parent / "addons"
-LOCAL_PATH_DIR = core.DATA / "local-path"     # where the local-path StorageClass puts volumes
+LOCAL_PATH_DIR = paths.DATA / "local-path"     # where the local-path StorageClass puts volumes
 
 
 def _tool(name: str) -> Path:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from . import core
+from . import console, errors, paths
 
-CONTAINERD_ROOT = core.DATA / "containerd"
-CONTAINERD_STATE = core.RUN / "containerd"
+CONTAINERD_ROOT = paths.DATA / "containerd"
+CONTAINERD_STATE = paths.RUN / "containerd"
 CONTAINERD_SOCKET = CONTAINERD_STATE / "containerd.sock"
-CONTAINERD_CONFIG = core.ETC / "containerd.toml"
+CONTAINERD_CONFIG = paths.ETC / "containerd.toml"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"   # kubeadm's PauseVersion for 1.32; built here (images.pause_image)
 
 
@@ -26,7 +26,7 @@ def ctr(*args: str, input_path: Path | None = None, check: bool = True) -> subpr
         if input_path:
             stdin.close()
     if check and out.returncode != 0:
-        raise core.StackError("ctr", f"{' '.join(args[:2])}: {out.stderr.strip()[-300:]}")
+        raise errors.StackError("ctr", f"{' '.join(args[:2])}: {out.stderr.strip()[-300:]}")
     return out
 
 
@@ -49,7 +49,7 @@ def tag_image(source: str, target: str) -> None:
 
 def import_image(archive: Path, ref: str) -> None:
     """Load a `docker save`/OCI archive into the node's image store (what a pull would do)."""
-    core.detail(f"importing {ref} into containerd")
+    console.detail(f"importing {ref} into containerd")
     ctr("images", "import", "--no-unpack=false", "-", input_path=archive)
     if not image_present(ref):
-        raise core.StackError("containerd", f"{archive} did not provide {ref}")
+        raise errors.StackError("containerd", f"{archive} did not provide {ref}")

@@ -1,9 +1,9 @@
-"""The local stack's component model, and the vocabulary every component module uses.
+"""The local stack's component model: `Component`, its `Status`, and the status table.
 
 A `Component` is one local service (mariadb, kafka, cassandra, kube-apiserver, ...): installed into
 the cache, started as a daemon or applied to the cluster, probed for real, stopped.  The helpers it
-builds on live in small modules by what they hold, each re-exported here so that a component (and
-a test) writes `core.X` for all of them:
+builds on live in small modules by what they hold; a component (and a test) imports each from its
+module:
 
 - paths.py      where things live (.local/, the cache, .local/bin) and the links into .local/bin
 - errors.py     StackError, the one-line failure
@@ -22,41 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# Re-exported: `core.X` is how the component modules and the tests name these.
-from .commands import error_lines as error_lines
-from .commands import run as run
-from .commands import tail as tail
-from .console import detail as detail
-from .console import say as say
-from .errors import StackError as StackError
-from .mounts import mounts_under as mounts_under
-from .mounts import unmount_under as unmount_under
-from .paths import BIN as BIN
-from .paths import CACHE as CACHE
-from .paths import DATA as DATA
-from .paths import ETC as ETC
-from .paths import JAVA17_HOME as JAVA17_HOME
-from .paths import KUBECONFIG as KUBECONFIG
-from .paths import LOCAL as LOCAL
-from .paths import LOGS as LOGS
-from .paths import REF as REF
-from .paths import ROOT as ROOT
-from .paths import RUN as RUN
-from .paths import ensure_dirs as ensure_dirs
-from .paths import link_or_copy as link_or_copy
-from .paths import link_tool as link_tool
-from .paths import which as which
-from .ports import port_open as port_open
-from .ports import require_ports_free as require_ports_free
-from .processes import kill as kill
-from .processes import log_file as log_file
-from .processes import pid_alive as pid_alive
-from .processes import pid_file as pid_file
-from .processes import read_pid as read_pid
-from .processes import spawn as spawn
-from .processes import stop as stop
-from .processes import wait_gone as wait_gone
-from .waits import wait_until as wait_until
+from . import console, paths, processes, waits
 
 
 # ---------------------------------------------------------------- components
@@ -91,29 +57,29 @@ class Component:
         return "?"
 
     def stop(self) -> None:
-        stop(self.name)
+        processes.stop(self.name)
 
     # -- shared behaviour
     @property
     def log(self) -> Path:
-        return log_file(self.name)
+        return processes.log_file(self.name)
 
     def running(self) -> bool:
-        return read_pid(self.name) is not None
+        return processes.read_pid(self.name) is not None
 
     def up(self) -> None:
         if self.running() and self._ready_quietly():
-            detail(f"{self.name} answering on {self.address}")
+            console.detail(f"{self.name} answering on {self.address}")
             return
         if not self.running():
-            say(f"starting {self.name}")
+            console.say(f"starting {self.name}")
             self.start()
         self.wait_ready()
 
     def wait_ready(self) -> None:
-        took = wait_until(self.ready, component=self.name, what="answering", timeout=self.start_timeout,
-                          log=self.log, pid_name=self.name if self.process else None)
-        detail(f"{self.name} answering on {self.address} after {took:.1f}s")
+        took = waits.wait_until(self.ready, component=self.name, what="answering", timeout=self.start_timeout,
+                                log=self.log, pid_name=self.name if self.process else None)
+        console.detail(f"{self.name} answering on {self.address} after {took:.1f}s")
 
     def _ready_quietly(self) -> bool:
         try:
@@ -130,8 +96,8 @@ class Component:
             version = self.version()
         except Exception:  # noqa: BLE001
             version = "?"
-        return Status(self.name, state, self.address, version, str(self.log.relative_to(ROOT))
-                      if self.log.is_relative_to(ROOT) else str(self.log))
+        return Status(self.name, state, self.address, version, str(self.log.relative_to(paths.ROOT))
+                      if self.log.is_relative_to(paths.ROOT) else str(self.log))
 
 
 def print_table(rows: list[Status]) -> None:

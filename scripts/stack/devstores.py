@@ -13,10 +13,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import cassandra, core, images, mysql
+from . import cassandra, images, mysql, paths
 
 DOCKERFILE = Path(__file__).resolve().parent / "dockerfiles" / "dev-stores.Dockerfile"
-CONTEXT = core.LOCAL / "build" / "dev-stores"
+CONTEXT = paths.LOCAL / "build" / "dev-stores"
 REPOSITORIES = {"mysql": "simplecqrs/dev-mysql", "cassandra": "simplecqrs/dev-cassandra"}
 MYSQL_BASE_TAG = "simplecqrs-base:sid-mysql"
 
@@ -24,7 +24,7 @@ MYSQL_BASE_TAG = "simplecqrs-base:sid-mysql"
 def _link_tree(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        core.link_or_copy(f, dst / f.name)
+        paths.link_or_copy(f, dst / f.name)
 
 
 def _context() -> Path:
@@ -63,5 +63,5 @@ def helm_values(refs: dict[str, str]) -> list[str]:
 
 if __name__ == "__main__":
     # `python -m scripts.stack.devstores`: build both, print the helm arguments (README, "values-dev").
-    core.ensure_dirs()
+    paths.ensure_dirs()
     print(" ".join(helm_values(build())))

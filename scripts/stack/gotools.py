@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import core
+from . import commands, errors, paths
 
 # Keep these in step with scripts/gotools/*/go.mod (build() checks the wrapper's go.mod).
 # Kubernetes: kubectl on the machine is v1.32.4; client/server skew is +-1 minor.
@@ -50,8 +50,8 @@ KUBE_ROUTER_BUILD_DATE = "2024-03-03T05:25:26Z"   # the proxy's .info Time
 # The Gateway API's CRDs (standard channel), which Traefik's Gateway provider serves (ingress.py).
 GATEWAY_API_VERSION = "v1.6.3"
 
-GOTOOLS = core.ROOT / "scripts" / "gotools"
-CACHE_BIN = core.CACHE / "bin"
+GOTOOLS = paths.ROOT / "scripts" / "gotools"
+CACHE_BIN = paths.CACHE / "bin"
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,11 @@ def build(tool: GoTool) -> Path:
     """Build one tool into the cache unless already there; returns the binary path."""
     if tool.path.exists():
         return tool.path
-    go = core.which("go")
+    go = paths.which("go")
     if go is None:
-        raise core.StackError(tool.name, "the `go` command is not installed (Go >= 1.24 needed)")
+        raise errors.StackError(tool.name, "the `go` command is not installed (Go >= 1.24 needed)")
     if tool.module_dir is not None and f" {tool.version}" not in (tool.module_dir / "go.mod").read_text():
-        raise core.StackError(tool.name, f"{tool.module_dir}/go.mod does not pin {tool.version}")
+        raise errors.StackError(tool.name, f"{tool.module_dir}/go.mod does not pin {tool.version}")
     CACHE_BIN.mkdir(parents=True, exist_ok=True)
     flags = ["-trimpath", "-ldflags", f"-s -w {tool.ldflags}"]
     if tool.tags:
@@ -182,8 +182,8 @@ def build(tool: GoTool) -> Path:
         else:
             cmd = [go, "install", *flags, tool.package]
             cwd, env = Path(tmp), dict(_go_env(), GOBIN=tmp)
-        took = core.run(cmd, f"building {tool.name} {tool.version}", cwd=cwd, env=env,
-                        log=core.LOGS / f"install-{tool.name}.log", expected=expected_seconds(tool.name))
+        took = commands.run(cmd, f"building {tool.name} {tool.version}", cwd=cwd, env=env,
+                            log=paths.LOGS / f"install-{tool.name}.log", expected=expected_seconds(tool.name))
         _timings(tool.name, took)
         os.replace(Path(tmp) / tool.name, tool.path)
     return tool.path
@@ -192,7 +192,7 @@ def build(tool: GoTool) -> Path:
 def build_all() -> dict[str, Path]:
     """Idempotent: build what `make up` needs and is missing, link each into .local/bin/<name>.
     (skaffold, ~4 minutes cold, is built by ensure() when a test or `make dev` first needs it.)"""
-    core.ensure_dirs()
+    paths.ensure_dirs()
     return {tool.name: ensure(tool.name) for tool in TOOLS if tool.for_up}
 
 
@@ -200,7 +200,7 @@ def ensure(name: str) -> Path:
     """One tool, built if missing and linked into .local/bin/<name>."""
     tool = next(t for t in TOOLS if t.name == name)
     path = build(tool)
-    core.link_tool(path, tool.name)
+    paths.link_tool(path, tool.name)
     return path
 
 
@@ -208,16 +208,16 @@ def ensure(name: str) -> Path:
 def module_dir(module: str, component: str) -> Path:
     """The read-only directory of `module` (path@version) in the Go module cache, downloaded from the
     module proxy unless there (per user: a fresh clone finds it)."""
-    go = core.which("go")
+    go = paths.which("go")
     if go is None:
-        raise core.StackError(component, "the `go` command is not installed (Go >= 1.25 needed)")
+        raise errors.StackError(component, "the `go` command is not installed (Go >= 1.25 needed)")
     with tempfile.TemporaryDirectory(prefix=".gomod-") as tmp:   # outside any module: no go.mod consulted
         out = subprocess.run([go, "mod", "download", "-json", module], cwd=tmp, env=_go_env(),
                              capture_output=True, text=True)
     info = json.loads(out.stdout or "{}")
     if out.returncode != 0 or "Dir" not in info:
-        raise core.StackError(component, f"go mod download {module}: "
-                                         f"{(info.get('Error') or out.stderr).strip()[-300:]}")
+        raise errors.StackError(component, f"go mod download {module}: "
+                                           f"{(info.get('Error') or out.stderr).strip()[-300:]}")
     return Path(info["Dir"])
 
 
@@ -229,9 +229,9 @@ def build_traefik() -> Path:
     """
     path = CACHE_BIN / f"traefik-{TRAEFIK_VERSION}"
     if not path.exists():
-        go = core.which("go")
+        go = paths.which("go")
         if go is None:
-            raise core.StackError("traefik", "the `go` command is not installed (Go >= 1.25 needed)")
+            raise errors.StackError("traefik", "the `go` command is not installed (Go >= 1.25 needed)")
         CACHE_BIN.mkdir(parents=True, exist_ok=True)
         env = dict(_go_env(), GOFLAGS="-buildvcs=false -mod=mod")
         source = module_dir(f"github.com/traefik/traefik/v3@{TRAEFIK_VERSION}", "traefik")
@@ -239,10 +239,10 @@ def build_traefik() -> Path:
             pkg = "github.com/traefik/traefik/v3/pkg/version"
             ldflags = (f"-s -w -X {pkg}.Version={TRAEFIK_VERSION} -X {pkg}.Codename={TRAEFIK_CODENAME}"
                        f" -X {pkg}.BuildDate={TRAEFIK_BUILD_DATE}")
-            took = core.run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/traefik", "./cmd/traefik"],
-                            f"building traefik {TRAEFIK_VERSION}", cwd=source, env=env,
-                            log=core.LOGS / "install-traefik.log", expected=expected_seconds("traefik"))
+            took = commands.run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/traefik", "./cmd/traefik"],
+                                f"building traefik {TRAEFIK_VERSION}", cwd=source, env=env,
+                                log=paths.LOGS / "install-traefik.log", expected=expected_seconds("traefik"))
             _timings("traefik", took)
             os.replace(Path(tmp) / "traefik", path)
-    core.link_tool(path, "traefik")
+    paths.link_tool(path, "traefik")
     return path

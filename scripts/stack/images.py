@@ -24,7 +24,6 @@ docker.io CLI.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -35,12 +34,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import containerd, core, gotools
+import click
+
+from . import commands, console, containerd, core, errors, gotools, mounts, paths, processes
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("SIMPLECQRS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
-ROOTFS = core.CACHE / "rootfs" / SUITE
+ROOTFS = paths.CACHE / "rootfs" / SUITE
 BASE_TAG = f"simplecqrs-base:{SUITE}"
 BASE_LABEL = "io.simplecqrs.rootfs-id"
 DEFAULT_TAG = "simplecqrs:dev"
@@ -49,10 +50,10 @@ DEFAULT_TAG = "simplecqrs:dev"
 # PATH (e.g. /usr/local/bin/docker 28.x) hands BuildKit builds to the buildx plugin, absent here.
 DOCKER = os.environ.get("SIMPLECQRS_DOCKER_CLI", "/usr/bin/docker")
 DOCKERD = "/usr/sbin/dockerd"
-DOCKER_DATA = core.DATA / "docker"
-DOCKER_EXEC = core.RUN / "docker"
-DOCKER_SOCK = core.RUN / "docker.sock"
-IMAGES = core.LOCAL / "images"                  # `docker save` archives for `ctr images import`
+DOCKER_DATA = paths.DATA / "docker"
+DOCKER_EXEC = paths.RUN / "docker"
+DOCKER_SOCK = paths.RUN / "docker.sock"
+IMAGES = paths.LOCAL / "images"                  # `docker save` archives for `ctr images import`
 CA_BUNDLE = Path(os.environ.get("SIMPLECQRS_BUILD_CA", "/etc/ssl/certs/ca-certificates.crt"))
 CA_SECRET_ID = "ca"                              # the Dockerfile's RUN --mount=type=secret,id=ca
 BASE_ENV = {  # what the python:3.11 image's config provides and the Dockerfile relies on
@@ -62,15 +63,15 @@ BASE_ENV = {  # what the python:3.11 image's config provides and the Dockerfile 
 
 
 def apt_install(*packages: str) -> None:
-    core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-             f"--no-install-recommends {' '.join(packages)}", f"images apt-get install {' '.join(packages)}",
-             shell=True, log=core.LOGS / "images-apt.log")
+    commands.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                 f"--no-install-recommends {' '.join(packages)}", f"images apt-get install {' '.join(packages)}",
+                 shell=True, log=paths.LOGS / "images-apt.log")
 
 
 # ---------------------------------------------------------------- base root filesystem
 def _remove_tree(path: Path) -> None:
     """rm -rf of a (possibly half-made) root, after unmounting what debootstrap left mounted in it."""
-    core.unmount_under(path)
+    mounts.unmount_under(path)
     if path.exists():
         shutil.rmtree(path)
 
@@ -101,16 +102,16 @@ def debian_root(suite: str, packages: tuple[str, ...], dest: Path, *, required: 
         if not root_id.exists():
             root_id.write_text(uuid.uuid4().hex + "\n")
         return dest
-    if not core.which("debootstrap"):
+    if not paths.which("debootstrap"):
         apt_install("debootstrap")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     _remove_tree(tmp)
-    log = core.LOGS / f"debootstrap-{dest.name}.log"
-    core.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(tmp), MIRROR],
-             f"debootstrap {suite} minbase + {' '.join(packages)} (a few minutes)", log=log, timeout=1800)
-    if left := core.mounts_under(tmp):
-        raise core.StackError("images", f"debootstrap left mounts in the new root: {left}")
+    log = paths.LOGS / f"debootstrap-{dest.name}.log"
+    commands.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(tmp), MIRROR],
+                 f"debootstrap {suite} minbase + {' '.join(packages)} (a few minutes)", log=log, timeout=1800)
+    if left := mounts.mounts_under(tmp):
+        raise errors.StackError("images", f"debootstrap left mounts in the new root: {left}")
     # Small: no package lists or downloaded .debs (nothing runs apt-get in it; a build that
     # would has to run `apt-get update` first, as with the python:3.11 image).
     for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*",
@@ -124,10 +125,10 @@ def debian_root(suite: str, packages: tuple[str, ...], dest: Path, *, required: 
         finish(tmp)
     for f in required:
         if not (tmp / f).exists():
-            raise core.StackError("images", f"the new {suite} root has no /{f}", log)
+            raise errors.StackError("images", f"the new {suite} root has no /{f}", log)
     os.rename(tmp, dest)
     root_id.write_text(uuid.uuid4().hex + "\n")
-    core.detail(f"{suite} root in {dest} ({_du(dest)})")
+    console.detail(f"{suite} root in {dest} ({_du(dest)})")
     return dest
 
 
@@ -150,14 +151,14 @@ def docker_client(timeout: float = 10):
 def docker_env() -> dict:
     """The environment for the docker CLI against this checkout's dockerd."""
     return dict(os.environ, DOCKER_HOST=f"unix://{DOCKER_SOCK}", DOCKER_BUILDKIT="1",
-                DOCKER_CONFIG=str(core.ETC / "docker-cli"))
+                DOCKER_CONFIG=str(paths.ETC / "docker-cli"))
 
 
 def docker(*args: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run([DOCKER, *args], env=docker_env(), capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
-        raise core.StackError("docker", f"`docker {shlex.join(args)[:200]}` exited {proc.returncode}: "
-                                        f"{proc.stderr.strip()[-500:]}")
+        raise errors.StackError("docker", f"`docker {shlex.join(args)[:200]}` exited {proc.returncode}: "
+                                          f"{proc.stderr.strip()[-500:]}")
     return proc
 
 
@@ -172,27 +173,27 @@ class Dockerd(core.Component):
     start_timeout = 60
 
     def install(self) -> None:
-        if not (Path(DOCKERD).exists() and Path(DOCKER).exists() and core.which("containerd")
-                and core.which("runc")):
+        if not (Path(DOCKERD).exists() and Path(DOCKER).exists() and paths.which("containerd")
+                and paths.which("runc")):
             apt_install("docker.io")
 
     def start(self) -> None:
         if len(str(DOCKER_SOCK)) >= 108:
-            raise core.StackError(self.name, f"socket path longer than 107 bytes: {DOCKER_SOCK} "
-                                             "(set SIMPLECQRS_LOCAL to a shorter directory)")
+            raise errors.StackError(self.name, f"socket path longer than 107 bytes: {DOCKER_SOCK} "
+                                               "(set SIMPLECQRS_LOCAL to a shorter directory)")
         if Path("/run/containerd/containerd.sock").exists():
             # dockerd without --containerd attaches to a containerd on that default address
             # instead of starting its own; this checkout's images must not land in that one.
-            raise core.StackError(self.name, "/run/containerd/containerd.sock exists: dockerd would use that "
-                                             "containerd instead of its own; stop it or move its socket")
+            raise errors.StackError(self.name, "/run/containerd/containerd.sock exists: dockerd would use that "
+                                               "containerd instead of its own; stop it or move its socket")
         for d in (DOCKER_DATA, DOCKER_EXEC):
             d.mkdir(parents=True, exist_ok=True)
         DOCKER_SOCK.unlink(missing_ok=True)
-        core.spawn(self.name, [
+        processes.spawn(self.name, [
             DOCKERD,
             f"--data-root={DOCKER_DATA}",
             f"--exec-root={DOCKER_EXEC}",
-            f"--pidfile={DOCKER_EXEC / 'dockerd.pid'}",   # not core's .local/run/dockerd.pid (that one is ours)
+            f"--pidfile={DOCKER_EXEC / 'dockerd.pid'}",   # not processes.py's .local/run/dockerd.pid (that one is ours)
             f"--host=unix://{DOCKER_SOCK}",
             "--storage-driver=overlay2",
             "--iptables=false", "--ip-masq=false", "--ip-forward=false", "--bridge=none",
@@ -208,8 +209,8 @@ class Dockerd(core.Component):
             return client.version()["Version"]
 
     def stop(self) -> None:
-        core.stop(self.name, timeout=60)
-        core.unmount_under(DOCKER_EXEC)  # its netns/default bind mount outlives it
+        processes.stop(self.name, timeout=60)
+        mounts.unmount_under(DOCKER_EXEC)  # its netns/default bind mount outlives it
 
 
 def ensure_dockerd() -> bool:
@@ -238,14 +239,14 @@ def import_root(rootfs: Path, tag: str, changes: list[str] | tuple[str, ...] = (
     id_file = rootfs.with_name(f"{rootfs.name}.id")
     rootfs_id = id_file.read_text().strip() if id_file.exists() else "unknown"
     if image_label(tag, BASE_LABEL) == rootfs_id:
-        core.detail(f"{tag} is up to date with {rootfs}")
+        console.detail(f"{tag} is up to date with {rootfs}")
         return tag
     changes = [f"LABEL {BASE_LABEL}={rootfs_id}", *changes]
     script = (f"tar -C {shlex.quote(str(rootfs))} --numeric-owner --one-file-system "
               "--exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -c . | "
               f"{shlex.quote(DOCKER)} import {' '.join('--change ' + shlex.quote(c) for c in changes)} - {tag}")
-    core.run(["bash", "-o", "pipefail", "-c", script], f"images docker import {rootfs} as {tag}",
-             env=docker_env(), log=core.LOGS / "images-import.log", timeout=600)
+    commands.run(["bash", "-o", "pipefail", "-c", script], f"images docker import {rootfs} as {tag}",
+                 env=docker_env(), log=paths.LOGS / "images-import.log", timeout=600)
     return tag
 
 
@@ -253,7 +254,7 @@ def archive_path(tag: str) -> Path:
     return IMAGES / (tag.replace("/", "_").replace(":", "_") + ".tar")
 
 
-def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT, dockerfile: Path | None = None,
+def build_image(tag: str = DEFAULT_TAG, *, context: Path = paths.ROOT, dockerfile: Path | None = None,
                 target: str | None = None, base_arg: str | None = "PYTHON_IMAGE",
                 build_args: dict[str, str] | None = None) -> Path:
     """A real `docker build`; returns the `docker save` archive (`ctr -n k8s.io images import` takes it).
@@ -274,22 +275,22 @@ def build_image(tag: str = DEFAULT_TAG, *, context: Path = core.ROOT, dockerfile
     if CA_BUNDLE.is_file():
         argv += ["--secret", f"id={CA_SECRET_ID},src={CA_BUNDLE}"]
     argv.append(str(context))
-    core.run(argv, f"images docker build {tag}" + (f" (FROM {BASE_TAG})" if base_arg else ""), env=docker_env(),
-             log=core.LOGS / "images-build.log", timeout=1800)
+    commands.run(argv, f"images docker build {tag}" + (f" (FROM {BASE_TAG})" if base_arg else ""), env=docker_env(),
+                 log=paths.LOGS / "images-build.log", timeout=1800)
     IMAGES.mkdir(parents=True, exist_ok=True)
     archive = archive_path(tag)
     saved = archive.with_suffix(".id")     # the image id the archive holds: an unchanged build is not saved again
     image_id = docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
     if archive.exists() and saved.exists() and saved.read_text().strip() == image_id:
-        core.detail(f"{archive} already holds {tag} ({image_id[:19]})")
+        console.detail(f"{archive} already holds {tag} ({image_id[:19]})")
         return archive
     saved.unlink(missing_ok=True)
     tmp = archive.with_suffix(".tar.tmp")
-    core.run([DOCKER, "save", "-o", str(tmp), tag], f"images docker save {tag}", env=docker_env(),
-             log=core.LOGS / "images-build.log", timeout=600)
+    commands.run([DOCKER, "save", "-o", str(tmp), tag], f"images docker save {tag}", env=docker_env(),
+                 log=paths.LOGS / "images-build.log", timeout=600)
     os.replace(tmp, archive)
     saved.write_text(image_id + "\n")
-    core.detail(f"{tag}: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
+    console.detail(f"{tag}: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
     return archive
 
 
@@ -303,17 +304,17 @@ PAUSE_VERSION = containerd.PAUSE_IMAGE.rsplit(":", 1)[1]
 
 
 def pause_binary() -> Path:
-    out = core.CACHE / "bin" / f"pause-{PAUSE_VERSION}"
+    out = paths.CACHE / "bin" / f"pause-{PAUSE_VERSION}"
     if out.exists():
         return out
     modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
     source = Path(modcache) / f"k8s.io/kubernetes@{gotools.K8S_VERSION}" / "build/pause/linux/pause.c"
     if not source.exists():
-        raise core.StackError("pause", f"{source} missing (gotools builds download the k8s.io/kubernetes module)")
+        raise errors.StackError("pause", f"{source} missing (gotools builds download the k8s.io/kubernetes module)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    core.run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_VERSION}-simplecqrs",
-              "-o", str(tmp), str(source)], "building pause (gcc -static)")
+    commands.run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_VERSION}-simplecqrs",
+                  "-o", str(tmp), str(source)], "building pause (gcc -static)")
     subprocess.run(["strip", str(tmp)], check=False)
     tmp.replace(out)
     return out
@@ -334,11 +335,11 @@ def ensure_node_image(image: NodeImage) -> None:
     """`docker build --target <stage>` of node.Dockerfile, imported unless containerd has the image."""
     if containerd.image_present(image.ref):
         return
-    context = core.LOCAL / "build" / image.stage       # just the one binary: a small build context
+    context = paths.LOCAL / "build" / image.stage       # just the one binary: a small build context
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     if image.binary is not None:
-        core.link_or_copy(image.binary, context / image.stage)
+        paths.link_or_copy(image.binary, context / image.stage)
     archive = build_image(image.ref, context=context, dockerfile=NODE_DOCKERFILE, target=image.stage,
                                  base_arg="BASE_IMAGE" if image.binary is None else None)
     containerd.import_image(archive, image.ref)
@@ -360,42 +361,67 @@ def build_into_node(repository: str, **build_kwargs) -> str:
 
 
 # ---------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.stack.images", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build the image; prints the `docker save` archive's path")
-    b.add_argument("--tag", default=os.environ.get("IMAGE", DEFAULT_TAG),
-                   help="image tag (default: $IMAGE, as skaffold's custom builder sets it, else %(default)s)")
-    b.add_argument("--keep-dockerd", action="store_true", help="leave dockerd running if this command started it")
-    sub.add_parser("rootfs", help="make the base root filesystem; prints its path")
-    sub.add_parser("start", help="start this checkout's dockerd")
-    sub.add_parser("stop", help="stop this checkout's dockerd")
-    sub.add_parser("status", help="dockerd's state")
-    args = p.parse_args(argv)
-    core.ensure_dirs()
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             help=__doc__.split("\n\n")[0])
+def command() -> None:
+    pass
+
+
+@command.command("build", help="build the image; prints the `docker save` archive's path")
+@click.option("--tag", default=lambda: os.environ.get("IMAGE", DEFAULT_TAG),
+              help=f"image tag (default: $IMAGE, as skaffold's custom builder sets it, else {DEFAULT_TAG})")
+@click.option("--keep-dockerd", is_flag=True, help="leave dockerd running if this command started it")
+def cmd_build(tag: str, keep_dockerd: bool) -> None:
+    paths.ensure_dirs()
+    started = ensure_dockerd()
+    t0 = time.monotonic()
     try:
-        if args.cmd == "build":
-            started = ensure_dockerd()
-            t0 = time.monotonic()
-            try:
-                archive = build_image(args.tag)
-            finally:
-                if started and not args.keep_dockerd:
-                    Dockerd().stop()
-            core.detail(f"built in {time.monotonic() - t0:.0f}s")
-            print(archive)
-        elif args.cmd == "rootfs":
-            print(base_rootfs())
-        elif args.cmd == "start":
-            ensure_dockerd()
-        elif args.cmd == "stop":
+        archive = build_image(tag)
+    finally:
+        if started and not keep_dockerd:
             Dockerd().stop()
-        else:
-            core.print_table([Dockerd().status()])
-    except core.StackError as e:
+    console.detail(f"built in {time.monotonic() - t0:.0f}s")
+    print(archive)
+
+
+@command.command("rootfs", help="make the base root filesystem; prints its path")
+def cmd_rootfs() -> None:
+    paths.ensure_dirs()
+    print(base_rootfs())
+
+
+@command.command("start", help="start this checkout's dockerd")
+def cmd_start() -> None:
+    paths.ensure_dirs()
+    ensure_dockerd()
+
+
+@command.command("stop", help="stop this checkout's dockerd")
+def cmd_stop() -> None:
+    paths.ensure_dirs()
+    Dockerd().stop()
+
+
+@command.command("status", help="dockerd's state")
+def cmd_status() -> None:
+    paths.ensure_dirs()
+    core.print_table([Dockerd().status()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scripts.stack.images`: 0, 1 with one line for a StackError, 2 for a usage error, 130 when
+    interrupted."""
+    try:
+        return command.main(args=argv, prog_name="python -m scripts.stack.images", standalone_mode=False) or 0
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort:                     # Ctrl-C
+        click.echo("Aborted!", err=True)
+        return 130
+    except errors.StackError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

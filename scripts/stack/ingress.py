@@ -39,7 +39,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from . import core, gotools, kube
+from . import core, errors, gotools, kube, paths, processes
 
 HTTP_PORT = 80
 API_PORT = 8080                   # the `api` entry point: the local instance's API, any Host
@@ -48,10 +48,10 @@ HOST = "127.0.0.1"
 INGRESS_CLASS = "traefik"
 CONTROLLER = "traefik.io/ingress-controller"   # the only controller name Traefik's provider accepts
 USER = "simplecqrs-ingress"       # CN of its client certificate = its RBAC user (no reserved `system:` prefix)
-CONFIG = core.ETC / "traefik.yaml"
-DYNAMIC_CONFIG = core.ETC / "traefik-routes.yaml"
-KUBECONFIG = core.ETC / "traefik.kubeconfig"
-ACCESS_LOG = core.LOGS / "traefik-access.log"
+CONFIG = paths.ETC / "traefik.yaml"
+DYNAMIC_CONFIG = paths.ETC / "traefik-routes.yaml"
+KUBECONFIG = paths.ETC / "traefik.kubeconfig"
+ACCESS_LOG = paths.LOGS / "traefik-access.log"
 FIELD_MANAGER = "simplecqrs-stack"
 LABELS = {"app.kubernetes.io/managed-by": FIELD_MANAGER, "app.kubernetes.io/component": "ingress-controller"}
 
@@ -165,7 +165,7 @@ def apply_gateway_api() -> None:
                    / "config" / "crd" / "standard").glob("gateway.networking.k8s.io_*.yaml"))
     crds = [c for c in crds if "_vap_" not in c.name]   # CRDs only (not its upgrade-guard admission policy)
     if not crds:
-        raise core.StackError("traefik", f"no Gateway API CRDs in sigs.k8s.io/gateway-api@{gotools.GATEWAY_API_VERSION}")
+        raise errors.StackError("traefik", f"no Gateway API CRDs in sigs.k8s.io/gateway-api@{gotools.GATEWAY_API_VERSION}")
     kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts",
             *[a for c in crds for a in ("-f", c)])
     kubectl("wait", "--for=condition=Established", "--timeout=60s",
@@ -205,9 +205,9 @@ class Traefik(core.Component):
 
     def start(self) -> None:
         if not _can_bind_port_80():
-            raise core.StackError(self.name, f"port {HTTP_PORT} needs root or CAP_NET_BIND_SERVICE "
-                                             f"(setcap cap_net_bind_service=+ep {gotools.CACHE_BIN}/traefik-*)")
-        exe = core.BIN / "traefik"
+            raise errors.StackError(self.name, f"port {HTTP_PORT} needs root or CAP_NET_BIND_SERVICE "
+                                               f"(setcap cap_net_bind_service=+ep {gotools.CACHE_BIN}/traefik-*)")
+        exe = paths.BIN / "traefik"
         kube.prepare_host_client(self.name, exe, (HTTP_PORT, API_PORT, ADMIN_PORT), USER, KUBECONFIG, RULES, LABELS,
                                  "/apis/networking.k8s.io/v1/ingresses?limit=1", FIELD_MANAGER)
         apply_ingress_class()
@@ -218,7 +218,7 @@ class Traefik(core.Component):
                # In-cluster settings would win over KUBECONFIG (ingress/kubernetes.go newK8sClient).
                if k not in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
         env["KUBECONFIG"] = str(KUBECONFIG)
-        core.spawn(self.name, [str(exe), f"--configFile={CONFIG}"], env=env, cwd=core.ETC)
+        processes.spawn(self.name, [str(exe), f"--configFile={CONFIG}"], env=env, cwd=paths.ETC)
 
     def ready(self) -> bool:
         conn = http.client.HTTPConnection(HOST, ADMIN_PORT, timeout=5)
@@ -230,7 +230,7 @@ class Traefik(core.Component):
             conn.close()
 
     def version(self) -> str:
-        exe = core.BIN / "traefik"
+        exe = paths.BIN / "traefik"
         if not exe.exists():
             return gotools.TRAEFIK_VERSION
         try:

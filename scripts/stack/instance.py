@@ -20,11 +20,11 @@ from dataclasses import replace
 from app import broker
 from app.config import CassandraSettings, KafkaSettings, MySQLSettings, Settings
 
-from . import core
+from . import commands, paths
 from . import kafka as stack_kafka
 from .credentials import credentials
 
-ROOT = core.ROOT
+ROOT = paths.ROOT
 
 
 def http_status(url: str, timeout: float = 2) -> int:
@@ -135,7 +135,7 @@ class Proc:
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]):
         self.name, self.argv, self.env = name, argv, env
-        self.log = core.LOGS / "tests" / f"{name}.log"
+        self.log = paths.LOGS / "tests" / f"{name}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.outlives_test = False  # set by a test that hands its process to a longer-lived fixture
@@ -168,7 +168,7 @@ class Proc:
         return self.proc.returncode
 
     def tail(self, n: int = 40) -> str:
-        return core.tail(self.log, n)
+        return commands.tail(self.log, n)
 
 
 class ProcessDied(AssertionError):
@@ -240,7 +240,7 @@ def start_api(s: Settings, name: str, *, relay: bool = True, **env: str) -> tupl
     workers = env.pop("GUNICORN_WORKERS", "2")
     p = Proc(name, [sys.executable, "-m", "app.cli", "api"],   # `simplecqrs api`
              settings_env(s, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=workers,
-                          PROMETHEUS_MULTIPROC_DIR=str(core.RUN / f"metrics-{name}-{port}"), **env)).start()
+                          PROMETHEUS_MULTIPROC_DIR=str(paths.RUN / f"metrics-{name}-{port}"), **env)).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _alive_or_die(p) and http_status(f"{url}/healthz") == 200, 60, f"{name} up")

@@ -10,11 +10,11 @@ import re
 import shutil
 from pathlib import Path
 
-from . import core
+from . import commands, paths
 
 
 def java() -> str:
-    return str(core.JAVA17_HOME / "bin" / "java")
+    return str(paths.JAVA17_HOME / "bin" / "java")
 
 
 def install_jars(component: str, pom: Path, home: Path) -> None:
@@ -27,17 +27,17 @@ def install_jars(component: str, pom: Path, home: Path) -> None:
     marker = home / ".installed"
     if marker.exists() and marker.read_text().strip() == digest and (home / "lib").is_dir():
         return
-    if not core.which("mvn"):
-        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
-                 f"{component} apt-get install maven", shell=True)
+    if not paths.which("mvn"):
+        commands.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
+                     f"{component} apt-get install maven", shell=True)
     tmp = home / "lib.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    env = dict(os.environ, JAVA_HOME=str(core.JAVA17_HOME))
-    core.run(["mvn", "-B", "--no-transfer-progress", "-f", str(pom), "dependency:copy-dependencies",
-              "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"],
-             f"{component} jars from Maven Central", env=env,
-             log=core.LOGS / f"install-{component.lower()}.log")
+    env = dict(os.environ, JAVA_HOME=str(paths.JAVA17_HOME))
+    commands.run(["mvn", "-B", "--no-transfer-progress", "-f", str(pom), "dependency:copy-dependencies",
+                  "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"],
+                 f"{component} jars from Maven Central", env=env,
+                 log=paths.LOGS / f"install-{component.lower()}.log")
     lib = home / "lib"
     shutil.rmtree(lib, ignore_errors=True)
     tmp.rename(lib)
@@ -57,7 +57,7 @@ def cds_flags(name: str, home: Path) -> list[str]:
     and runs without it.  The classpath must hold jars only (no directories).
     """
     try:
-        jdk = re.search(r'JAVA_RUNTIME_VERSION="([^"]+)"', (core.JAVA17_HOME / "release").read_text()).group(1)
+        jdk = re.search(r'JAVA_RUNTIME_VERSION="([^"]+)"', (paths.JAVA17_HOME / "release").read_text()).group(1)
     except (OSError, AttributeError):
         return []
     archive = home / f"{name}-jdk{jdk}.jsa"
@@ -74,7 +74,7 @@ JLINK_ARGS = ["--strip-debug", "--no-man-pages", "--no-header-files", "--compres
 
 def jlink(jdk: Path, modules: tuple[str, ...], dest: Path, what: str, log: Path) -> None:
     """dest: a Java runtime of `modules` made from `jdk` (for an image that then needs no JDK package)."""
-    core.run([str(jdk / "bin" / "jlink"), "--add-modules", ",".join(modules), *JLINK_ARGS, "--output", str(dest)],
-             f"{what} jlink runtime ({jdk.name})", log=log)
+    commands.run([str(jdk / "bin" / "jlink"), "--add-modules", ",".join(modules), *JLINK_ARGS, "--output", str(dest)],
+                 f"{what} jlink runtime ({jdk.name})", log=log)
     (dest / "lib" / "server" / "classes_nocoops.jsa").unlink(missing_ok=True)   # only for heaps over 32 GB
     (dest / "modules.txt").write_text(",".join(modules) + "\n")

@@ -44,7 +44,7 @@ import os
 import signal
 import time
 
-from . import core, kafkaimage, network, node, strimzi
+from . import console, core, errors, kafkaimage, network, node, strimzi, waits
 from .credentials import credentials
 
 VERSION = strimzi.KAFKA_VERSION
@@ -179,7 +179,7 @@ def _admin():
 def _partitions(admin, topic: str) -> list[dict]:
     (described,) = admin.describe_topics([topic])
     if described.get("error_code") or not described.get("partitions"):
-        raise core.StackError("kafka", f"topic {topic}: error {described.get('error_code')}, no partitions")
+        raise errors.StackError("kafka", f"topic {topic}: error {described.get('error_code')}, no partitions")
     return described["partitions"]
 
 
@@ -222,7 +222,7 @@ def ensure_anonymous_grant() -> None:
         done = admin.create_acls([ACL("User:ANONYMOUS", "*", ACLOperation.ALL, ACLPermissionType.ALLOW,
                                       ResourcePattern(ResourceType.CLUSTER, "kafka-cluster"))])
         if done["failed"]:
-            raise core.StackError("kafka", f"granting User:ANONYMOUS on the cluster: {done['failed'][0]}")
+            raise errors.StackError("kafka", f"granting User:ANONYMOUS on the cluster: {done['failed'][0]}")
     finally:
         admin.close()
 
@@ -267,7 +267,7 @@ def wait_in_sync(topic: str, timeout: float = 240) -> float:
         finally:
             admin.close()
 
-    return core.wait_until(in_sync, component="kafka", what=f"{topic}'s replicas in sync", timeout=timeout)
+    return waits.wait_until(in_sync, component="kafka", what=f"{topic}'s replicas in sync", timeout=timeout)
 
 
 def _container(node_id: int) -> str | None:
@@ -310,7 +310,7 @@ def wait_settled(topic: str, quiet: float = 30, timeout: float = 600) -> float:
         if after == before and pods_ready():
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
-            raise core.StackError("kafka", f"nodes still restarting after {timeout:.0f}s: {after}")
+            raise errors.StackError("kafka", f"nodes still restarting after {timeout:.0f}s: {after}")
 
 
 def kill_broker(node_id: int) -> str:
@@ -318,7 +318,7 @@ def kill_broker(node_id: int) -> str:
     the kubelet restarts it in the same pod.  Returns the container id that was killed."""
     container = _container(node_id)
     if not container:
-        raise core.StackError("kafka", f"no running kafka container in pod {NAMESPACE}/{POD_NAMES[node_id]}")
+        raise errors.StackError("kafka", f"no running kafka container in pod {NAMESPACE}/{POD_NAMES[node_id]}")
     # The container's first process (tini; Kafka is its child): killed, the whole container goes
     # with it (its PID namespace ends), as when the kernel's OOM killer or a crash takes it.
     os.kill(_init_pid(container), signal.SIGKILL)
@@ -374,11 +374,11 @@ class Strimzi(core.Component):
         # (a new build) is upgraded.
         if self.running():
             if strimzi.installed_with(self._values()) and self._ready_quietly():
-                core.detail(f"{self.name} answering on {self.address}")
+                console.detail(f"{self.name} answering on {self.address}")
                 return
-            core.say(f"updating {self.name}")
+            console.say(f"updating {self.name}")
         else:
-            core.say(f"starting {self.name}")
+            console.say(f"starting {self.name}")
         self.start()
         self.wait_ready()
 
@@ -386,8 +386,8 @@ class Strimzi(core.Component):
         values = self._values()
         t0 = time.monotonic()
         strimzi.install(values)
-        core.detail(f"strimzi: CRDs and the Cluster Operator applied in {time.monotonic() - t0:.1f}s "
-                    f"({values['image']['name']}:{values['image']['tag']})")
+        console.detail(f"strimzi: CRDs and the Cluster Operator applied in {time.monotonic() - t0:.1f}s "
+                       f"({values['image']['name']}:{values['image']['tag']})")
 
     def ready(self) -> bool:
         return strimzi.available()
@@ -419,7 +419,7 @@ class Kafka(core.Component):
 
     def up(self) -> None:
         # Applied on every `make up` (server-side apply: unchanged objects stay as they are).
-        core.say(f"{'checking' if self.running() else 'starting'} {self.name}")
+        console.say(f"{'checking' if self.running() else 'starting'} {self.name}")
         self.start()
         self.wait_ready()
 
@@ -437,7 +437,7 @@ class Kafka(core.Component):
         t0 = time.monotonic()
         super().wait_ready()
         ensure_anonymous_grant()
-        core.detail(f"kafka: {NODES} nodes Ready in {time.monotonic() - t0:.0f}s")
+        console.detail(f"kafka: {NODES} nodes Ready in {time.monotonic() - t0:.0f}s")
 
     def stop(self) -> None:
         """Nothing of its own: its pods stop with the node; its objects and volumes stay."""

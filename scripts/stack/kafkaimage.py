@@ -28,7 +28,6 @@ prefix derived from the image id, so a changed image rolls the brokers.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -42,7 +41,9 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from . import containerd, core, images, jvm, strimzi
+import click
+
+from . import console, containerd, errors, images, jvm, paths, strimzi
 
 KAFKA_VERSION = strimzi.KAFKA_VERSION  # Strimzi 1.2.0's default (its kafka-versions.yaml)
 STRIMZI_VERSION = strimzi.VERSION      # the agent and the scripts come from that build and source
@@ -52,12 +53,12 @@ TAG_SUFFIX = f"-kafka-{KAFKA_VERSION}"   # what the Cluster Operator appends to 
 
 HERE = Path(__file__).resolve().parent
 DOCKERFILE = HERE / "dockerfiles" / "kafka.Dockerfile"
-POM = core.ROOT / "scripts" / "maven" / "strimzi-kafka" / "pom.xml"
+POM = paths.ROOT / "scripts" / "maven" / "strimzi-kafka" / "pom.xml"
 BIN_CONFIG = Path(os.environ.get("SIMPLECQRS_KAFKA_BIN_CONFIG")
-                  or core.ROOT.parent / "shared" / "vendor" / "kafka-bin-config-1eb7644.tar.gz")
-HOME = core.CACHE / f"kafka-image-{KAFKA_VERSION}"            # the build context
-WORK = core.CACHE / "build" / f"kafka-image-{KAFKA_VERSION}"  # Maven's copies of the jars (kept between runs)
-LOG = core.LOGS / "install-kafka-image.log"
+                  or paths.ROOT.parent / "shared" / "vendor" / "kafka-bin-config-1eb7644.tar.gz")
+HOME = paths.CACHE / f"kafka-image-{KAFKA_VERSION}"            # the build context
+WORK = paths.CACHE / "build" / f"kafka-image-{KAFKA_VERSION}"  # Maven's copies of the jars (kept between runs)
+LOG = paths.LOGS / "install-kafka-image.log"
 BUILD_ARGS = {"KAFKA_VERSION": KAFKA_VERSION, "STRIMZI_VERSION": STRIMZI_VERSION}
 LAYOUT = 1                            # bump when the assembly below changes what HOME holds
 
@@ -149,7 +150,7 @@ def _strimzi_files() -> dict[str, tuple[bytes, int]]:
             if path.is_file():
                 files[path.relative_to(source).as_posix()] = (path.read_bytes(), path.stat().st_mode & 0o777)
     if THIRD_PARTY_POM not in files or not any(k.startswith(SCRIPTS) for k in files):
-        raise core.StackError("kafka-image", f"{source} has no {THIRD_PARTY_POM} or no {SCRIPTS}")
+        raise errors.StackError("kafka-image", f"{source} has no {THIRD_PARTY_POM} or no {SCRIPTS}")
     return files
 
 
@@ -157,7 +158,7 @@ def agent_jar() -> Path:
     """Strimzi's Kafka agent, as strimzi.build() leaves it (built with the operators)."""
     jar = strimzi.build() / "kafka-agent" / f"kafka-agent-{STRIMZI_VERSION}.jar"
     if not jar.is_file():
-        raise core.StackError("kafka-image", f"strimzi.build() left no {jar}")
+        raise errors.StackError("kafka-image", f"strimzi.build() left no {jar}")
     return jar
 
 
@@ -168,8 +169,8 @@ def _jdk() -> tuple[Path, str]:
     except (OSError, AttributeError):
         version = "none"
     if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 21:
-        raise core.StackError("kafka-image", f"the Kafka image's Java runtime needs a JDK 21 or newer at {strimzi.JDK} "
-                                             f"(found: {version}): Strimzi's kafka-agent is compiled for Java 21")
+        raise errors.StackError("kafka-image", f"the Kafka image's Java runtime needs a JDK 21 or newer at {strimzi.JDK} "
+                                               f"(found: {version}): Strimzi's kafka-agent is compiled for Java 21")
     return strimzi.JDK, version
 
 
@@ -205,8 +206,8 @@ def third_party_pom(strimzi_pom: bytes) -> bytes:
             deps.remove(dep)
             dropped.add(ga)
     if missing := set(THIRD_PARTY_DROPPED) - dropped:
-        raise core.StackError("kafka-image", f"Strimzi's {THIRD_PARTY_POM} no longer lists {sorted(missing)}: "
-                                             "revisit THIRD_PARTY_DROPPED")
+        raise errors.StackError("kafka-image", f"Strimzi's {THIRD_PARTY_POM} no longer lists {sorted(missing)}: "
+                                               "revisit THIRD_PARTY_DROPPED")
     for repos in root.findall(q("repositories")):
         root.remove(repos)
     build = root.find(q("build"))
@@ -243,7 +244,7 @@ def _extract_bin_config(dest: Path) -> None:
             out.write_bytes(tar.extractfile(m).read())
             out.chmod(m.mode & 0o755)
     if not (dest / "bin" / "kafka-run-class.sh").is_file():
-        raise core.StackError("kafka-image", f"{BIN_CONFIG} has no bin/kafka-run-class.sh")
+        raise errors.StackError("kafka-image", f"{BIN_CONFIG} has no bin/kafka-run-class.sh")
 
 
 def _classes(jars: list[Path]) -> dict[str, dict[int, str]]:
@@ -283,7 +284,7 @@ def _fix_bin(bin_dir: Path, classes: dict[str, dict[int, str]]) -> list[str]:
     if '"kafka.Kafka"' in run_class and "kafka/Kafka.class" not in classes:
         missing.append("bin/kafka-run-class.sh: kafka.Kafka")
     if missing:
-        raise core.StackError("kafka-image", f"main classes not in Kafka {KAFKA_VERSION}'s jars: {', '.join(missing)}")
+        raise errors.StackError("kafka-image", f"main classes not in Kafka {KAFKA_VERSION}'s jars: {', '.join(missing)}")
     return changes
 
 
@@ -298,8 +299,8 @@ def _check_collisions(kafka_classes: dict[str, dict[int, str]], added: list[Path
         if len(everywhere) > 1:
             collisions.append(f"{name} ({', '.join(sorted(set(everywhere.values())))})")
     if collisions:
-        raise core.StackError("kafka-image", f"{len(collisions)} classes with different content in two jars: "
-                                             f"{'; '.join(collisions[:10])}", LOG)
+        raise errors.StackError("kafka-image", f"{len(collisions)} classes with different content in two jars: "
+                                               f"{'; '.join(collisions[:10])}", LOG)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -323,7 +324,7 @@ def build_context(agent: Path | None = None) -> Path:
     if marker.exists() and marker.read_text().strip() == key:
         return HOME
     t0 = time.monotonic()
-    core.say(f"Kafka {KAFKA_VERSION} image context, Strimzi {STRIMZI_VERSION} layout, into {HOME}")
+    console.say(f"Kafka {KAFKA_VERSION} image context, Strimzi {STRIMZI_VERSION} layout, into {HOME}")
     # The jars, by Maven (each copy cached under WORK until its pom changes).
     jvm.install_jars("kafka-image", POM, WORK / "kafka")
     tp_pom = WORK / "thirdparty" / "pom.xml"
@@ -375,9 +376,9 @@ def build_context(agent: Path | None = None) -> Path:
     shutil.rmtree(HOME, ignore_errors=True)
     os.rename(tmp, HOME)
     marker.write_text(key + "\n")
-    core.detail(f"Kafka image context: {summary['libs_total']} jars in libs/ ({len(kafka_jars)} Kafka, "
-                f"{len(third)} third-party, the agent), bin/ changes: {len(changes)}; {_du(HOME)} "
-                f"in {time.monotonic() - t0:.0f}s")
+    console.detail(f"Kafka image context: {summary['libs_total']} jars in libs/ ({len(kafka_jars)} Kafka, "
+                   f"{len(third)} third-party, the agent), bin/ changes: {len(changes)}; {_du(HOME)} "
+                   f"in {time.monotonic() - t0:.0f}s")
     return HOME
 
 
@@ -425,25 +426,36 @@ def chart_image(ref: str) -> dict:
 
 
 # ---------------------------------------------------------------- CLI
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+               help=(__doc__.split("\n\n")[0] + "\n\n"
+                     "image (default): build into the node and print the reference; context: only the build context"))
+@click.argument("what", type=click.Choice(["image", "context"]), default="image", required=False)
+def command(what: str) -> None:
+    paths.ensure_dirs()
+    t0 = time.monotonic()
+    if what == "context":
+        print(build_context())
+    else:
+        ref = image()
+        size = images.docker("image", "inspect", "-f", "{{.Size}}", f"{REPOSITORY}:dev").stdout.strip()
+        console.detail(f"{ref}: {int(size) / 2**20:.0f} MiB, {time.monotonic() - t0:.0f}s")
+        print(ref)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.stack.kafkaimage", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="?", choices=("image", "context"), default="image",
-                   help="image (default): build into the node and print the reference; context: only the build context")
-    args = p.parse_args(argv)
-    core.ensure_dirs()
+    """`python -m scripts.stack.kafkaimage`: 0, 1 with one line for a StackError, 2 for a usage error, 130
+    when interrupted."""
     try:
-        t0 = time.monotonic()
-        if args.what == "context":
-            print(build_context())
-        else:
-            ref = image()
-            size = images.docker("image", "inspect", "-f", "{{.Size}}", f"{REPOSITORY}:dev").stdout.strip()
-            core.detail(f"{ref}: {int(size) / 2**20:.0f} MiB, {time.monotonic() - t0:.0f}s")
-            print(ref)
-    except core.StackError as e:
+        return command.main(args=argv, prog_name="python -m scripts.stack.kafkaimage", standalone_mode=False) or 0
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort:                     # Ctrl-C
+        click.echo("Aborted!", err=True)
+        return 130
+    except errors.StackError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import core, gotools
 from .addresses import APISERVER_PORT, GATEWAY, KUBERNETES_SERVICE_IP, SERVICE_CIDR  # noqa: F401 - kube.* too
+from .console import say
+from .errors import StackError
+from .paths import BIN, DATA, ETC, KUBECONFIG
+from .ports import require_ports_free
+from .processes import spawn
+from .waits import wait_until
 
 ETCD_PORT = 2379
 ETCD_PEER_PORT = 2380
@@ -34,7 +40,7 @@ KCM_PORT = 10257
 NODE_NAME = "simplecqrs-node"         # the one node (node.py)
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
-PKI = core.ETC / "pki"
+PKI = ETC / "pki"
 
 # Controllers run by kube-controller-manager.  Left out: node IPAM (the CNI bridge's host-local
 # IPAM owns the pod range), CSR signing/approval (every certificate is made here, none is
@@ -192,7 +198,7 @@ def ensure_pki() -> None:
     PKI.chmod(0o700)
     for ca, cn in CAS.items():
         if not (PKI / f"{ca}.crt").exists() or not (PKI / f"{ca}.key").exists():
-            core.say(f"creating {cn} and its certificates in {PKI}")
+            say(f"creating {cn} and its certificates in {PKI}")
             _new_ca(ca, cn)
             # A new CA invalidates everything it signed before.
             for name, leaf in LEAF_CERTS.items():
@@ -206,13 +212,13 @@ def ensure_pki() -> None:
         public = _new_key(PKI / "sa.key").public_key()
         (PKI / "sa.pub").write_bytes(public.public_bytes(serialization.Encoding.PEM,
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
-    _write_kubeconfig(core.KUBECONFIG, "admin")
+    _write_kubeconfig(KUBECONFIG, "admin")
     for user in ("kube-controller-manager", "kubelet", "kube-scheduler", "kube-proxy"):
         _write_kubeconfig(kubeconfig_of(user), user)
 
 
 def kubeconfig_of(user: str) -> Path:
-    return core.ETC / f"{user}.kubeconfig"
+    return ETC / f"{user}.kubeconfig"
 
 
 def _b64(path: Path) -> str:
@@ -277,8 +283,8 @@ def apply_as_admin(path: str, obj: dict, field_manager: str) -> None:
             body = json.loads(body).get("message", body)
         except ValueError:
             pass
-        raise core.StackError(field_manager, f"applying {obj['kind']} {obj['metadata']['name']}: "
-                                             f"HTTP {resp.status}: {body[:300]}")
+        raise StackError(field_manager, f"applying {obj['kind']} {obj['metadata']['name']}: "
+                                        f"HTTP {resp.status}: {body[:300]}")
 
 
 def prepare_host_client(component: str, exe: Path, ports: tuple[int, ...], user: str, kubeconfig: Path,
@@ -288,10 +294,10 @@ def prepare_host_client(component: str, exe: Path, ports: tuple[int, ...], user:
     certificate (LEAF_CERTS) and kubeconfig, a ClusterRole with `rules` bound to `user`, and RBAC
     letting that user GET `probe` (role bindings reach the authorizer's cache a moment later)."""
     if not KubeApiserver()._ready_quietly():
-        raise core.StackError(component, "kube-apiserver is not answering (start it first)")
-    core.require_ports_free(component, *ports)
+        raise StackError(component, "kube-apiserver is not answering (start it first)")
+    require_ports_free(component, *ports)
     if not exe.exists():
-        raise core.StackError(component, f"{exe} is missing (install first)")
+        raise StackError(component, f"{exe} is missing (install first)")
     ensure_pki()
     _write_kubeconfig(kubeconfig, user)
     rbac = "/apis/rbac.authorization.k8s.io/v1"
@@ -302,13 +308,13 @@ def prepare_host_client(component: str, exe: Path, ports: tuple[int, ...], user:
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta,
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}, field_manager)
-    core.wait_until(lambda: _https_get(APISERVER_PORT, probe, client_cert=user)[0] == 200, component=component,
-                    timeout=30, what=f"authorized as {user} by kube-apiserver (RBAC)")
+    wait_until(lambda: _https_get(APISERVER_PORT, probe, client_cert=user)[0] == 200, component=component,
+               timeout=30, what=f"authorized as {user} by kube-apiserver (RBAC)")
 
 
 def _binary_version(name: str, fallback: str) -> str:
     """`<binary> --version` of the linked tool (first line), or the pinned version."""
-    exe = core.BIN / name
+    exe = BIN / name
     if not exe.exists():
         return fallback
     try:
@@ -328,18 +334,18 @@ class Etcd(core.Component):
 
     @property
     def data_dir(self) -> Path:
-        return core.DATA / "etcd"
+        return DATA / "etcd"
 
     def install(self) -> None:
         gotools.build_all()
 
     def start(self) -> None:
-        core.require_ports_free(self.name, ETCD_PORT, ETCD_PEER_PORT)
+        require_ports_free(self.name, ETCD_PORT, ETCD_PEER_PORT)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)  # etcd warns about (and 3.6 refuses) looser permissions
         peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
-        core.spawn(self.name, [
-            str(core.BIN / "etcd"),
+        spawn(self.name, [
+            str(BIN / "etcd"),
             "--name=local",
             f"--data-dir={self.data_dir}",
             f"--listen-client-urls={self.address}",
@@ -376,13 +382,13 @@ class KubeApiserver(core.Component):
 
     def start(self) -> None:
         if not Etcd().running():
-            raise core.StackError(self.name, "etcd is not running (start it first)")
-        core.require_ports_free(self.name, APISERVER_PORT)
+            raise StackError(self.name, "etcd is not running (start it first)")
+        require_ports_free(self.name, APISERVER_PORT)
         ensure_pki()
-        cert_dir = core.DATA / "kube-apiserver"  # unused with --tls-* files, but defaults to /var/run/kubernetes
+        cert_dir = DATA / "kube-apiserver"  # unused with --tls-* files, but defaults to /var/run/kubernetes
         cert_dir.mkdir(parents=True, exist_ok=True)
-        core.spawn(self.name, [
-            str(core.BIN / "kube-apiserver"),
+        spawn(self.name, [
+            str(BIN / "kube-apiserver"),
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             f"--secure-port={APISERVER_PORT}",
@@ -453,15 +459,15 @@ class KubeControllerManager(core.Component):
 
     def start(self) -> None:
         if not KubeApiserver().running():
-            raise core.StackError(self.name, "kube-apiserver is not running (start it first)")
-        core.require_ports_free(self.name, KCM_PORT)
+            raise StackError(self.name, "kube-apiserver is not running (start it first)")
+        require_ports_free(self.name, KCM_PORT)
         ensure_pki()
         # Right after the apiserver's first start, RBAC may not yet allow this user to
         # read the authentication ConfigMap; kube-controller-manager would exit on that.
-        core.wait_until(self._can_read_auth_config, component=self.name, timeout=60,
-                        what="authorized by kube-apiserver (RBAC bootstrap)")
-        core.spawn(self.name, [
-            str(core.BIN / "kube-controller-manager"),
+        wait_until(self._can_read_auth_config, component=self.name, timeout=60,
+                   what="authorized by kube-apiserver (RBAC bootstrap)")
+        spawn(self.name, [
+            str(BIN / "kube-controller-manager"),
             *control_plane_flags("kube-controller-manager", KCM_PORT),
             "--controllers=" + ",".join(KCM_CONTROLLERS),
             f"--root-ca-file={PKI / 'ca.crt'}",

@@ -10,7 +10,7 @@ import subprocess
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from . import core
+from . import commands, console, errors, paths, ports, processes
 from .mysqlserver import MySQLServer
 
 
@@ -18,19 +18,19 @@ class MariaDB(MySQLServer):
     name = "mariadb"
 
     def install(self) -> None:
-        if core.which("mariadbd") and core.which("mariadb-install-db"):
+        if paths.which("mariadbd") and paths.which("mariadb-install-db"):
             return
-        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                 "mariadb-server mariadb-client", "MariaDB apt-get install mariadb-server", shell=True)
+        commands.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                     "mariadb-server mariadb-client", "MariaDB apt-get install mariadb-server", shell=True)
 
     def cli(self) -> list[str]:
         return ["mariadb"]
 
     def start(self) -> None:
-        core.require_ports_free(self.name, self.port)
+        ports.require_ports_free(self.name, self.port)
         if not (self.datadir / "mysql").is_dir():
             self.initialise()
-        core.spawn(self.name, [
+        processes.spawn(self.name, [
             "mariadbd", *self.common_flags(), "--collation-server=utf8mb4_unicode_ci",
             # Strict mode as a MySQL 8 server has it by default.
             "--sql-mode=STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
@@ -41,19 +41,20 @@ class MariaDB(MySQLServer):
         """A new data directory, made beside and renamed into place when complete (as MySQL's).
 
         Tried twice: a CI run once saw the bootstrap fail on a clean clone where every run before
-        and since passed; the server's own [ERROR] lines are printed each time (core.run)."""
+        and since passed; the server's own [ERROR] lines are printed each time (commands.run)."""
         tmp = self.datadir.with_name(f".{self.name}.init")
 
         def bootstrap() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(self.datadir, ignore_errors=True)  # an older, unfinished one (no mysql/ inside)
             tmp.mkdir(parents=True)
-            core.run(["mariadb-install-db", "--no-defaults", f"--datadir={tmp}", "--user=root",
-                      "--auth-root-authentication-method=socket", "--skip-test-db"],
-                     "MariaDB initialise data directory", log=core.LOGS / "mariadb-install.log")
+            commands.run(["mariadb-install-db", "--no-defaults", f"--datadir={tmp}", "--user=root",
+                          "--auth-root-authentication-method=socket", "--skip-test-db"],
+                         "MariaDB initialise data directory", log=paths.LOGS / "mariadb-install.log")
 
-        Retrying(retry=retry_if_exception_type(core.StackError), stop=stop_after_attempt(2), reraise=True,
-                 before_sleep=lambda _: core.say("MariaDB initialise failed (its errors above); trying once more"))(bootstrap)
+        Retrying(retry=retry_if_exception_type(errors.StackError), stop=stop_after_attempt(2), reraise=True,
+                 before_sleep=lambda _: console.say("MariaDB initialise failed (its errors above); trying once more"),
+                 )(bootstrap)
         tmp.rename(self.datadir)
 
     def version(self) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from . import core, images
+from . import commands, images, paths, ports, processes
 from .mysqlserver import MySQLServer
 
 SUITE = "sid"
 PACKAGES = ("mysql-server-core", "mysql-client-core")
-ROOT = core.CACHE / "rootfs" / "sid-mysql"
+ROOT = paths.CACHE / "rootfs" / "sid-mysql"
 LOADER = ROOT / "lib64" / "ld-linux-x86-64.so.2"
 LIBRARY_PATH = f"{ROOT}/usr/lib/x86_64-linux-gnu:{ROOT}/lib/x86_64-linux-gnu"
 ROOT_AUTH = ("INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';\n"   # recorded in mysql.plugin: loaded at every start
@@ -52,21 +52,21 @@ class OracleMySQL(MySQLServer):
                 "--mysqlx=OFF"]
 
     def start(self) -> None:
-        core.require_ports_free(self.name, self.port)
+        ports.require_ports_free(self.name, self.port)
         if not self.datadir.is_dir():
             # Initialised beside, renamed into place when complete: a failed run leaves nothing
             # that a later start would take for a data directory.
             tmp = self.datadir.with_name(f".{self.name}.init")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
-            init = core.ETC / "mysql-init.sql"
+            init = paths.ETC / "mysql-init.sql"
             init.parent.mkdir(parents=True, exist_ok=True)
             init.write_text(ROOT_AUTH)
-            core.run([*from_root("usr/sbin/mysqld"), "--no-defaults", "--initialize-insecure", "--user=root",
-                      f"--datadir={tmp}", *self.server_flags(), f"--init-file={init}"],
-                     "MySQL initialise data directory", log=core.LOGS / "mysql-install.log")
+            commands.run([*from_root("usr/sbin/mysqld"), "--no-defaults", "--initialize-insecure", "--user=root",
+                          f"--datadir={tmp}", *self.server_flags(), f"--init-file={init}"],
+                         "MySQL initialise data directory", log=paths.LOGS / "mysql-install.log")
             tmp.rename(self.datadir)
-        core.spawn(self.name, [*from_root("usr/sbin/mysqld"), *self.common_flags(), *self.server_flags()])
+        processes.spawn(self.name, [*from_root("usr/sbin/mysqld"), *self.common_flags(), *self.server_flags()])
 
     def version(self) -> str:
         out = subprocess.run([*from_root("usr/sbin/mysqld"), "--version"], capture_output=True, text=True).stdout

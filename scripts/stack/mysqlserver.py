@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from . import core
+from . import core, paths
 from .addresses import GATEWAY, MYSQL_PORT
 from .credentials import credentials
 
@@ -20,8 +20,8 @@ class MySQLServer(core.Component):
     def __init__(self, port: int = MYSQL_PORT):
         self.port = port
         self.address = f"127.0.0.1:{port}"
-        self.datadir = core.DATA / self.name
-        self.socket = core.RUN / f"{self.name}.sock"
+        self.datadir = paths.DATA / self.name
+        self.socket = paths.RUN / f"{self.name}.sock"
 
     def cli(self) -> list[str]:
         """argv of the server's own command-line client."""
@@ -42,7 +42,7 @@ class MySQLServer(core.Component):
         return [
             "--no-defaults", f"--datadir={self.datadir}", "--user=root",
             "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
-            f"--pid-file={core.RUN / f'{self.name}d.pid'}", f"--log-error={self.log}",
+            f"--pid-file={paths.RUN / f'{self.name}d.pid'}", f"--log-error={self.log}",
             "--character-set-server=utf8mb4", "--innodb-buffer-pool-size=256M", "--max-connections=500",
             "--skip-name-resolve",
             # A row-based binlog with full images and column names: the binlog relay's input

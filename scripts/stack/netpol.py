@@ -64,17 +64,17 @@ import shutil
 import subprocess
 import sys
 
-from . import core, gotools, kube, network
+from . import commands, console, core, errors, gotools, kube, network, paths, processes
 
 METRICS_PORT = 20245              # /metrics on 127.0.0.1 (kube-router's health port 20244 stays closed)
 HOST = "127.0.0.1"
 USER = "simplecqrs-netpol"        # CN of its client certificate = its RBAC user
-KUBECONFIG = core.ETC / "kube-router.kubeconfig"
+KUBECONFIG = paths.ETC / "kube-router.kubeconfig"
 FIELD_MANAGER = "simplecqrs-stack"
 LABELS = {"app.kubernetes.io/managed-by": FIELD_MANAGER, "app.kubernetes.io/component": "network-policy"}
 NODE_PORT_RANGE = "30000-32767"   # the apiserver's default (kube.py sets none)
 SYNC_METRIC = "kube_router_controller_iptables_sync_time_count"
-PATH_DIR = core.ETC / "kube-router-path"    # first on its PATH: the iptables-restore wrapper
+PATH_DIR = paths.ETC / "kube-router-path"    # first on its PATH: the iptables-restore wrapper
 
 # Its chains (filter table) and ipsets, as pkg/controllers/netpol names them.
 TOP_CHAINS = {"INPUT": "KUBE-ROUTER-INPUT", "FORWARD": "KUBE-ROUTER-FORWARD", "OUTPUT": "KUBE-ROUTER-OUTPUT"}
@@ -124,7 +124,7 @@ def write_restore_wrapper() -> None:
     real = shutil.which("iptables-restore", path=os.environ.get("PATH", "").replace(str(PATH_DIR), ""))
     iptables = shutil.which("iptables")
     if real is None or iptables is None:
-        raise core.StackError("kube-router", "iptables-restore or iptables is not installed")
+        raise errors.StackError("kube-router", "iptables-restore or iptables is not installed")
     PATH_DIR.mkdir(parents=True, exist_ok=True)
     wrapper = PATH_DIR / "iptables-restore"
     wrapper.write_text(RESTORE_WRAPPER.format(python=sys.executable, real=real, iptables=iptables,
@@ -139,7 +139,7 @@ def chains() -> list[str]:
 
 
 def ipsets() -> list[str]:
-    if core.which("ipset") is None:
+    if paths.which("ipset") is None:
         return []
     out = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, timeout=60).stdout
     return [s for s in out.split() if s.startswith(IPSET_PREFIXES)]
@@ -196,19 +196,19 @@ class KubeRouter(core.Component):
     requires = ("kubelet",)       # it reads its Node (InternalIP = the node address) at start
 
     def install(self) -> None:
-        if core.which("ipset") is None or core.which("iptables-restore") is None:
-            core.run(["apt-get", "install", "-y", "--no-install-recommends", "ipset", "iptables"],
-                     "installing ipset, iptables (apt)", env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        if paths.which("ipset") is None or paths.which("iptables-restore") is None:
+            commands.run(["apt-get", "install", "-y", "--no-install-recommends", "ipset", "iptables"],
+                         "installing ipset, iptables (apt)", env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         gotools.ensure("kube-router")
 
     def start(self) -> None:
-        exe = core.BIN / "kube-router"
+        exe = paths.BIN / "kube-router"
         kube.prepare_host_client(self.name, exe, (METRICS_PORT,), USER, KUBECONFIG, RULES, LABELS,
                                  "/apis/networking.k8s.io/v1/networkpolicies?limit=1", FIELD_MANAGER)
         write_restore_wrapper()
         # NODE_NAME: its first lookup of the Node (else the machine's hostname, then --hostname-override).
         env = dict(os.environ, NODE_NAME=kube.NODE_NAME, PATH=f"{PATH_DIR}:{os.environ.get('PATH', '')}")
-        core.spawn(self.name, [
+        processes.spawn(self.name, [
             str(exe),
             f"--kubeconfig={KUBECONFIG}",
             f"--hostname-override={kube.NODE_NAME}",
@@ -218,19 +218,19 @@ class KubeRouter(core.Component):
             "--enable-ipv4=true", "--enable-ipv6=false",
             "--health-port=0",                       # else a health server on every interface
             f"--metrics-addr={HOST}", f"--metrics-port={METRICS_PORT}",
-        ], env=env, cwd=core.ETC)
+        ], env=env, cwd=paths.ETC)
 
     def ready(self) -> bool:
         # running(): the metrics answering could be another kube-router's (a start that lost the port).
         return self.running() and full_syncs() >= 1 and rules_installed()
 
     def stop(self) -> None:
-        core.stop(self.name)
+        processes.stop(self.name)
         if left := remove_state():   # said, not raised: `make down` goes on with the other components
-            core.detail(f"{self.name}: could not remove {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
+            console.detail(f"{self.name}: could not remove {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
 
     def version(self) -> str:
-        exe = core.BIN / "kube-router"
+        exe = paths.BIN / "kube-router"
         if not exe.exists():
             return gotools.KUBE_ROUTER_VERSION
         try:   # on stderr: "Running /path/kube-router version v2.1.0, built on ..., go1.26.8"

@@ -21,7 +21,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from . import core
+from . import console, core, errors, paths
 from .addresses import (  # noqa: F401 - the network's addresses, by their network.* names too
     APISERVER_PORT,
     BRIDGE,
@@ -39,7 +39,7 @@ NAT_CHAIN = "SIMPLECQRS-TO-HOST"  # DNAT from the bridge to host loopback servic
 OUTPUT_CHAIN = "SIMPLECQRS-HOST-OUT"  # left by older versions (Kafka was a host process): removed
 COMMENT = "simplecqrs local node"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-IP_FORWARD_SAVED = core.RUN / "ip_forward.before"
+IP_FORWARD_SAVED = paths.RUN / "ip_forward.before"
 
 
 def host_forwards() -> list[tuple[str, int, int]]:
@@ -59,7 +59,7 @@ def _chains() -> list[tuple[str, list[str], list[tuple[str, int, int]]]]:
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if check and out.returncode != 0:
-        raise core.StackError("node-network", f"{' '.join(argv)}: {out.stderr.strip()[-300:]}")
+        raise errors.StackError("node-network", f"{' '.join(argv)}: {out.stderr.strip()[-300:]}")
     return out
 
 
@@ -141,9 +141,9 @@ class NodeNetwork(core.Component):
         # As core.Component.up(), except that a running network missing rules is set up again
         # (start() is idempotent) instead of waited for.
         if self.running() and self._ready_quietly():
-            core.detail(f"{self.name} answering on {self.address}")
+            console.detail(f"{self.name} answering on {self.address}")
             return
-        core.say(f"{'updating' if self.running() else 'starting'} {self.name}")
+        console.say(f"{'updating' if self.running() else 'starting'} {self.name}")
         self.start()
         self.wait_ready()
 

@@ -22,18 +22,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import cgroups, core, gotools, images, kube, network
+from . import cgroups, commands, core, errors, gotools, images, kube, mounts, network, paths, ports, processes
 from .containerd import CONTAINERD_CONFIG, CONTAINERD_ROOT, CONTAINERD_SOCKET, CONTAINERD_STATE, PAUSE_IMAGE
 from .kube import NODE_NAME, PKI
 
-CNI_CONF_DIR = core.ETC / "cni"
+CNI_CONF_DIR = paths.ETC / "cni"
 CNI_BIN_DIR = Path("/usr/lib/cni")       # Debian's containernetworking-plugins
-KUBELET_ROOT = core.DATA / "kubelet"
-KUBELET_CONFIG = core.ETC / "kubelet.yaml"
+KUBELET_ROOT = paths.DATA / "kubelet"
+KUBELET_CONFIG = paths.ETC / "kubelet.yaml"
 KUBELET_PORT = 10250
 KUBELET_HEALTHZ_PORT = 10248
 SCHEDULER_PORT = 10259
-PROXY_CONFIG = core.ETC / "kube-proxy.yaml"
+PROXY_CONFIG = paths.ETC / "kube-proxy.yaml"
 PROXY_HEALTHZ_PORT = 10256
 PROXY_METRICS_PORT = 10249
 CGROUP_PARENT = "simplecqrs"             # kubelet's cgroupRoot: /sys/fs/cgroup/<ctrl>/simplecqrs
@@ -74,35 +74,35 @@ def cni_conflist() -> dict:
         "plugins": [
             {"type": "bridge", "bridge": network.BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": network.POD_CIDR, "gateway": network.GATEWAY}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(core.DATA / "cni")}},
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(paths.DATA / "cni")}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
 
 
 def crictl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(core.BIN / "crictl"), f"--runtime-endpoint=unix://{CONTAINERD_SOCKET}",
+    out = subprocess.run([str(paths.BIN / "crictl"), f"--runtime-endpoint=unix://{CONTAINERD_SOCKET}",
                           f"--image-endpoint=unix://{CONTAINERD_SOCKET}", *args],
                          capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
-        raise core.StackError("crictl", f"{' '.join(args[:2])}: {out.stderr.strip()[-300:]}")
+        raise errors.StackError("crictl", f"{' '.join(args[:2])}: {out.stderr.strip()[-300:]}")
     return out
 
 
 def helm(*args: str, timeout: float = 600) -> None:
     """helm against this checkout's cluster (the stack's charts and Strimzi's); output to .local/logs/helm.log."""
-    core.run([str(core.BIN / "helm"), f"--kubeconfig={core.KUBECONFIG}", *args], f"helm {args[0]} {args[1]}",
-             log=core.LOGS / "helm.log", timeout=timeout)
+    commands.run([str(paths.BIN / "helm"), f"--kubeconfig={paths.KUBECONFIG}", *args], f"helm {args[0]} {args[1]}",
+                 log=paths.LOGS / "helm.log", timeout=timeout)
 
 
 def kubectl(*args: str | Path, input: str | None = None, check: bool = True, timeout: float = 120,
-            kubeconfig: Path = core.KUBECONFIG) -> subprocess.CompletedProcess:
+            kubeconfig: Path = paths.KUBECONFIG) -> subprocess.CompletedProcess:
     """kubectl against this checkout's cluster: the one helper the stack and the tests use."""
-    tool = core.which("kubectl") or str(core.BIN / "kubectl")
+    tool = paths.which("kubectl") or str(paths.BIN / "kubectl")
     out = subprocess.run([tool, f"--kubeconfig={kubeconfig}", *map(str, args)], input=input, capture_output=True,
                          text=True, timeout=timeout)
     if check and out.returncode != 0:
-        raise core.StackError("kubectl", f"{' '.join(map(str, args[:4]))}: {out.stderr.strip()[-2000:]}")
+        raise errors.StackError("kubectl", f"{' '.join(map(str, args[:4]))}: {out.stderr.strip()[-2000:]}")
     return out
 
 
@@ -149,11 +149,12 @@ class Containerd(core.Component):
 
     def install(self) -> None:
         missing = [tool for tool in ("containerd", "runc", "ctr", "iptables", "conntrack")
-                   if core.which(tool) is None]
+                   if paths.which(tool) is None]
         if missing or not (CNI_BIN_DIR / "bridge").exists():
-            core.run(["apt-get", "install", "-y", "--no-install-recommends", "containerd", "runc",
-                      "containernetworking-plugins", "iptables", "conntrack"],
-                     "installing containerd, runc, CNI plugins (apt)", env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            commands.run(["apt-get", "install", "-y", "--no-install-recommends", "containerd", "runc",
+                          "containernetworking-plugins", "iptables", "conntrack"],
+                         "installing containerd, runc, CNI plugins (apt)",
+                         env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
 
     def start(self) -> None:
         CONTAINERD_STATE.mkdir(parents=True, exist_ok=True)
@@ -163,7 +164,7 @@ class Containerd(core.Component):
         CONTAINERD_CONFIG.write_text(CONTAINERD_TOML.format(
             root=CONTAINERD_ROOT, state=CONTAINERD_STATE, socket=CONTAINERD_SOCKET, pause=PAUSE_IMAGE,
             cni_bin=CNI_BIN_DIR, cni_conf=CNI_CONF_DIR))
-        core.spawn(self.name, ["containerd", "--config", str(CONTAINERD_CONFIG)])
+        processes.spawn(self.name, ["containerd", "--config", str(CONTAINERD_CONFIG)])
 
     def ready(self) -> bool:
         return crictl("info", check=False, timeout=10).returncode == 0
@@ -176,9 +177,9 @@ class Containerd(core.Component):
             if pods:
                 crictl("stopp", *pods, check=False, timeout=120)
                 crictl("rmp", "-f", *pods, check=False, timeout=120)
-        core.stop(self.name)
-        core.unmount_under(CONTAINERD_STATE)
-        core.unmount_under(CONTAINERD_ROOT)
+        processes.stop(self.name)
+        mounts.unmount_under(CONTAINERD_STATE)
+        mounts.unmount_under(CONTAINERD_ROOT)
 
     def version(self) -> str:
         out = subprocess.run(["containerd", "--version"], capture_output=True, text=True).stdout.split()
@@ -232,7 +233,7 @@ class Kubelet(core.Component):
         kube.ensure_pki()
 
     def start(self) -> None:
-        core.require_ports_free(self.name, KUBELET_HEALTHZ_PORT)
+        ports.require_ports_free(self.name, KUBELET_HEALTHZ_PORT)
         kube.ensure_pki()
         KUBELET_ROOT.mkdir(parents=True, exist_ok=True)
         _create_cgroups()
@@ -249,8 +250,8 @@ class Kubelet(core.Component):
                         "name": "system:kubelet-api-admin"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                           "name": "kube-apiserver-kubelet-client"}]}))
-        core.spawn(self.name, [
-            str(core.BIN / "kubelet"),
+        processes.spawn(self.name, [
+            str(paths.BIN / "kubelet"),
             f"--config={KUBELET_CONFIG}",
             f"--kubeconfig={kube.kubeconfig_of('kubelet')}",
             f"--root-dir={KUBELET_ROOT}",
@@ -266,8 +267,8 @@ class Kubelet(core.Component):
         return conditions.get("Ready") == "True"
 
     def stop(self) -> None:
-        core.stop(self.name)
-        core.unmount_under(KUBELET_ROOT)
+        processes.stop(self.name)
+        mounts.unmount_under(KUBELET_ROOT)
 
     def version(self) -> str:
         return kube._binary_version("kubelet", gotools.K8S_VERSION)
@@ -283,10 +284,10 @@ class KubeScheduler(core.Component):
         gotools.build_all()
 
     def start(self) -> None:
-        core.require_ports_free(self.name, SCHEDULER_PORT)
+        ports.require_ports_free(self.name, SCHEDULER_PORT)
         kube.ensure_pki()
-        core.spawn(self.name, [str(core.BIN / "kube-scheduler"),
-                               *kube.control_plane_flags("kube-scheduler", SCHEDULER_PORT)])
+        processes.spawn(self.name, [str(paths.BIN / "kube-scheduler"),
+                                    *kube.control_plane_flags("kube-scheduler", SCHEDULER_PORT)])
 
     def ready(self) -> bool:
         status, body = kube._https_get(SCHEDULER_PORT, "/healthz", client_cert=None)
@@ -325,11 +326,11 @@ class KubeProxy(core.Component):
         gotools.build_all()
 
     def start(self) -> None:
-        core.require_ports_free(self.name, PROXY_HEALTHZ_PORT, PROXY_METRICS_PORT)
+        ports.require_ports_free(self.name, PROXY_HEALTHZ_PORT, PROXY_METRICS_PORT)
         PROXY_CONFIG.write_text(KUBE_PROXY_YAML.format(
             kubeconfig=kube.kubeconfig_of("kube-proxy"), node=NODE_NAME, pod_cidr=network.POD_CIDR,
             healthz=PROXY_HEALTHZ_PORT, metrics=PROXY_METRICS_PORT, gateway=network.GATEWAY))
-        core.spawn(self.name, [str(core.BIN / "kube-proxy"), f"--config={PROXY_CONFIG}"])
+        processes.spawn(self.name, [str(paths.BIN / "kube-proxy"), f"--config={PROXY_CONFIG}"])
 
     def ready(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", PROXY_HEALTHZ_PORT, timeout=5)
@@ -341,10 +342,10 @@ class KubeProxy(core.Component):
 
     def stop(self) -> None:
         was_running = self.running()
-        core.stop(self.name)
+        processes.stop(self.name)
         if was_running or network.chain_exists("nat", "KUBE-SERVICES"):
             # Removes every chain and rule kube-proxy made (iptables and ipvs modes, v4 and v6).
-            subprocess.run([str(core.BIN / "kube-proxy"), "--cleanup"], capture_output=True, timeout=60)
+            subprocess.run([str(paths.BIN / "kube-proxy"), "--cleanup"], capture_output=True, timeout=60)
 
     def version(self) -> str:
         return kube._binary_version("kube-proxy", gotools.K8S_VERSION)
@@ -366,4 +367,4 @@ def remove_leftovers() -> None:
                         network.delete_chain(table, chain, tool)
     _remove_cgroups()
     cgroups.remove_host()
-    shutil.rmtree(core.DATA / "cni", ignore_errors=True)
+    shutil.rmtree(paths.DATA / "cni", ignore_errors=True)

@@ -25,7 +25,7 @@ import time
 
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
-from . import containerd, core, network
+from . import console, containerd, core, errors, network, paths, waits
 from .credentials import credentials
 from .node import helm, kubectl
 
@@ -34,11 +34,11 @@ OPERATOR_NAMESPACE = "simplecqrs-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=simplecqrs-operator"   # the operator chart's and manifests' pods
 INSTANCE = "simplecqrs"                       # orderService.name in values-local.yaml
 ADMIN_SECRET = "simplecqrs-mysql-admin"       # the chart's default mysql.adminSecret.name
-OPERATOR_CHART = core.ROOT / "charts" / "simplecqrs-operator"
-APP_CHART = core.ROOT / "charts" / "simplecqrs"
+OPERATOR_CHART = paths.ROOT / "charts" / "simplecqrs-operator"
+APP_CHART = paths.ROOT / "charts" / "simplecqrs"
 LOCAL_VALUES = APP_CHART / "values-local.yaml"
 IMAGE_REPOSITORY = "simplecqrs"
-IMAGE_TAG_FILE = core.RUN / "image.tag"       # the tag `make up` deployed last
+IMAGE_TAG_FILE = paths.RUN / "image.tag"       # the tag `make up` deployed last
 API_URL = "http://127.0.0.1:8080"
 INGRESS_URL = "http://127.0.0.1"
 INGRESS_HOST = "simplecqrs.local"
@@ -63,7 +63,7 @@ def image_ref() -> str:
 
 
 # ---------------------------------------------------------------- the settings host scripts use
-ENV_FILE = core.ETC / "app.env"
+ENV_FILE = paths.ETC / "app.env"
 
 
 def _secret_data(namespace: str, name: str) -> dict[str, str]:
@@ -76,8 +76,8 @@ def _from_host(host: str, what: str, address: str) -> str:
     host's own stores GATEWAY to the pods, and the host reaches them on 127.0.0.1."""
     if host in (network.GATEWAY, "127.0.0.1", "localhost"):
         return "127.0.0.1"
-    raise core.StackError(address, f"its {what} {host} is not one the host reaches (only the local stack's stores "
-                                   f"at {network.GATEWAY} are)")
+    raise errors.StackError(address, f"its {what} {host} is not one the host reaches (only the local stack's stores "
+                                     f"at {network.GATEWAY} are)")
 
 
 def instance_env(address: str = f"{NAMESPACE}/{INSTANCE}") -> dict[str, str]:
@@ -89,12 +89,12 @@ def instance_env(address: str = f"{NAMESPACE}/{INSTANCE}") -> dict[str, str]:
 
     namespace, _, name = address.partition("/")
     if not name:
-        raise core.StackError(address, "an instance is NAMESPACE/NAME")
+        raise errors.StackError(address, "an instance is NAMESPACE/NAME")
     if kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode != 0:
-        raise core.StackError("stack", f"no Kubernetes API answers with {core.KUBECONFIG}: is the stack up? (make up)")
+        raise errors.StackError("stack", f"no Kubernetes API answers with {paths.KUBECONFIG}: is the stack up? (make up)")
     osvc = orderservice(namespace, name)
     if osvc is None:
-        raise core.StackError(address, f"no OrderService {address} (kubectl get orderservices -A)")
+        raise errors.StackError(address, f"no OrderService {address} (kubectl get orderservices -A)")
     spec = osvc["spec"]
     app = _secret_data(namespace, f"{name}-mysql-app")
     creds = credentials()
@@ -228,7 +228,7 @@ class ProductImage(core.Component):
         ref = images.build_into_node(IMAGE_REPOSITORY)
         tag = ref.split(":", 1)[1]
         IMAGE_TAG_FILE.write_text(tag + "\n")
-        core.detail(f"image {ref} in the node's image store")
+        console.detail(f"image {ref} in the node's image store")
 
     def ready(self) -> bool:
         return containerd.image_present(image_ref())
@@ -301,13 +301,13 @@ class Instance(core.Component):
 
     def wait_ready(self) -> None:
         t0 = time.monotonic()
-        core.wait_until(self.ready, component=self.name, what="Ready (stores provisioned, pods rolled out)",
-                        timeout=self.start_timeout)
-        core.detail(f"OrderService {self.address} Ready after {time.monotonic() - t0:.0f}s")
+        waits.wait_until(self.ready, component=self.name, what="Ready (stores provisioned, pods rolled out)",
+                         timeout=self.start_timeout)
+        console.detail(f"OrderService {self.address} Ready after {time.monotonic() - t0:.0f}s")
         write_env_file()
         order_id = smoke_order()
-        core.detail(f"order {order_id} accepted and read back through {INGRESS_URL} (Host {INGRESS_HOST}) "
-                    f"{time.monotonic() - t0:.0f}s after the charts were applied")
+        console.detail(f"order {order_id} accepted and read back through {INGRESS_URL} (Host {INGRESS_HOST}) "
+                       f"{time.monotonic() - t0:.0f}s after the charts were applied")
 
     def status(self) -> core.Status:
         try:
@@ -357,8 +357,8 @@ def smoke_order(timeout: float = 60) -> str:
         return None
 
     def no_round_trip(state) -> None:
-        raise core.StackError("orderservice", f"no order round trip through {INGRESS_URL} (Host {INGRESS_HOST}) "
-                                              f"within {timeout:.0f}s", core.LOGS / "traefik-access.log")
+        raise errors.StackError("orderservice", f"no order round trip through {INGRESS_URL} (Host {INGRESS_HOST}) "
+                                                f"within {timeout:.0f}s", paths.LOGS / "traefik-access.log")
 
     # Once a second until an order goes there and back (a refused connection, a bad answer: not yet).
     return Retrying(retry=retry_if_exception_type((OSError, ValueError, KeyError)) | retry_if_result(lambda oid: oid is None),

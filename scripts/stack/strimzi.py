@@ -34,7 +34,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import core, images, jvm, node
+from . import commands, console, errors, images, jvm, node, paths
 
 VERSION = "1.2.0"
 KAFKA_VERSION = "4.3.1"             # Strimzi 1.2.0's default (its kafka-versions.yaml): the one version built here
@@ -45,14 +45,14 @@ OPERATOR_SELECTOR = "strimzi.io/kind=cluster-operator"
 REPOSITORY = "simplecqrs-strimzi"   # the operator image (all four operators)
 FIELD_MANAGER = "simplecqrs-stack"
 
-VALUES = core.ETC / "strimzi-values.json"      # what the release was installed with last
+VALUES = paths.ETC / "strimzi-values.json"      # what the release was installed with last
 HERE = Path(__file__).resolve().parent
 DOCKERFILE = HERE / "dockerfiles" / "strimzi.Dockerfile"
 SOURCE = Path(os.environ.get("SIMPLECQRS_STRIMZI_SOURCE")
-              or core.ROOT.parent / "shared" / "vendor" / f"strimzi-kafka-operator-{VERSION}-src.tar.gz")
+              or paths.ROOT.parent / "shared" / "vendor" / f"strimzi-kafka-operator-{VERSION}-src.tar.gz")
 JDK = Path(os.environ.get("SIMPLECQRS_STRIMZI_JDK", "/usr/lib/jvm/temurin-25-jdk-amd64"))
-BUILD = core.CACHE / "build" / f"strimzi-{VERSION}"   # the extracted source and Maven's target/ dirs
-HOME = core.CACHE / f"strimzi-{VERSION}"              # the build's results (the image's build context)
+BUILD = paths.CACHE / "build" / f"strimzi-{VERSION}"   # the extracted source and Maven's target/ dirs
+HOME = paths.CACHE / f"strimzi-{VERSION}"              # the build's results (the image's build context)
 OPERATORS = ("cluster-operator", "topic-operator", "user-operator", "kafka-init")   # Maven modules
 AGENT_JAR = HOME / "kafka-agent" / f"kafka-agent-{VERSION}.jar"
 CRD_DIR = Path("packaging") / "install" / "cluster-operator"    # where the api module writes the CRDs
@@ -119,8 +119,8 @@ def _source_key() -> str:
                 h.update(chunk)
         return h.hexdigest()
     if not (SOURCE / "pom.xml").is_file():
-        raise core.StackError("strimzi", f"no Strimzi source at {SOURCE} (SIMPLECQRS_STRIMZI_SOURCE: "
-                                         f"the {VERSION} source tarball, or a clone at tag {VERSION})")
+        raise errors.StackError("strimzi", f"no Strimzi source at {SOURCE} (SIMPLECQRS_STRIMZI_SOURCE: "
+                                           f"the {VERSION} source tarball, or a clone at tag {VERSION})")
     h = hashlib.sha256(str(SOURCE.resolve()).encode())
     for root, dirs, files in os.walk(SOURCE):
         dirs[:] = sorted(d for d in dirs if d not in (".git", "target"))
@@ -137,8 +137,8 @@ def _jdk_version() -> str:
     except (OSError, AttributeError):
         version = "none"
     if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 21:
-        raise core.StackError("strimzi", f"building Strimzi {VERSION} needs a JDK 21 or newer at {JDK} (found: "
-                                         f"{version}); set SIMPLECQRS_STRIMZI_JDK to one (e.g. Eclipse Temurin 21+)")
+        raise errors.StackError("strimzi", f"building Strimzi {VERSION} needs a JDK 21 or newer at {JDK} (found: "
+                                           f"{version}); set SIMPLECQRS_STRIMZI_JDK to one (e.g. Eclipse Temurin 21+)")
     return version
 
 
@@ -161,7 +161,7 @@ def source_tree() -> Path:
     if not (BUILD / ".source").exists() or (BUILD / ".source").read_text() != src_key:
         shutil.rmtree(BUILD, ignore_errors=True)
         BUILD.mkdir(parents=True)
-        core.say(f"Strimzi {VERSION}: source from {SOURCE} into {BUILD}")
+        console.say(f"Strimzi {VERSION}: source from {SOURCE} into {BUILD}")
         if SOURCE.is_file():
             # `git archive` (the vendored one) has the tree at the top; GitHub's source archives
             # have it under strimzi-kafka-operator-<tag>/.
@@ -175,7 +175,7 @@ def source_tree() -> Path:
         (BUILD / ".source").write_text(src_key)
     release = (BUILD / "release.version").read_text().strip() if (BUILD / "release.version").exists() else "?"
     if release != VERSION:
-        raise core.StackError("strimzi", f"{SOURCE} is Strimzi {release}, not {VERSION}")
+        raise errors.StackError("strimzi", f"{SOURCE} is Strimzi {release}, not {VERSION}")
     for pom, artifact in UNSERVED_TEST_DEPENDENCIES.items():
         text = (BUILD / pom).read_text()
         dropped = re.sub(rf"\s*<dependency>\s*<groupId>[^<]+</groupId>\s*<artifactId>{artifact}</artifactId>"
@@ -192,35 +192,35 @@ def build() -> Path:
     key = build_key()
     if built():
         return HOME
-    if not core.which("mvn"):
-        core.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
-                 "Strimzi apt-get install maven", shell=True)
-    log = core.LOGS / "install-strimzi.log"
+    if not paths.which("mvn"):
+        commands.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven",
+                     "Strimzi apt-get install maven", shell=True)
+    log = paths.LOGS / "install-strimzi.log"
     src = source_tree()
     # The CRDs are generated by the build (the api module writes them there): remove the copies
     # the source ships, so that what is used is what this build generated.
     for name in CRDS:
         (src / CRD_DIR / name).unlink(missing_ok=True)
     env = dict(os.environ, JAVA_HOME=str(JDK), PATH=f"{JDK / 'bin'}:{os.environ.get('PATH', '')}")
-    timing = core.CACHE / "build" / f"strimzi-{VERSION}.seconds"
+    timing = paths.CACHE / "build" / f"strimzi-{VERSION}.seconds"
     try:
         expected = float(timing.read_text())
     except (OSError, ValueError):
         expected = FIRST_BUILD_SECONDS
-    core.say(f"Strimzi {VERSION}: building the cluster, topic and user operators, kafka-init and the Kafka "
-             f"agent with Maven and {JDK.name} (minutes; more the first time, while ~/.m2 fills)")
+    console.say(f"Strimzi {VERSION}: building the cluster, topic and user operators, kafka-init and the Kafka "
+                f"agent with Maven and {JDK.name} (minutes; more the first time, while ~/.m2 fills)")
     t0 = time.monotonic()
     # The configuration model first: it lands in the Cluster Operator's resources.  The generator
     # runs on its own pom, so the modules it depends on go to ~/.m2 first.
     flags = [a for a in MAVEN_ARGS if a.startswith("-D")]
-    core.run(["mvn", "-B", "--no-transfer-progress", "-pl", "config-model", "-am", *flags, "install"],
-             f"Strimzi {VERSION} config-model install", cwd=src, env=env, log=log)
+    commands.run(["mvn", "-B", "--no-transfer-progress", "-pl", "config-model", "-am", *flags, "install"],
+                 f"Strimzi {VERSION} config-model install", cwd=src, env=env, log=log)
     model = src / "cluster-operator" / "src" / "main" / "resources" / f"kafka-{KAFKA_VERSION}-config-model.json"
-    core.run(["mvn", *CONFIG_MODEL_GOALS, *flags, f"-Dkafka-metadata-version={KAFKA_VERSION}",
-              f"-Dconfig-model-file={model}"],
-             f"Strimzi {VERSION} Kafka {KAFKA_VERSION} configuration model", cwd=src, env=env, log=log)
-    core.run(["mvn", *MAVEN_ARGS], f"Strimzi {VERSION} Maven build", cwd=src, env=env, log=log,
-             expected=expected)
+    commands.run(["mvn", *CONFIG_MODEL_GOALS, *flags, f"-Dkafka-metadata-version={KAFKA_VERSION}",
+                  f"-Dconfig-model-file={model}"],
+                 f"Strimzi {VERSION} Kafka {KAFKA_VERSION} configuration model", cwd=src, env=env, log=log)
+    commands.run(["mvn", *MAVEN_ARGS], f"Strimzi {VERSION} Maven build", cwd=src, env=env, log=log,
+                 expected=expected)
     timing.write_text(f"{time.monotonic() - t0:.0f}\n")
 
     # The results, assembled beside HOME and renamed into place (never a half-made HOME).
@@ -240,14 +240,14 @@ def build() -> Path:
     (tmp / "crds").mkdir()
     for name in CRDS:
         if not (src / CRD_DIR / name).exists():
-            raise core.StackError("strimzi", f"the build generated no {src / CRD_DIR / name}", log)
+            raise errors.StackError("strimzi", f"the build generated no {src / CRD_DIR / name}", log)
         shutil.copy2(src / CRD_DIR / name, tmp / "crds" / name)
     shutil.copytree(src / CHART_DIR, tmp / "chart", ignore=shutil.ignore_patterns("crds"))
     jvm.jlink(JDK, JAVA_MODULES, tmp / "jre", f"Strimzi {VERSION}", log)
     shutil.rmtree(HOME, ignore_errors=True)
     os.rename(tmp, HOME)
     (HOME / ".installed").write_text(key + "\n")
-    core.detail(f"Strimzi {VERSION} in {HOME} ({_du(HOME)})")
+    console.detail(f"Strimzi {VERSION} in {HOME} ({_du(HOME)})")
     return HOME
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 
-from . import core
+from . import core, errors, paths
 from .addresses import MYSQL_PORT as PORT
 from .addresses import MYSQL_SECOND_PORT as SECOND_PORT
 
 SERVERS = ("mysql", "mariadb")
-CHOICE_FILE = core.ETC / "write-store"
+CHOICE_FILE = paths.ETC / "write-store"
 
 
 def chosen() -> str:
@@ -32,7 +32,7 @@ def chosen() -> str:
     name = os.environ.get("SIMPLECQRS_WRITE_STORE") or (
         CHOICE_FILE.read_text().strip() if CHOICE_FILE.exists() else "mysql")
     if name not in SERVERS:
-        raise core.StackError("write-store", f"SIMPLECQRS_WRITE_STORE must be one of {SERVERS}, got {name!r}")
+        raise errors.StackError("write-store", f"SIMPLECQRS_WRITE_STORE must be one of {SERVERS}, got {name!r}")
     return name
 
 
