@@ -120,6 +120,9 @@ def manifests() -> list[dict]:
                      "allow.everyone.if.no.acl.found": "true",
                      "auto.create.topics.enable": "false",
                      "default.replication.factor": NODES,
+                     # As the chart's Kafka: a write needs two of the three replicas (Strimzi warns without
+                     # it, and its status then changed at every reconciliation, each change a new one).
+                     "min.insync.replicas": 2,
                      "offsets.topic.replication.factor": NODES,
                      "transaction.state.log.replication.factor": NODES,
                      "transaction.state.log.min.isr": 2,
