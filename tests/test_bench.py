@@ -50,3 +50,23 @@ def test_bench_quick_writes_every_figure(stack, tmp_path):
     assert all(v["median"] > 0 for v in result["scaling"]["events_per_s"].values())
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "command_ratio" in out.with_suffix(".txt").read_text()
+
+
+def test_bench_compare_tables_two_runs_side_by_side():
+    """scripts/bench_compare: the deployed form's figures and CPU rows, first and last run with their ratio."""
+    from scripts.bench_compare import table
+
+    def run(api: float, kafka: float) -> dict:
+        spread = lambda v: {"median": v}  # noqa: E731
+        return {"projection_ratio": 0.9, "deployed": {
+            "command_ratio": 0.5, "ratios_at_concurrency": 8, "command": {"8": {"ours": {"orders_per_s": spread(400.0)}}},
+            "freshness_ms": {"p50": spread(50.0), "p99": spread(150.0)}, "freshness_p99_ratio": 3.5,
+            "published_ms": {"p50": spread(20.0)}, "cpu_s_per_1000_orders_total": api + kafka,
+            "cpu_s_per_1000_orders_marginal_total": api + kafka - 1,
+            "cpu_s_per_1000_orders": {"pod:api": api, "pod:kafka/kafka": kafka, "host:quiet": 0.01}}}
+
+    lines = table({"before": run(2.0, 3.0), "after": run(1.0, 3.0)}).splitlines()
+    assert lines[0] == "| figure | before | after | last / first |"
+    assert "| CPU pod:api | 2.00 | 1.00 | 0.50 |" in lines
+    assert "| CPU s / 1000 orders, all rows | 5.00 | 4.00 | 0.80 |" in lines
+    assert not any("host:quiet" in line for line in lines), "rows under 0.05 s left out"
