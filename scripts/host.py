@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
             from scripts.stack import services
 
             os.environ.update(services.instance_env(instance or DEFAULT_INSTANCE))
-        if tool == "bench":
-            return importlib.import_module("scripts.bench").main(rest)
+        if tool == "bench":   # measures the instance --instance names (make up's by default), its own way
+            return importlib.import_module("scripts.bench").main([*rest, *(["--instance", instance] if instance else [])])
         from app import cli
 
         return cli.main([tool, *rest])

@@ -181,10 +181,12 @@ def test_skaffold_run_then_dev_with_a_source_change(stack, skaffold_bin, make_up
 
     # skaffold run: build, hand to the node, both releases, status check.
     out = skaffold("run", "-p", "local", "--status-check=true")
-    # skaffold.yaml's deploy hook waited for the OrderService's Ready before the status check: it is
-    # Ready now, with no further wait.
+    # skaffold.yaml's deploy hook waited for the OrderService's Ready before the status check.  When an
+    # earlier test left `make up`'s instance in place, skaffold upgrades it, and its Ready condition can be
+    # the old one's for a moment, before the operator rolls the pods to skaffold's image: the rollout is
+    # waited for (bounded), not assumed.
     assert "condition met" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
-    assert services.Instance().ready()
+    wait_for(services.Instance().ready, 300, "the OrderService rolled out to skaffold's image")
     image = services.orderservice()["spec"]["api"]["image"]
     assert image.startswith("simplecqrs:") and len(image.split(":")[1]) == 64, image  # skaffold's image-ID tag
     assert services.smoke_order()
