@@ -31,11 +31,9 @@ from scripts.stack.processes import read_pid
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 CGROUP_ROOT = "simplecqrs"          # node.CGROUP_PARENT: the kubelet's cgroupRoot
-INSTANCE_COMPONENTS = ("api", "consumer")
 # Host processes by their pid file (RUN/<name>.pid): the write store is added by its name.
 HOST_PROCESSES = ("cassandra", "traefik", "kube-apiserver", "etcd", "kubelet", "containerd",
                   "kube-controller-manager", "kube-scheduler", "kube-proxy", "kube-router")
-RELAY_PORT_NAME, CONSUMER_PORT_NAME = "relay-metrics", "metrics"
 
 
 @dataclass(frozen=True)
