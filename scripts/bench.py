@@ -61,6 +61,7 @@ from app.writemodel.orders import insert_order
 from scripts import bench_deployed as deployed
 from scripts import bench_measure as measure
 from scripts.stack import commands, errors, paths
+from scripts.stack.commandline import run_click
 from scripts.stack.instance import (
     Proc,
     admin_mysql,
@@ -909,15 +910,8 @@ def command(**options) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """scripts/bench (scripts/host.py calls it with the arguments): click's exit code, 2 for a usage error."""
-    try:
-        command.main(args=argv, prog_name="scripts/bench", standalone_mode=False)
-    except click.exceptions.Exit as e:      # --help
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    return 0
+    """scripts/bench (scripts/host.py calls it with the arguments): 0, 2 for a usage error, 130 when interrupted."""
+    return run_click(command, argv, "scripts/bench")
 
 
 if __name__ == "__main__":

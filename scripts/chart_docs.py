@@ -19,6 +19,8 @@ from pathlib import Path
 import click
 import yaml
 
+from scripts.stack.commandline import run_click
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- values:begin -->"
 END = "<!-- values:end -->"
@@ -151,14 +153,7 @@ def command(check: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     """`python -m scripts.chart_docs` (tests/test_docs.py calls it in-process): 0, 1 when a table is stale
     or could not be written, 2 for a usage error, 130 when interrupted."""
-    try:
-        return command.main(args=argv, prog_name="python -m scripts.chart_docs", standalone_mode=False) or 0
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.Abort:                     # Ctrl-C
-        click.echo("Aborted!", err=True)
-        return 130
+    return run_click(command, argv, "python -m scripts.chart_docs")
 
 
 if __name__ == "__main__":

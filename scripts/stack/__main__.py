@@ -13,6 +13,7 @@ import time
 import click
 
 from . import console, core, errors, paths
+from .commandline import run_click
 
 
 def infrastructure(*, both_write_stores: bool = True) -> list[core.Component]:
@@ -188,17 +189,7 @@ def cmd_test(pytest_args: tuple[str, ...]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """`python -m scripts.stack` (the Makefile): the subcommand's exit code, 1 with one line for a
     StackError, 2 for a usage error, 130 when interrupted."""
-    try:
-        return command.main(args=argv, prog_name="python -m scripts.stack", standalone_mode=False) or 0
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.Abort:                     # Ctrl-C
-        click.echo("Aborted!", err=True)
-        return 130
-    except errors.StackError as e:
-        print(f"ERROR {e}", file=sys.stderr)
-        return 1
+    return run_click(command, argv, "python -m scripts.stack")
 
 
 if __name__ == "__main__":

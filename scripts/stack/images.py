@@ -37,6 +37,7 @@ from pathlib import Path
 import click
 
 from . import commands, console, containerd, core, errors, gotools, mounts, paths, processes
+from .commandline import run_click
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("SIMPLECQRS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -411,17 +412,7 @@ def cmd_status() -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m scripts.stack.images`: 0, 1 with one line for a StackError, 2 for a usage error, 130 when
     interrupted."""
-    try:
-        return command.main(args=argv, prog_name="python -m scripts.stack.images", standalone_mode=False) or 0
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.Abort:                     # Ctrl-C
-        click.echo("Aborted!", err=True)
-        return 130
-    except errors.StackError as e:
-        print(f"ERROR {e}", file=sys.stderr)
-        return 1
+    return run_click(command, argv, "python -m scripts.stack.images")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from pathlib import Path
 import click
 
 from . import console, containerd, errors, images, jvm, paths, strimzi
+from .commandline import run_click
 
 KAFKA_VERSION = strimzi.KAFKA_VERSION  # Strimzi 1.2.0's default (its kafka-versions.yaml)
 STRIMZI_VERSION = strimzi.VERSION      # the agent and the scripts come from that build and source
@@ -445,17 +446,7 @@ def command(what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m scripts.stack.kafkaimage`: 0, 1 with one line for a StackError, 2 for a usage error, 130
     when interrupted."""
-    try:
-        return command.main(args=argv, prog_name="python -m scripts.stack.kafkaimage", standalone_mode=False) or 0
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.Abort:                     # Ctrl-C
-        click.echo("Aborted!", err=True)
-        return 130
-    except errors.StackError as e:
-        print(f"ERROR {e}", file=sys.stderr)
-        return 1
+    return run_click(command, argv, "python -m scripts.stack.kafkaimage")
 
 
 if __name__ == "__main__":
