@@ -587,16 +587,17 @@ def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floo
     # Each row's CPU at rest first (the brokers' replication, the control plane, the operators' resyncs),
     # so the table can say what an order itself costs: the marginal figure is the total less that rate.
     say(f"[deployed] CPU at rest over {args.fresh_duration:.0f} s (no orders)")
-    rest0, t0 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+    store = chosen()
+    rest0, t0 = deployed.cpu_snapshot(containers, store), time.monotonic()
     time.sleep(args.fresh_duration)
-    rest1, t1 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+    rest1, t1 = deployed.cpu_snapshot(containers, store), time.monotonic()
     idle = {k: (rest1[k] - rest0.get(k, 0.0)) / (t1 - t0) for k in rest1}
     samples, cpu, marginal = [], [], []
     for rep in range(args.reps):
         say(f"[deployed] freshness rep {rep + 1}/{args.reps}: created -> projected; CPU of every container and host process")
-        cpu0, t0 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+        cpu0, t0 = deployed.cpu_snapshot(containers, store), time.monotonic()
         f = freshness_ours(url, args.fresh_rate, args.fresh_duration, consumer_urls, relay_urls, host)
-        cpu1, t1 = deployed.cpu_snapshot(containers, chosen()), time.monotonic()
+        cpu1, t1 = deployed.cpu_snapshot(containers, store), time.monotonic()
         cpu.append(deployed.per_1000(cpu1, cpu0, f["orders"]))
         marginal.append(deployed.per_1000(cpu1, {k: cpu0.get(k, 0.0) + idle.get(k, 0.0) * (t1 - t0) for k in cpu1},
                                           f["orders"]))
@@ -609,13 +610,7 @@ def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floo
         out[f"{key}_total"] = round(sum(table.values()), 3)
     out["cpu_cores_at_rest"] = {k: round(v, 3) for k, v in sorted(idle.items(), key=lambda kv: -kv[1])}
     if args.profile:
-        targets = {}
-        for row, label in (("pod:api", "api-worker"), ("pod:relay", "relay"), ("pod:consumer", "consumer")):
-            busiest = max((c for c in containers if c.row == row),
-                          key=lambda c: deployed._cgroup_seconds(c.cgroup), default=None)
-            pid = deployed.busiest_pid(busiest) if busiest else None
-            if pid:
-                targets[label] = pid
+        targets = deployed.profile_targets(containers)
         # At least 50 orders/s (a --quick run's 20/s leaves the relay's Python almost idle) for 3 s or more.
         seconds, rate = max(3.0, args.fresh_duration), max(50.0, args.fresh_rate)
         say(f"[deployed] py-spy flame graphs ({', '.join(targets)}) over {seconds:.0f} s at {rate:.0f} orders/s")

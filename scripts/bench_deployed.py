@@ -113,6 +113,20 @@ def busiest_pid(c: Container) -> int | None:
     return max(pids(c), key=lambda p: measure.cpu_seconds(p, tree=False), default=None)
 
 
+PROFILED = {"api-worker": "pod:api", "relay": "pod:relay", "consumer": "pod:consumer"}
+
+
+def profile_targets(containers: list[Container]) -> dict[str, int]:
+    """What the flame graphs sample: in the busiest container of each profiled row, its busiest process."""
+    targets = {}
+    for label, row in PROFILED.items():
+        busiest = max((c for c in containers if c.row == row), key=lambda c: _cgroup_seconds(c.cgroup), default=None)
+        pid = busiest_pid(busiest) if busiest else None
+        if pid:
+            targets[label] = pid
+    return targets
+
+
 # ---------------------------------------------------------------- flame graphs
 def pyspy() -> str | None:
     return shutil.which("py-spy") or (str(ROOT / ".venv/bin/py-spy")
