@@ -192,19 +192,26 @@ def bench(args: tuple[str, ...]) -> int:
     return subprocess.call([str(script), *args])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The `simplecqrs` executable (argv: sys.argv[1:] by default); scripts/host.py calls it in-process.
-
-    The exit code: the subcommand's, 2 for a usage error (the message on stderr), 130 when interrupted.
-    Any other exception propagates (a traceback), as it did from the processes' former entry points."""
+def exit_code(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
+    """Run a click command in-process and turn its outcome into an exit code: the command's (0 when it
+    returns nothing), 2 for a usage error (click's message on stderr), 130 when interrupted.  Any other
+    exception propagates.  The harness's command lines use it too (scripts/stack/commandline.py)."""
     try:
-        return simplecqrs.main(args=argv, prog_name="simplecqrs", standalone_mode=False) or 0
+        return command.main(args=argv, prog_name=prog_name, standalone_mode=False) or 0
     except click.ClickException as e:
         e.show()
         return e.exit_code
     except click.Abort:
         click.echo("Aborted!", err=True)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `simplecqrs` executable (argv: sys.argv[1:] by default); scripts/host.py calls it in-process.
+
+    The exit code: the subcommand's, 2 for a usage error (the message on stderr), 130 when interrupted.
+    Any other exception propagates (a traceback), as it did from the processes' former entry points."""
+    return exit_code(simplecqrs, argv, "simplecqrs")
 
 
 if __name__ == "__main__":
