@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import bench_measure as measure
+from scripts.stack import cgroups
 from scripts.stack.errors import StackError
 from scripts.stack.node import kubectl
 from scripts.stack.paths import ROOT
 from scripts.stack.processes import read_pid
 
-CPUACCT = Path("/sys/fs/cgroup/cpuacct")
-CGROUP_ROOT = "simplecqrs"          # node.CGROUP_PARENT: the kubelet's cgroupRoot
 # Host processes by their pid file (RUN/<name>.pid): the write store is added by its name.
 HOST_PROCESSES = ("cassandra", "traefik", "kube-apiserver", "etcd", "kubelet", "containerd",
                   "kube-controller-manager", "kube-scheduler", "kube-proxy", "kube-router")
@@ -48,7 +47,7 @@ class Container:
 
 def _cgroup(pod_uid: str, container_id: str) -> Path | None:
     """The container's cpuacct cgroup: <root>/kubepods[/<qos>]/pod<uid>/<container id>."""
-    for path in (CPUACCT / CGROUP_ROOT).glob(f"kubepods*/**/pod{pod_uid}/{container_id}"):
+    for path in (cgroups.CGROUPS / "cpuacct" / cgroups.POD_ROOT).glob(f"kubepods*/**/pod{pod_uid}/{container_id}"):
         return path
     return None
 

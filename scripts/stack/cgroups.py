@@ -1,20 +1,22 @@
-"""The node's CPU shared as on a systemd node: the host's daemons in one cgroup, the pods in another.
+"""The node's cgroups: the pods' tree (the kubelet's cgroupRoot) and, beside it, the host's daemons.
 
-On a node that systemd runs, the kubelet puts every pod under kubepods.slice and the daemons live in
-system.slice; under contention the two weigh the same (cgroup v1 cpu.shares 1024 each), whatever their
-thread counts.  Here PID 1 is not systemd (cgroup v1, ../shared/notes/real-node.md): a daemon the stack
-started stayed in the root cgroup, where each of its runnable threads weighs as much as the whole pod tree
-(the kubelet's cgroupRoot /simplecqrs, 1024 shares).  Under load Cassandra's, MySQL's and the JVMs' threads
-left the pods a sliver of the two cores: `scripts/bench` measured the API's pods at a quarter of the same
-code's throughput as a host process, and the relay's publish p50 at 150 ms.  So each daemon the stack starts
-joins /simplecqrs-host (the cpu and cpuacct hierarchies, 1024 shares), and the pods' tree and the host's
-daemons weigh the same, as on a systemd node.  Leaf: imports nothing of the stack.
+The kubelet (cgroupfs driver) puts every pod under /simplecqrs in each v1 hierarchy, which must exist
+before it starts and is removed by `down`.  On a node that systemd runs, the daemons live in system.slice
+beside kubepods.slice, and under contention the two weigh the same (cgroup v1 cpu.shares 1024 each),
+whatever their thread counts.  Here PID 1 is not systemd (cgroup v1, ../shared/notes/real-node.md): a
+daemon the stack started stayed in the root cgroup, where each of its runnable threads weighs as much as
+the whole pod tree.  Under load the stores', the JVMs' and the control plane's threads left the pods a
+sliver of the two cores: the deployed bench measured the relay's publish p50 at 114 ms and freshness p99
+at 867 ms, and 19.5 ms and 295 ms once the daemons sat beside the pods (docs/performance.md).  So each
+daemon the stack starts joins /simplecqrs-host (the cpu and cpuacct hierarchies, 1024 shares).  Leaf:
+imports nothing of the stack.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 CGROUPS = Path("/sys/fs/cgroup")
+POD_ROOT = "simplecqrs"              # the kubelet's cgroupRoot: /sys/fs/cgroup/<controller>/simplecqrs
 HOST_GROUP = "simplecqrs-host"
 CONTROLLERS = ("cpu", "cpuacct")
 
@@ -53,5 +55,39 @@ def remove_host() -> None:
     for group in _groups():
         try:
             group.rmdir()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- the pods' tree (the kubelet's cgroupRoot)
+def _v1_hierarchies() -> list[Path]:
+    return [p for p in CGROUPS.iterdir() if p.is_dir() and p.name != "unified"]
+
+
+def create_pod_root() -> None:
+    """The kubelet's cgroupRoot must exist in every v1 hierarchy before it starts."""
+    for ctrl in _v1_hierarchies():
+        top = ctrl / POD_ROOT
+        top.mkdir(exist_ok=True)
+        if ctrl.name == "cpuset":  # a cpuset cgroup takes no task until it has cpus and mems
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if not (top / f).read_text().strip():
+                    (top / f).write_text((ctrl / f).read_text())
+
+
+def remove_pod_root() -> None:
+    """rmdir our cgroup subtree in every hierarchy, children first: the v1 ones, and the hybrid
+    layout's `unified` (v2) one, where runc puts each pod too (it was left behind there)."""
+    for ctrl in [p for p in CGROUPS.iterdir() if p.is_dir()]:
+        top = ctrl / POD_ROOT
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            top.rmdir()
         except OSError:
             pass

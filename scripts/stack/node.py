@@ -36,7 +36,6 @@ SCHEDULER_PORT = 10259
 PROXY_CONFIG = paths.ETC / "kube-proxy.yaml"
 PROXY_HEALTHZ_PORT = 10256
 PROXY_METRICS_PORT = 10249
-CGROUP_PARENT = "simplecqrs"             # kubelet's cgroupRoot: /sys/fs/cgroup/<ctrl>/simplecqrs
 KUBE_CHAIN_TABLES = ("filter", "nat", "mangle")  # where the kubelet and kube-proxy make KUBE-* chains
 
 CONTAINERD_TOML = """\
@@ -104,39 +103,6 @@ def kubectl(*args: str | Path, input: str | None = None, check: bool = True, tim
     if check and out.returncode != 0:
         raise errors.StackError("kubectl", f"{' '.join(map(str, args[:4]))}: {out.stderr.strip()[-2000:]}")
     return out
-
-
-def _v1_hierarchies() -> list[Path]:
-    return [p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir() and p.name != "unified"]
-
-
-def _create_cgroups() -> None:
-    """The kubelet's cgroupRoot must exist in every v1 hierarchy before it starts."""
-    for ctrl in _v1_hierarchies():
-        top = ctrl / CGROUP_PARENT
-        top.mkdir(exist_ok=True)
-        if ctrl.name == "cpuset":  # a cpuset cgroup takes no task until it has cpus and mems
-            for f in ("cpuset.cpus", "cpuset.mems"):
-                if not (top / f).read_text().strip():
-                    (top / f).write_text((ctrl / f).read_text())
-
-
-def _remove_cgroups() -> None:
-    """rmdir our cgroup subtree in every hierarchy, children first: the v1 ones, and the hybrid
-    layout's `unified` (v2) one, where runc puts each pod too (it was left behind there)."""
-    for ctrl in [p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()]:
-        top = ctrl / CGROUP_PARENT
-        if not top.is_dir():
-            continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        try:
-            top.rmdir()
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------- components
@@ -236,12 +202,12 @@ class Kubelet(core.Component):
         ports.require_ports_free(self.name, KUBELET_HEALTHZ_PORT)
         kube.ensure_pki()
         KUBELET_ROOT.mkdir(parents=True, exist_ok=True)
-        _create_cgroups()
+        cgroups.create_pod_root()
         images.ensure_node_image(images.pause_image())   # no pod starts without the pause image
         KUBELET_CONFIG.write_text(KUBELET_YAML.format(
             address=network.GATEWAY, port=KUBELET_PORT, healthz=KUBELET_HEALTHZ_PORT, ca=PKI / "ca.crt",
             cert=PKI / "kubelet-serving.crt", key=PKI / "kubelet-serving.key", socket=CONTAINERD_SOCKET,
-            cgroup=CGROUP_PARENT, dns=network.CLUSTER_DNS, volume_plugins=KUBELET_ROOT / "volume-plugins"))
+            cgroup=cgroups.POD_ROOT, dns=network.CLUSTER_DNS, volume_plugins=KUBELET_ROOT / "volume-plugins"))
         # The apiserver's identity towards the kubelet may use its API (logs, exec, port-forward).
         kubectl("apply", "--server-side", "--field-manager=simplecqrs-stack", "-f", "-", input=json.dumps({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -365,6 +331,6 @@ def remove_leftovers() -> None:
                 for chain in network.chains(table, tool):
                     if chain.startswith("KUBE-"):
                         network.delete_chain(table, chain, tool)
-    _remove_cgroups()
+    cgroups.remove_pod_root()
     cgroups.remove_host()
     shutil.rmtree(paths.DATA / "cni", ignore_errors=True)
