@@ -649,7 +649,6 @@ def run(args: SimpleNamespace) -> dict:
 
         services.instance_env(args.instance)   # a StackError in one line without `make up`'s instance
     ensure_wrk()
-    OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"bench{secrets.token_hex(3)}"
     settings = make_settings(admin_mysql(), suffix)
     say(f"provisioning the baselines' instance {suffix}")
@@ -893,8 +892,8 @@ def command(**options) -> None:
     if args.quick:
         args.reps, args.duration, args.concurrency, args.events = 1, 1.0, [4], 300
         args.scaling, args.fresh_duration, args.fresh_rate, args.kafka_restart = [1, 2], 2.0, 20.0, False
+    args.out.parent.mkdir(parents=True, exist_ok=True)   # before the run: the flame graphs go there too
     r = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1))
     (args.out.parent / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(r, indent=1))
     text = summary(r)
