@@ -79,7 +79,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("KAFKA_DLQ_TOPIC", "kafka.dead_letter_topic", default="OnNewOrder.DLQ"),
     Var("KAFKA_CONSUMER_GROUP", "kafka.consumer_group", default="simplecqrs-projector"),
     Var("KAFKA_LINGER_MS", "kafka.linger_ms", int, 5),
-    Var("KAFKA_COMPRESSION", "kafka.compression", default="lz4"),
+    # none, or gzip | snappy | lz4 | zstd.  none by default: at the rates a relay batches an event or
+    # two per request, and compressing a few hundred bytes cost CPU in the relay, every broker that
+    # validates the batch and every consumer, for no bytes worth saving (docs/performance.md).
+    Var("KAFKA_COMPRESSION", "kafka.compression", default="none"),
     # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL; with SASL, the mechanism (SCRAM-SHA-512 for the users
     # Strimzi's User Operator makes) and the user's name and password (app/broker.py, security).
     Var("KAFKA_SECURITY_PROTOCOL", "kafka.security_protocol", default="PLAINTEXT"),
