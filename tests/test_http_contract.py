@@ -62,6 +62,15 @@ def test_malformed_requests(client, data, ctype, status):
     assert r.headers["Content-Type"].startswith("application/json") and r.get_json()["error"]
 
 
+@pytest.mark.parametrize("data,key", [
+    (b'{"a":1,"b":2,"a":3}', "a"),
+    (b'{"description":"x","extra":{"k":1,"k":2}}', "k"),   # nested objects too
+])
+def test_a_duplicate_key_is_named(client, data, key):
+    r = client.post("/orders", data=data, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and f"duplicate key {key!r}" in r.get_json()["message"], r.text
+
+
 def test_unknown_route_and_wrong_method_answer_json(client):
     r = client.get("/nope")
     assert r.status_code == 404 and r.get_json()["error"] == "not_found"

@@ -33,11 +33,13 @@ class BadBody(ValueError):
 
 
 def _reject_duplicate_keys(pairs):
-    obj = {}
-    for k, v in pairs:
-        if k in obj:
-            raise BadBody(f"duplicate key {k!r} in JSON object")
-        obj[k] = v
+    obj = dict(pairs)          # built in C; the loop below runs only when a key repeats
+    if len(obj) != len(pairs):
+        seen = set()
+        for k, _v in pairs:
+            if k in seen:
+                raise BadBody(f"duplicate key {k!r} in JSON object")
+            seen.add(k)
     return obj
 
 
