@@ -21,6 +21,9 @@ Per outbox relay (--relays binlog,poll: each on an instance of its own, one afte
   write_store_per_order  InnoDB rows and bytes, redo, binlog bytes and statements per order (the
                        server's global counters over the freshness runs, at a rate the relay keeps up with)
   cpu_s_per_1000_orders  CPU seconds per 1000 orders of each process (API, relay, consumers, stores)
+  floors               (the deployed form) the same CPU table, at the same rate, for the bare floor app and
+                       the write store under it, and for the raw freshness baseline with the brokers and
+                       Cassandra under it: what the work costs without simplecqrs's code
   kafka_restart        once a second, freshness of what was projected, through a Kafka outage (every broker cut off, then back)
 The top-level command_ratio, db_ratio, vs_naive_ratio and freshness_p99_ratio are the default relay's.
 Once per run:
@@ -82,7 +85,8 @@ FORMS = {
                  "floor, naive, raw_pymysql": "host processes on the same stores, no Ingress",
                  "freshness_baseline": "a host process: produce -> consume -> write on the same Kafka and Cassandra",
                  "projection, scaling": "host consumer processes on a preloaded topic",
-                 "cpu_s_per_1000_orders": "pod: rows from the node's cgroups, host: rows from /proc"},
+                 "cpu_s_per_1000_orders": "pod: rows from the node's cgroups, host: rows from /proc",
+                 "floors": "the same CPU table for the floor app and the freshness baseline at the same rate"},
     "infra-only": {"ours": "host processes (gunicorn + relay, two consumers) on make up's stores and Kafka",
                    "floor, naive, raw_pymysql": "host processes on the same stores",
                    "freshness_baseline": "a host process: produce -> consume -> write on the same Kafka and Cassandra",
@@ -392,18 +396,22 @@ def kafka_restart_timeline(api_url: str, rate: float, consumers: list[Proc], tot
     return timeline
 
 
-def freshness_baseline(settings: Settings, rate: float, duration: float, in_flight: int = 128) -> list[float]:
+def freshness_baseline(settings: Settings, rate: float, duration: float, in_flight: int = 128,
+                       replication: int = 1, topic_config: dict[str, str] | None = None) -> list[float]:
     """A raw kafka-python produce -> consume round trip plus one Cassandra write, same process clock:
     the floor of a projection at the offered rate.  The writes are asynchronous with up to
     `in_flight` outstanding, as the projector's (CONSUMER_MAX_IN_FLIGHT), and a sample is taken when
     the write is acknowledged.  (A synchronous write per record, as this baseline first did, caps the
     loop at 1 / write latency: on a loaded machine below the offered rate, so the baseline measured
-    its own growing backlog, seconds, not a floor.)"""
+    its own growing backlog, seconds, not a floor.)  The producer is the relay's (app/broker.py, the
+    same acks, linger and compression); its topic has one partition and, in the deployed form, the
+    instance's replication (`replication`, `topic_config`: min.insync.replicas), so the floor waits
+    for the same acknowledgements ours does."""
     from kafka import TopicPartition
 
     topic = f"bench-raw-{secrets.token_hex(3)}"
     admin = broker.admin(settings.kafka)
-    broker.ensure_topic(admin, topic, 1)
+    broker.ensure_topic(admin, topic, 1, replication, topic_config)
     session = cassandra_connect(settings.cassandra, keyspace=False)
     model = ReadModel(session, settings.cassandra.keyspace)
     gen = model.state()[0]
@@ -460,6 +468,43 @@ def freshness_baseline(settings: Settings, rate: float, duration: float, in_flig
     admin.close()
     session.cluster.shutdown()
     return samples
+
+
+def baselines(args: SimpleNamespace, settings: Settings, deployed_out: dict | None) -> list[list[float]]:
+    """The freshness baseline, args.reps times.  In the deployed form (`deployed_out`: measure_deployed's
+    result) its topic has the instance's replication, and what the brokers, Cassandra and the raw process
+    itself spend per 1000 events goes into deployed_out["floors"]["projection"] (less each row at rest)."""
+    from scripts.stack.writestore import chosen
+
+    replication, config = 1, None
+    if deployed_out is not None:
+        containers = deployed.node_containers(*deployed_out["instance"].split("/"))
+        spec = deployed_out["spec"].get("kafka") or {}
+        replication = int(spec.get("replicationFactor") or 1)
+        config = {k: str(v) for k, v in (spec.get("config") or {}).items() if k == "min.insync.replicas"}
+    samples, cpu = [], []
+    for rep in range(args.reps):
+        say(f"freshness baseline rep {rep + 1}/{args.reps}: raw produce -> consume -> write"
+            f" (replication {replication})")
+        if deployed_out is None:
+            samples.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration))
+            continue
+        with deployed.Cpu(containers, chosen(), deployed_out["cpu_cores_at_rest"],
+                          {"host:bench (the raw producer, consumer and writes)": own_cpu_seconds}) as used:
+            samples.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration,
+                                              replication=replication, topic_config=config))
+        cpu.append(used.per_1000(len(samples[-1])))
+    if deployed_out is not None:
+        deployed_out["floors"]["projection"] = {
+            "what": "the freshness baseline: a raw producer (the relay's settings), a consumer and one Cassandra"
+                    " write per event, one host process, its topic replicated as the instance's",
+            "cpu_s_per_1000_events": deployed.median_rows(cpu, ("pod:kafka/kafka", "host:cassandra", "host:bench"))}
+    return samples
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -562,7 +607,7 @@ def measure_relay(relay: str, args: SimpleNamespace, floor_url: str, naive_url: 
 
 
 def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floor_settings: Settings,
-                     script: Path) -> dict:
+                     script: Path, floor_pid: int) -> dict:
     """The instance as deployed (bench_deployed): its pods through the Ingress, CPU per container from
     the node's cgroups and per host process, freshness off its pods' histograms, py-spy flame graphs."""
     from scripts.stack import services
@@ -609,6 +654,19 @@ def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floo
         out[key] = dict(sorted(table.items(), key=lambda kv: -kv[1]))
         out[f"{key}_total"] = round(sum(table.values()), 3)
     out["cpu_cores_at_rest"] = {k: round(v, 3) for k, v in sorted(idle.items(), key=lambda kv: -kv[1])}
+    # The command's floor at the same rate: the bare Flask + one INSERT (a host process, no Ingress) and
+    # the write store under it.  The projection's floor is measured with the freshness baseline (baselines()).
+    cpu = []
+    for rep in range(args.reps):
+        say(f"[deployed] the floor's CPU rep {rep + 1}/{args.reps}: bare Flask + one INSERT at {args.fresh_rate:.0f}/s")
+        with deployed.Cpu(containers, store, idle,
+                          {"host:bench-floor (bare Flask + one INSERT)": lambda: measure.cpu_seconds(floor_pid)}) as used:
+            placed = post_at_rate(floor_url, args.fresh_rate, args.fresh_duration, "floor")
+        cpu.append(used.per_1000(placed))
+    out["floors"] = {"command": {
+        "what": "the bare floor app (parse the JSON, commit one plain INSERT; gunicorn as ours), a host process"
+                " reached directly, at the same rate",
+        "cpu_s_per_1000_orders": deployed.median_rows(cpu, ("host:bench-floor", f"host:{store}"))}}
     if args.profile:
         targets = deployed.profile_targets(containers)
         # At least 50 orders/s (a --quick run's 20/s leaves the relay's Python almost idle) for 3 s or more.
@@ -685,15 +743,13 @@ def run(args: SimpleNamespace) -> dict:
                                 for relay in args.relays}
             default = result["relays"].get(DEFAULT_RELAY) or next(iter(result["relays"].values()))
         else:
-            result["deployed"] = default = measure_deployed(args, floor_url, naive_url, settings, script)
+            result["deployed"] = default = measure_deployed(args, floor_url, naive_url, settings, script,
+                                                            floor.proc.pid)
         for key in ("command", "command_ratio", "db_ratio", "vs_naive_ratio", "ratios_at_concurrency"):
             result[key] = default[key]
 
         # The raw floor of freshness: produce -> consume -> one Cassandra write, at the same rate.
-        base_f = []
-        for rep in range(args.reps):
-            say(f"freshness baseline rep {rep + 1}/{args.reps}: raw produce -> consume -> write")
-            base_f.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration))
+        base_f = baselines(args, settings, None if args.infra_only else default)
         base = {"p50": spread([pct(s, 50) * 1000 for s in base_f]), "p99": spread([pct(s, 99) * 1000 for s in base_f])}
         result["freshness_baseline_ms"] = base
         for r in (result.get("relays") or {"deployed": default}).values():
@@ -795,6 +851,10 @@ def deployed_summary(x: dict) -> list[str]:
         f"    of which the orders' own (less each row's CPU at rest), {x['cpu_s_per_1000_orders_marginal_total']:.2f}"
         " in all: " + ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_s_per_1000_orders_marginal"].items() if v >= 0.005),
     ]
+    for part, floor in (x.get("floors") or {}).items():
+        rows = floor.get("cpu_s_per_1000_orders") or floor.get("cpu_s_per_1000_events") or {}
+        lines.append(f"    floor of the {part}, CPU s per 1000 at the same rate (less at rest): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in rows.items()))
     for name, prof in (x.get("profiles") or {}).items():
         if prof.get("error"):
             lines.append(f"    flame graph {name}: py-spy failed: {prof['error']}")

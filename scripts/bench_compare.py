@@ -28,6 +28,8 @@ def table(runs: dict[str, dict]) -> str:
         ("freshness p50, ms", [d["freshness_ms"]["p50"]["median"] for d in dep.values()]),
         ("freshness p99, ms", [d["freshness_ms"]["p99"]["median"] for d in dep.values()]),
         ("freshness_p99_ratio", [d["freshness_p99_ratio"] for d in dep.values()]),
+        ("the raw baseline's freshness p99, ms",
+         [((r.get("freshness_baseline_ms") or {}).get("p99") or {}).get("median") for r in runs.values()]),
         ("created -> acknowledged by Kafka p50, ms", [d["published_ms"]["p50"]["median"] for d in dep.values()]),
         ("projection_ratio (host consumer)", [r["projection_ratio"] for r in runs.values()]),
         ("CPU s / 1000 orders, all rows", [d["cpu_s_per_1000_orders_total"] for d in dep.values()]),
@@ -39,6 +41,11 @@ def table(runs: dict[str, dict]) -> str:
         values = [d["cpu_s_per_1000_orders"].get(row) for d in dep.values()]
         if max(v or 0 for v in values) >= 0.05:
             rows.append((f"CPU {row}", values))
+    for part in ("command", "projection"):   # the floors at the same rate (runs since they were measured)
+        floors = [(d.get("floors") or {}).get(part) or {} for d in dep.values()]
+        tables = [f.get("cpu_s_per_1000_orders") or f.get("cpu_s_per_1000_events") or {} for f in floors]
+        for row in dict.fromkeys(k for t in tables for k in t):
+            rows.append((f"floor of the {part}: CPU {row}", [t.get(row) for t in tables]))
     out = ["| figure | " + " | ".join(names) + " | last / first |", "|---" * (len(names) + 2) + "|"]
     for label, values in rows:
         change = (f"{values[-1] / values[0]:.2f}" if values[0] and values[-1] is not None else "")

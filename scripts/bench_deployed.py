@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +96,41 @@ def per_1000(after: dict[str, float], before: dict[str, float], orders: int) -> 
     """CPU seconds per 1000 orders by row (never below 0: less the rest rate, a quiet row can dip under it)."""
     table = {k: round(max(0.0, after[k] - before.get(k, 0.0)) * 1000 / max(1, orders), 3) for k in after}
     return dict(sorted(table.items(), key=lambda kv: -kv[1]))
+
+
+class Cpu:
+    """The CPU every row uses while the block runs, less each row's rate at rest (`idle`, in cores);
+    `extra` adds rows of processes outside the node's table (a baseline's own process), by a function
+    that reads their CPU seconds so far.
+
+        with Cpu(containers, store, idle, {"host:bench-floor": lambda: cpu_seconds(pid)}) as used:
+            ...
+        used.per_1000(orders)
+    """
+
+    def __init__(self, containers: list[Container], write_store: str, idle: dict[str, float],
+                 extra: dict[str, Callable[[], float]] | None = None):
+        self.containers, self.write_store, self.idle, self.extra = containers, write_store, idle, extra or {}
+
+    def _snapshot(self) -> dict[str, float]:
+        return {**cpu_snapshot(self.containers, self.write_store), **{k: f() for k, f in self.extra.items()}}
+
+    def __enter__(self) -> Cpu:
+        self.before, self.started = self._snapshot(), time.monotonic()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.after, self.took = self._snapshot(), time.monotonic() - self.started
+
+    def per_1000(self, orders: int) -> dict[str, float]:
+        rest = {k: self.before.get(k, 0.0) + self.idle.get(k, 0.0) * self.took for k in self.after}
+        return per_1000(self.after, rest, orders)
+
+
+def median_rows(runs: list[dict[str, float]], prefixes: tuple[str, ...]) -> dict[str, float]:
+    """Per row whose name starts with one of `prefixes`, the median over `runs`."""
+    rows = sorted({k for r in runs for k in r if k.startswith(prefixes)})
+    return {k: round(statistics.median(r.get(k, 0.0) for r in runs), 3) for k in rows}
 
 
 def metrics_urls(containers: list[Container], container_name: str) -> list[str]:

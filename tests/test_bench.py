@@ -65,8 +65,13 @@ def test_bench_compare_tables_two_runs_side_by_side():
             "cpu_s_per_1000_orders_marginal_total": api + kafka - 1,
             "cpu_s_per_1000_orders": {"pod:api": api, "pod:kafka/kafka": kafka, "host:quiet": 0.01}}}
 
-    lines = table({"before": run(2.0, 3.0), "after": run(1.0, 3.0)}).splitlines()
+    after = run(1.0, 3.0)
+    after["freshness_baseline_ms"] = {"p99": {"median": 100.0}}
+    after["deployed"]["floors"] = {"command": {"cpu_s_per_1000_orders": {"host:bench-floor": 0.8}}}
+    lines = table({"before": run(2.0, 3.0), "after": after}).splitlines()
     assert lines[0] == "| figure | before | after | last / first |"
+    assert "| the raw baseline's freshness p99, ms |  | 100.0 |  |" in lines, "a run before the row existed: blank"
+    assert "| floor of the command: CPU host:bench-floor |  | 0.80 |  |" in lines
     assert "| CPU pod:api | 2.00 | 1.00 | 0.50 |" in lines
     assert "| CPU s / 1000 orders, all rows | 5.00 | 4.00 | 0.80 |" in lines
     assert not any("host:quiet" in line for line in lines), "rows under 0.05 s left out"

@@ -482,6 +482,13 @@ def test_bench_quick_measures_the_instance_as_deployed(instance, tmp_path):
     assert d["cpu_s_per_1000_orders_total"] >= sum(cpu[r] for r in ("pod:api", "pod:relay", "pod:consumer"))
     published, fresh = d["published_ms"]["p50"]["median"], d["freshness_ms"]["p50"]["median"]
     assert 0 < published <= fresh, (d["published_ms"], d["freshness_ms"])
+    # The floors beside ours, at the same rate: the bare Flask + INSERT app and the write store under it;
+    # the brokers, Cassandra and the raw process under the freshness baseline.
+    command_floor = d["floors"]["command"]["cpu_s_per_1000_orders"]
+    assert command_floor.get("host:bench-floor (bare Flask + one INSERT)", 0) > 0, command_floor
+    projection_floor = d["floors"]["projection"]["cpu_s_per_1000_events"]
+    assert {"pod:kafka/kafka", "host:cassandra"} <= set(projection_floor), projection_floor
+    assert any(k.startswith("host:bench ") and v > 0 for k, v in projection_floor.items()), projection_floor
     assert set(d["profiles"]) == {"api-worker", "relay", "consumer"}, d["profiles"]
     for name, prof in d["profiles"].items():
         assert not prof.get("error"), (name, prof)
