@@ -47,8 +47,15 @@ def _ensure_topic_admin(osvc: OrderService) -> Result:
         client = _kept_admin(osvc)
         done = broker.ensure_topic(client, k.topic, k.partitions, k.replication_factor, k.config)
         broker.ensure_topic(client, k.dead_letter_topic, 1, k.replication_factor)
-        changed = broker.ensure_topic_config(client, k.topic, k.config)
-        actual = broker.partition_count(client, k.topic)
+        if done == "created":
+            # Made just now with its partitions and config.  Not described in the same pass: a broker
+            # that has not learnt of the topic yet answers without its configs, and kafka-python's
+            # alter_configs then refused them ("Unrecognized configs"), failing the pass after the
+            # topic was made, so the next pass found it "unchanged" and TopicCreated was never posted.
+            changed, actual = {}, k.partitions
+        else:
+            changed = broker.ensure_topic_config(client, k.topic, k.config)
+            actual = broker.partition_count(client, k.topic)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         CLIENTS.forget(osvc, "kafka")
         return Result(failure(TOPIC, where, exc))
