@@ -334,9 +334,10 @@ def example(cluster, admin_mysql):
 
 
 # ---------------------------------------------------------------- provisioning and status
-def test_example_provisions_the_stores_within_a_minute(cluster, example, admin_mysql):
+def test_example_provisions_the_stores(cluster, example, admin_mysql):
+    # How long it took is reported, never asserted (timings are measured in scripts/, not tested).
+    print(f"stores provisioned {example['ready_after']:.1f} s after the apply")
     names = example["names"]
-    assert example["ready_after"] < 60
     # Write store: database, migrations, and a least-privileged user whose password is in the Secret.
     tables = {r[0] for r in mysql_query(admin_mysql, f"SHOW TABLES FROM `{names.database}`")}
     assert {"orders", "outbox", "customers", "idempotency_keys", "schema_migrations"} <= tables
