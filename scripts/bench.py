@@ -470,10 +470,11 @@ def freshness_baseline(settings: Settings, rate: float, duration: float, in_flig
     return samples
 
 
-def baselines(args: SimpleNamespace, settings: Settings, deployed_out: dict | None) -> list[list[float]]:
-    """The freshness baseline, args.reps times.  In the deployed form (`deployed_out`: measure_deployed's
-    result) its topic has the instance's replication, and what the brokers, Cassandra and the raw process
-    itself spend per 1000 events goes into deployed_out["floors"]["projection"] (less each row at rest)."""
+def baselines(args: SimpleNamespace, settings: Settings, deployed_out: dict | None) -> tuple[list[list[float]], dict | None]:
+    """The freshness baseline, args.reps times: (its samples, the projection's floor or None).  In the
+    deployed form (`deployed_out`: measure_deployed's result) its topic has the instance's replication, and
+    the floor is what the brokers, Cassandra and the raw process itself spend per 1000 events (one event an
+    order), less each row at rest."""
     from scripts.stack.writestore import chosen
 
     replication, config = 1, None
@@ -490,21 +491,17 @@ def baselines(args: SimpleNamespace, settings: Settings, deployed_out: dict | No
             samples.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration))
             continue
         with deployed.Cpu(containers, chosen(), deployed_out["cpu_cores_at_rest"],
-                          {"host:bench (the raw producer, consumer and writes)": own_cpu_seconds}) as used:
+                          {"host:bench (the raw producer, consumer and writes)":
+                           lambda: measure.cpu_seconds(os.getpid(), tree=False)}) as used:
             samples.append(freshness_baseline(settings, args.fresh_rate, args.fresh_duration,
                                               replication=replication, topic_config=config))
         cpu.append(used.per_1000(len(samples[-1])))
-    if deployed_out is not None:
-        deployed_out["floors"]["projection"] = {
-            "what": "the freshness baseline: a raw producer (the relay's settings), a consumer and one Cassandra"
-                    " write per event, one host process, its topic replicated as the instance's",
-            "cpu_s_per_1000_events": deployed.median_rows(cpu, ("pod:kafka/kafka", "host:cassandra", "host:bench"))}
-    return samples
-
-
-def own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
+    if deployed_out is None:
+        return samples, None
+    return samples, {
+        "what": "the freshness baseline: a raw producer (the relay's settings), a consumer and one Cassandra"
+                " write per event, one host process, its topic replicated as the instance's",
+        "cpu_s_per_1000_orders": deployed.median_rows(cpu, ("pod:kafka/kafka", "host:cassandra", "host:bench"))}
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -633,24 +630,21 @@ def measure_deployed(args: SimpleNamespace, floor_url: str, naive_url: str, floo
     # so the table can say what an order itself costs: the marginal figure is the total less that rate.
     say(f"[deployed] CPU at rest over {args.fresh_duration:.0f} s (no orders)")
     store = chosen()
-    rest0, t0 = deployed.cpu_snapshot(containers, store), time.monotonic()
-    time.sleep(args.fresh_duration)
-    rest1, t1 = deployed.cpu_snapshot(containers, store), time.monotonic()
-    idle = {k: (rest1[k] - rest0.get(k, 0.0)) / (t1 - t0) for k in rest1}
+    with deployed.Cpu(containers, store) as rest:
+        time.sleep(args.fresh_duration)
+    idle = rest.cores()
     samples, cpu, marginal = [], [], []
     for rep in range(args.reps):
         say(f"[deployed] freshness rep {rep + 1}/{args.reps}: created -> projected; CPU of every container and host process")
-        cpu0, t0 = deployed.cpu_snapshot(containers, store), time.monotonic()
-        f = freshness_ours(url, args.fresh_rate, args.fresh_duration, consumer_urls, relay_urls, host)
-        cpu1, t1 = deployed.cpu_snapshot(containers, store), time.monotonic()
-        cpu.append(deployed.per_1000(cpu1, cpu0, f["orders"]))
-        marginal.append(deployed.per_1000(cpu1, {k: cpu0.get(k, 0.0) + idle.get(k, 0.0) * (t1 - t0) for k in cpu1},
-                                          f["orders"]))
+        with deployed.Cpu(containers, store, idle) as used:
+            f = freshness_ours(url, args.fresh_rate, args.fresh_duration, consumer_urls, relay_urls, host)
+        cpu.append(used.total_per_1000(f["orders"]))
+        marginal.append(used.per_1000(f["orders"]))
         samples.append(f)
     out["freshness_ms"] = {p: spread([f[p] * 1000 for f in samples]) for p in ("p50", "p99")}
     out["published_ms"] = {p: spread([f[f"published_{p}"] * 1000 for f in samples]) for p in ("p50", "p99")}
     for key, runs in (("cpu_s_per_1000_orders", cpu), ("cpu_s_per_1000_orders_marginal", marginal)):
-        table = {k: round(statistics.median(c.get(k, 0.0) for c in runs), 3) for k in runs[0]}
+        table = deployed.median_rows(runs)
         out[key] = dict(sorted(table.items(), key=lambda kv: -kv[1]))
         out[f"{key}_total"] = round(sum(table.values()), 3)
     out["cpu_cores_at_rest"] = {k: round(v, 3) for k, v in sorted(idle.items(), key=lambda kv: -kv[1])}
@@ -749,7 +743,9 @@ def run(args: SimpleNamespace) -> dict:
             result[key] = default[key]
 
         # The raw floor of freshness: produce -> consume -> one Cassandra write, at the same rate.
-        base_f = baselines(args, settings, None if args.infra_only else default)
+        base_f, projection_floor = baselines(args, settings, None if args.infra_only else default)
+        if projection_floor:
+            default["floors"]["projection"] = projection_floor
         base = {"p50": spread([pct(s, 50) * 1000 for s in base_f]), "p99": spread([pct(s, 99) * 1000 for s in base_f])}
         result["freshness_baseline_ms"] = base
         for r in (result.get("relays") or {"deployed": default}).values():
@@ -852,9 +848,8 @@ def deployed_summary(x: dict) -> list[str]:
         " in all: " + ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_s_per_1000_orders_marginal"].items() if v >= 0.005),
     ]
     for part, floor in (x.get("floors") or {}).items():
-        rows = floor.get("cpu_s_per_1000_orders") or floor.get("cpu_s_per_1000_events") or {}
         lines.append(f"    floor of the {part}, CPU s per 1000 at the same rate (less at rest): "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in rows.items()))
+                     + ", ".join(f"{k} {v:.2f}" for k, v in floor["cpu_s_per_1000_orders"].items()))
     for name, prof in (x.get("profiles") or {}).items():
         if prof.get("error"):
             lines.append(f"    flame graph {name}: py-spy failed: {prof['error']}")

@@ -43,7 +43,7 @@ def table(runs: dict[str, dict]) -> str:
             rows.append((f"CPU {row}", values))
     for part in ("command", "projection"):   # the floors at the same rate (runs since they were measured)
         floors = [(d.get("floors") or {}).get(part) or {} for d in dep.values()]
-        tables = [f.get("cpu_s_per_1000_orders") or f.get("cpu_s_per_1000_events") or {} for f in floors]
+        tables = [f.get("cpu_s_per_1000_orders") or {} for f in floors]
         for row in dict.fromkeys(k for t in tables for k in t):
             rows.append((f"floor of the {part}: CPU {row}", [t.get(row) for t in tables]))
     out = ["| figure | " + " | ".join(names) + " | last / first |", "|---" * (len(names) + 2) + "|"]

@@ -99,18 +99,19 @@ def per_1000(after: dict[str, float], before: dict[str, float], orders: int) -> 
 
 
 class Cpu:
-    """The CPU every row uses while the block runs, less each row's rate at rest (`idle`, in cores);
-    `extra` adds rows of processes outside the node's table (a baseline's own process), by a function
-    that reads their CPU seconds so far.
+    """The CPU every row uses while the block runs: as cores (`cores()`, what the rest rate is measured
+    with), per 1000 orders in all (`total_per_1000`), and less each row's rate at rest (`per_1000`, `idle`
+    in cores).  `extra` adds rows of processes outside the node's table (a baseline's own process), by a
+    function that reads their CPU seconds so far.
 
         with Cpu(containers, store, idle, {"host:bench-floor": lambda: cpu_seconds(pid)}) as used:
             ...
         used.per_1000(orders)
     """
 
-    def __init__(self, containers: list[Container], write_store: str, idle: dict[str, float],
+    def __init__(self, containers: list[Container], write_store: str, idle: dict[str, float] | None = None,
                  extra: dict[str, Callable[[], float]] | None = None):
-        self.containers, self.write_store, self.idle, self.extra = containers, write_store, idle, extra or {}
+        self.containers, self.write_store, self.idle, self.extra = containers, write_store, idle or {}, extra or {}
 
     def _snapshot(self) -> dict[str, float]:
         return {**cpu_snapshot(self.containers, self.write_store), **{k: f() for k, f in self.extra.items()}}
@@ -122,13 +123,19 @@ class Cpu:
     def __exit__(self, *_exc) -> None:
         self.after, self.took = self._snapshot(), time.monotonic() - self.started
 
+    def cores(self) -> dict[str, float]:
+        return {k: (self.after[k] - self.before.get(k, 0.0)) / self.took for k in self.after}
+
+    def total_per_1000(self, orders: int) -> dict[str, float]:
+        return per_1000(self.after, self.before, orders)
+
     def per_1000(self, orders: int) -> dict[str, float]:
         rest = {k: self.before.get(k, 0.0) + self.idle.get(k, 0.0) * self.took for k in self.after}
         return per_1000(self.after, rest, orders)
 
 
-def median_rows(runs: list[dict[str, float]], prefixes: tuple[str, ...]) -> dict[str, float]:
-    """Per row whose name starts with one of `prefixes`, the median over `runs`."""
+def median_rows(runs: list[dict[str, float]], prefixes: tuple[str, ...] = ("",)) -> dict[str, float]:
+    """Per row (whose name starts with one of `prefixes`: every row by default), the median over `runs`."""
     rows = sorted({k for r in runs for k in r if k.startswith(prefixes)})
     return {k: round(statistics.median(r.get(k, 0.0) for r in runs), 3) for k in rows}
 

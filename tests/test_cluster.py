@@ -486,7 +486,7 @@ def test_bench_quick_measures_the_instance_as_deployed(instance, tmp_path):
     # the brokers, Cassandra and the raw process under the freshness baseline.
     command_floor = d["floors"]["command"]["cpu_s_per_1000_orders"]
     assert command_floor.get("host:bench-floor (bare Flask + one INSERT)", 0) > 0, command_floor
-    projection_floor = d["floors"]["projection"]["cpu_s_per_1000_events"]
+    projection_floor = d["floors"]["projection"]["cpu_s_per_1000_orders"]
     assert {"pod:kafka/kafka", "host:cassandra"} <= set(projection_floor), projection_floor
     assert any(k.startswith("host:bench ") and v > 0 for k, v in projection_floor.items()), projection_floor
     assert set(d["profiles"]) == {"api-worker", "relay", "consumer"}, d["profiles"]
