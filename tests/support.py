@@ -104,12 +104,23 @@ def pipeline_stages(s: Settings) -> dict:
         tps = [TopicPartition(s.kafka.topic, p) for p in c.partitions_for_topic(s.kafka.topic) or ()]
         end = c.end_offsets(tps)
         committed = admin.list_group_offsets(s.kafka.consumer_group)[s.kafka.consumer_group]  # kafka-python 3
+        group = group_state(admin, s.kafka.consumer_group)
     finally:
         c.close()
         admin.close()
     lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
     return {"orders_in_mysql": orders, "outbox_unpublished": waiting, "topic_records": sum(end.values()),
-            "group_lag": lag}
+            "group_lag": lag, "group": group}
+
+
+def group_state(admin, group: str) -> str:
+    """The consumer group as its coordinator sees it (state, members), or why it could not say: for a
+    failure's message (a group with no coordinator or no members consumes nothing)."""
+    try:
+        g = admin.describe_groups([group])[group]
+        return f"{g.get('group_state')}, {len(g.get('members') or [])} member(s)"
+    except Exception as e:  # noqa: BLE001 - what it could not say is the finding
+        return f"not described: {type(e).__name__}: {e}"
 
 
 def stalled_stage(stages: dict, orders_read: int) -> str:
@@ -120,7 +131,7 @@ def stalled_stage(stages: dict, orders_read: int) -> str:
         return (f"topic: {stages['topic_records']} record(s) for {stages['orders_in_mysql']} orders "
                 "although the outbox is empty")
     if stages["group_lag"]:
-        return f"consumer group: lag {stages['group_lag']}"
+        return f"consumer group: lag {stages['group_lag']} ({stages['group']})"
     if orders_read != stages["orders_in_mysql"]:
         return f"projection: read model has {orders_read} of {stages['orders_in_mysql']} with no lag"
     return "none: every stage caught up"

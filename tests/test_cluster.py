@@ -124,6 +124,16 @@ def via_ingress(host: str, method: str, path: str, **kw) -> requests.Response:
                             timeout=kw.pop("timeout", 15), **kw)
 
 
+def what_pods_say(ns: str, *deployments: str, tail: int = 40) -> str:
+    """For a failure's message: the namespace's pods and the last log lines of each Deployment's
+    containers (an API's relay, a consumer's projection)."""
+    out = [kubectl("-n", ns, "get", "pods", "-o", "wide", check=False).stdout]
+    for deploy in deployments:
+        logs = kubectl("-n", ns, "logs", f"deploy/{deploy}", "--all-containers", f"--tail={tail}", check=False)
+        out.append(f"--- {deploy}\n{logs.stdout[-6000:]}{logs.stderr[-1000:]}")
+    return "\n".join(out)
+
+
 def order_round_trip(ns: str, host: str, api: str) -> None:
     """An order POSTed through the Ingress and read back through it; on failure, the API's logs and
     the namespace's pods in the message."""
@@ -132,9 +142,7 @@ def order_round_trip(ns: str, host: str, api: str) -> None:
         r = wait_for(lambda: (resp := via_ingress(host, "POST", "/orders", json=body)).status_code == 201
                      and resp, 120, "an order accepted through the Ingress")
     except AssertionError as e:   # say why: what the API and its relay logged, and the pods' states
-        logs = kubectl("-n", ns, "logs", f"deploy/{api}", "--all-containers", "--tail=40", check=False)
-        pods = kubectl("-n", ns, "get", "pods", "-o", "wide", check=False)
-        raise AssertionError(f"{e}\n{pods.stdout}\n{logs.stdout[-6000:]}{logs.stderr[-1000:]}") from None
+        raise AssertionError(f"{e}\n{what_pods_say(ns, api)}") from None
     oid = r.json()["id"]
     got = wait_for(lambda: (resp := via_ingress(host, "GET", f"/orders/{oid}", params={"wait": 5000}))
                    .status_code == 200 and resp.json(), 120, "the order read back through the Ingress")
