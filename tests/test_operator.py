@@ -565,6 +565,34 @@ def test_unreachable_mysql_is_reported_retried_and_does_not_wedge_deletion(clust
     assert mysql_query(admin_mysql, "SHOW DATABASES LIKE %s", (names.database,)) == [(names.database,)]
 
 
+def test_a_pass_that_fails_after_making_the_topic_still_says_it_made_it(cluster):
+    """A pass makes the topic, then the broker refuses its dead-letter topic (a name that collides with
+    an existing one: Kafka counts '.' and '_' as one); TopicReady is False, and the TopicCreated Event is
+    posted all the same: the next pass finds the topic there and has nothing to say of it."""
+    ns = cluster["ns"]
+    names = Names(cluster["run_id"], "half")
+    cluster["leftovers"].append(names)
+    blocker = f"{names.topic}_DLQ"      # collides with the dead-letter topic, {topic}.DLQ
+    client = kafka_admin()
+    try:
+        broker.ensure_topic(client, blocker, 1)
+        apply(orderservice(ns, names, deletionPolicy="Delete"))
+        topic = condition(wait_conditions(ns, names.resource, ("TopicReady",), status="False"), "TopicReady")
+        assert blocker in topic["message"], topic
+        created = wait_for(lambda: has_event(ns, names.resource, "TopicCreated"), 30, "the TopicCreated event")
+        assert names.topic in created["message"]
+        client.delete_topics([blocker])
+        wait_conditions(ns, names.resource, ("TopicReady",), timeout=60)
+        assert [e["reason"] for e in events(ns, names.resource)].count("TopicCreated") == 1
+    finally:
+        try:
+            client.delete_topics([blocker])
+        except KafkaError:       # deleted above
+            pass
+        client.close()
+        kubectl("-n", ns, "delete", "orderservice", names.resource, "--timeout=120s", check=False)
+
+
 def finalizers(ns: str, name: str) -> list[str]:
     return (get("orderservice", name, ns) or {}).get("metadata", {}).get("finalizers") or []
 

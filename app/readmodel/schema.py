@@ -86,20 +86,22 @@ def ensure_keyspace(session: Session, s: CassandraSettings) -> None:
                     f"{replication_cql(s.replication)}")
 
 
-def migrate(session: Session, s: CassandraSettings) -> list[str]:
+def migrate(session: Session, s: CassandraSettings, applied: list[str] | None = None) -> list[str]:
     """Create the keyspace and apply pending migrations; returns the names applied now.
-    An up-to-date keyspace (the driver's schema metadata and one read say so) gets no DDL."""
+    An up-to-date keyspace (the driver's schema metadata and one read say so) gets no DDL.
+    `applied`, if given, has each name appended as it is applied (and is returned): a caller that
+    fails on a later one still knows what this call did."""
+    applied = [] if applied is None else applied
     ks = ident(s.keyspace)
     known = session.cluster.metadata.keyspaces.get(s.keyspace)
     if known is not None and "schema_migrations" in known.tables:
         done = {row.version for row in session.execute(f"SELECT version FROM {ks}.schema_migrations")}
         if all(version in done for version, _, _ in MIGRATIONS):
-            return []
+            return applied
     ensure_keyspace(session, s)
     session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, name text,"
                     " applied_at timestamp)")
     done = {row.version for row in session.execute(f"SELECT version FROM {ks}.schema_migrations")}
-    applied = []
     session.set_keyspace(ks)
     for version, name, statements in MIGRATIONS:
         if version in done:

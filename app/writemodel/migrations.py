@@ -78,10 +78,12 @@ def pending_for(s: MySQLSettings) -> list[str]:
         conn.close()
 
 
-def migrate(s: MySQLSettings) -> list[str]:
-    """Create the database and apply pending migrations; returns the names applied now."""
+def migrate(s: MySQLSettings, applied: list[str] | None = None) -> list[str]:
+    """Create the database and apply pending migrations; returns the names applied now.
+    `applied`, if given, has each name appended as it is applied (and is returned): a caller that
+    fails on a later one still knows what this call did (the operator reports it as an Event)."""
     db = quote_ident(s.database)
-    applied_now: list[str] = []
+    applied_now: list[str] = [] if applied is None else applied
     # Look first, on a connection with the short default read timeout: it also bounds the MySQL
     # handshake (PyMySQL reads it under read_timeout), so a server that accepts and never answers
     # holds the caller for seconds, not for the DDL's two minutes.
@@ -208,10 +210,10 @@ def drop(s: MySQLSettings, host: str = "%", relay_user: str = "") -> None:
 
 
 def provision(s: MySQLSettings, host: str = "%", relay: tuple[str, str] | None = None,
-              binlog: bool = True) -> list[str]:
+              binlog: bool = True, applied: list[str] | None = None) -> list[str]:
     """migrate(), ensure_app_user() and (given its login) ensure_relay_user(); returns the
-    migrations applied now."""
-    applied = migrate(s)
+    migrations applied now (`applied`: as migrate's)."""
+    applied = migrate(s, applied)
     if s.user:
         ensure_app_user(s, host)
     if relay:

@@ -99,6 +99,12 @@ class Result:
     events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) of changes made now
 
 
+def migrated(where: str, applied: list[str]) -> list[tuple[str, str]]:
+    """The MigrationsApplied event of a step, also when a later migration failed: what is done is
+    said in the pass that did it (the next pass finds it done and has nothing to say)."""
+    return [("MigrationsApplied", f"{where}: applied {', '.join(applied)}")] if applied else []
+
+
 def failure(type_: str, where: str, exc: BaseException) -> Condition:
     """A False condition naming the store and the error (driver messages carry no passwords)."""
     return false(type_, reason_for(exc), f"{where}: {describe(exc)}")
@@ -151,13 +157,14 @@ def ensure_write_store(osvc: OrderService, admin: tuple[str, str], passwords: tu
     """The database, its migrations, and the two users (`passwords`: the application's, the relay's)."""
     m = osvc.mysql
     where = f"MySQL {m.host}:{m.port}"
+    applied: list[str] = []
     try:
-        applied = migrations.provision(osvc.mysql_settings(admin=admin, app_password=passwords[0],
-                                                           ca_file=ca_file(osvc, ca_pem)), host=APP_USER_HOST,
-                                       relay=(m.relay_user, passwords[1]), binlog=m.outbox_relay == "binlog")
+        migrations.provision(osvc.mysql_settings(admin=admin, app_password=passwords[0], ca_file=ca_file(osvc, ca_pem)),
+                             host=APP_USER_HOST, relay=(m.relay_user, passwords[1]), binlog=m.outbox_relay == "binlog",
+                             applied=applied)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
-        return Result(failure(WRITE_STORE, where, exc))
-    events = [("MigrationsApplied", f"database {m.database}: applied {', '.join(applied)}")] if applied else []
+        return Result(failure(WRITE_STORE, where, exc), migrated(f"database {m.database}", applied))
+    events = migrated(f"database {m.database}", applied)
     return Result(true(WRITE_STORE, "Provisioned", f"database {m.database} on {m.host}:{m.port}; user "
                        f"{m.app_user} has {migrations.APP_PRIVILEGES} on it; user {m.relay_user} has the outbox"
                        f" tables{' and replication' if m.outbox_relay == 'binlog' else ''}"), events)
@@ -173,16 +180,16 @@ def ensure_read_store(osvc: OrderService, credentials: tuple[str, str] | None) -
     c = osvc.cassandra
     where = f"Cassandra {','.join(c.contact_points)}:{c.port}"
     settings = osvc.cassandra_settings(credentials)
+    applied: list[str] = []
     try:
         session = CLIENTS.get(osvc, "cassandra", settings,
                               lambda: cassandra_connect(settings, keyspace=False, request_timeout=60))
-        applied = schema.migrate(session, settings)
+        schema.migrate(session, settings, applied)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         CLIENTS.forget(osvc, "cassandra")       # the next pass connects afresh
-        return Result(failure(READ_STORE, where, exc))
-    events = [("MigrationsApplied", f"keyspace {c.keyspace}: applied {', '.join(applied)}")] if applied else []
+        return Result(failure(READ_STORE, where, exc), migrated(f"keyspace {c.keyspace}", applied))
     return Result(true(READ_STORE, "Provisioned", f"keyspace {c.keyspace} ({c.replication_setting}) "
-                       "with the read-model tables"), events)
+                       "with the read-model tables"), migrated(f"keyspace {c.keyspace}", applied))
 
 
 def drop_read_store(osvc: OrderService, credentials: tuple[str, str] | None) -> None:

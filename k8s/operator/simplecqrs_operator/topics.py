@@ -40,30 +40,31 @@ def _kept_admin(osvc: OrderService):
 
 
 def _ensure_topic_admin(osvc: OrderService) -> Result:
+    """The topic and its dead-letter topic through the admin API.  Each change's event is noted as it
+    is made, and a pass that fails later still reports it: the next pass finds it done and says nothing."""
     k = osvc.kafka
     where = f"Kafka {k.bootstrap_servers}"
     events = []
     try:
         client = _kept_admin(osvc)
         done = broker.ensure_topic(client, k.topic, k.partitions, k.replication_factor, k.config)
+        if done == "created":
+            events.append(("TopicCreated", f"topic {k.topic}: {k.partitions} partitions, replication factor "
+                                           f"{k.replication_factor}"))
+        elif done != "unchanged":
+            events.append(("PartitionsIncreased", f"topic {k.topic}: {done}"))
         broker.ensure_topic(client, k.dead_letter_topic, 1, k.replication_factor)
         if done == "created":
             # Made just now with its partitions and config.  Not described in the same pass: a broker
-            # that has not learnt of the topic yet answers without its configs, and kafka-python's
-            # alter_configs then refused them ("Unrecognized configs"), failing the pass after the
-            # topic was made, so the next pass found it "unchanged" and TopicCreated was never posted.
+            # that has not learnt of the topic yet answers without its configs (kafka-python's
+            # alter_configs then refuses them, "Unrecognized configs").
             changed, actual = {}, k.partitions
         else:
             changed = broker.ensure_topic_config(client, k.topic, k.config)
             actual = broker.partition_count(client, k.topic)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         CLIENTS.forget(osvc, "kafka")
-        return Result(failure(TOPIC, where, exc))
-    if done == "created":
-        events.append(("TopicCreated", f"topic {k.topic}: {k.partitions} partitions, replication factor "
-                                       f"{k.replication_factor}"))
-    elif done != "unchanged":
-        events.append(("PartitionsIncreased", f"topic {k.topic}: {done}"))
+        return Result(failure(TOPIC, where, exc), events)
     if changed:
         events.append(("TopicConfigUpdated", f"topic {k.topic}: " + ", ".join(f"{a}={b}" for a, b in changed.items())))
     message = f"topic {k.topic}: {actual} partitions; dead-letter topic {k.dead_letter_topic}"
