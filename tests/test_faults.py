@@ -341,6 +341,38 @@ def test_binlog_relay_killed_between_publish_and_position_save(scenario):
     assert row["duplicates_delivered"] > 0, "the events past the saved position are re-sent: duplicates, counted"
 
 
+def test_a_relay_under_a_steady_load_longer_than_its_stall_bound_stays_alive(fresh_settings):
+    """The other side of the liveness check: a relay that publishes, under a load that always keeps
+    something in flight, is alive.  KAFKA_LINGER_MS 200 holds each event a fifth of a second before it
+    is sent, and orders come faster than that for three times OUTBOX_STALL_SECONDS: /healthz answers
+    200 throughout.  (The binlog relay counted progress only at a moment with nothing in flight; at
+    100 orders/s in the pods its liveness probe restarted it after a minute of load.)"""
+    from scripts.stack.instance import start_relay
+
+    s = fresh_settings
+    api, url = start_api(s, "api-steady", relay=False)
+    relay = start_relay(s, "relay-steady", OUTBOX_STALL_SECONDS="5", KAFKA_LINGER_MS="200")
+    ids, health = [], []
+    try:
+        with requests.Session() as http:
+            t0 = last_check = time.monotonic()
+            while time.monotonic() - t0 < 15:
+                ids.append(http.post(f"{url}/orders", json={"description": "steady", "quantity": 1,
+                                                            "email": f"s{len(ids)}@x.test", "firstName": "S",
+                                                            "lastName": "T"}, timeout=10).json()["id"])
+                if time.monotonic() - last_check >= 0.5:
+                    last_check = time.monotonic()
+                    health.append(http.get(f"{relay.metrics_url}/healthz", timeout=5).status_code)
+                time.sleep(0.01)
+        assert len(ids) > 300 and len(health) >= 25
+        assert set(health) == {200}, f"/healthz under load: {health}"
+        wait_for(lambda: unpublished(s) == 0, 60, "every event published")
+        assert {json.loads(r.value)["orderId"] for r in read_topic(s)} == set(ids)
+    finally:
+        relay.stop()
+        api.stop()
+
+
 def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_settings):
     """The relay's liveness check, on a real stall: Kafka answers every request but takes no write.
 
