@@ -164,10 +164,10 @@ def ensure_write_store(osvc: OrderService, admin: tuple[str, str], passwords: tu
                              applied=applied)
     except Exception as exc:  # noqa: BLE001 - reported as the condition
         return Result(failure(WRITE_STORE, where, exc), migrated(f"database {m.database}", applied))
-    events = migrated(f"database {m.database}", applied)
     return Result(true(WRITE_STORE, "Provisioned", f"database {m.database} on {m.host}:{m.port}; user "
                        f"{m.app_user} has {migrations.APP_PRIVILEGES} on it; user {m.relay_user} has the outbox"
-                       f" tables{' and replication' if m.outbox_relay == 'binlog' else ''}"), events)
+                       f" tables{' and replication' if m.outbox_relay == 'binlog' else ''}"),
+                  migrated(f"database {m.database}", applied))
 
 
 def drop_write_store(osvc: OrderService, admin: tuple[str, str], ca_pem: str = "") -> None:
