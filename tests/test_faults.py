@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 from conftest import on_each_write_store, start_api, start_consumer, wait_for
-from support import admin_connection, mysql, pipeline_stages, read_topic, stalled_stage, unpublished
+from support import admin_connection, mysql, order, pipeline_stages, post, read_topic, stalled_stage, unpublished
 
 from app.audit import audit
 from scripts.stack import kafka as stack_kafka
@@ -357,9 +357,7 @@ def test_a_relay_under_a_steady_load_longer_than_its_stall_bound_stays_alive(fre
         with requests.Session() as http:
             t0 = last_check = time.monotonic()
             while time.monotonic() - t0 < 15:
-                ids.append(http.post(f"{url}/orders", json={"description": "steady", "quantity": 1,
-                                                            "email": f"s{len(ids)}@x.test", "firstName": "S",
-                                                            "lastName": "T"}, timeout=10).json()["id"])
+                ids.append(http.post(f"{url}/orders", json=order(), timeout=10).json()["id"])
                 if time.monotonic() - last_check >= 0.5:
                     last_check = time.monotonic()
                     health.append(http.get(f"{relay.metrics_url}/healthz", timeout=5).status_code)
@@ -400,9 +398,7 @@ def test_a_relay_that_cannot_publish_while_kafka_answers_fails_liveness(fresh_se
     try:
         max_message_bytes("100")
         t0 = time.monotonic()  # the relay's last empty poll, its last progress, is just before this
-        ids = [requests.post(f"{url}/orders", json={"description": "wedge", "quantity": 1, "email": f"w{i}@x.test",
-                                                    "firstName": "W", "lastName": "X"}, timeout=10).json()["id"]
-               for i in range(20)]
+        ids = [post(url, order(), timeout=10).json()["id"] for _ in range(20)]
         wait_for(lambda: requests.get(f"{relay.metrics_url}/healthz", timeout=5).status_code == 503, 90,
                  "the stalled relay's /healthz to fail")
         stalled_after = time.monotonic() - t0
